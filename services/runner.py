@@ -1,0 +1,68 @@
+"""What every service process does around its own work: logging, signals, readiness.
+
+A service's entry point builds its settings, then calls ``run_service(name, main)`` where
+``main(transport, ready)`` is its top-level coroutine and calls ``ready()`` once its models are
+loaded and its sockets are bound. SIGTERM and SIGINT cancel ``main`` (phased shutdown: the
+coroutine's ``finally`` blocks run), then the sockets close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from services import messages
+from services.endpoints import Endpoints
+from services.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+Ready = Callable[[], Awaitable[None]]
+ServiceMain = Callable[[Transport, Ready], Awaitable[None]]
+
+
+def setup_logging(service: str) -> None:
+    level = os.environ.get("AVATAR_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format=f"%(asctime)s {service:8s} %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def run_service(service: str, main: ServiceMain, endpoints: Endpoints | None = None) -> int:
+    """Run ``main`` in a fresh event loop until it returns or a signal stops it."""
+    setup_logging(service)
+    endpoints = endpoints or Endpoints.from_env()
+    try:
+        asyncio.run(_run(service, main, endpoints))
+    except Exception:
+        logger.exception("%s service failed", service)
+        return 1
+    return 0
+
+
+async def _run(service: str, main: ServiceMain, endpoints: Endpoints) -> None:
+    loop = asyncio.get_running_loop()
+    transport = Transport(endpoints)
+    supervisor = transport.push(endpoints.supervisor) if endpoints.supervisor else None
+
+    async def ready() -> None:
+        logger.info("%s ready (pid %d)", service, os.getpid())
+        if supervisor is not None:
+            await supervisor.send(messages.ServiceReady("", 0, service, os.getpid()))
+
+    task = asyncio.create_task(main(transport, ready), name=f"{service}-main")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        transport.close()
+        logger.info("%s stopped", service)

