@@ -110,6 +110,8 @@ class Transcript:
     turn: int
     text: str
     final: bool
+    # With final: wall-clock time (time.time()) the user stopped speaking.
+    speech_end_unix_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

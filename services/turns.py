@@ -46,6 +46,9 @@ class TurnTracker:
     def current(self, session: str) -> int:
         return self._current.get(session, 0)
 
+    def is_closed(self, session: str) -> bool:
+        return session in self._closed
+
     def is_open(self, session: str) -> bool:
         return session in self._current
 

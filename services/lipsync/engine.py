@@ -32,6 +32,9 @@ class LipsyncEngine(Protocol):
         avatar video loop continues where the last clause stopped.
         """
 
+    def idle_frame(self, index: int) -> np.ndarray:
+        """The silent avatar at running frame ``index`` (blinking, breathing; never frozen)."""
+
 
 class LipsyncModelMissing(RuntimeError):
     """A checkpoint is missing or unreadable; the message says what was found and what to do."""

@@ -1,0 +1,64 @@
+"""Voice-activity endpointing: speech probabilities per 32 ms window -> onset / end events.
+
+Onset needs ``onset_ms`` of voiced windows within a short look-back span rather than that
+much *uninterrupted* voicing, because short words ("Stop.") have gaps inside them. The end of
+an utterance is ``silence_ms`` of consecutive unvoiced windows. A lower "stay voiced"
+threshold (hysteresis) keeps soft word endings inside the utterance.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+VAD_WINDOW_SAMPLES = 512  # silero-vad's window at 16 kHz
+VAD_WINDOW_MS = 32
+
+
+class VadEvent(Enum):
+    ONSET = "onset"
+    END = "end"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointerConfig:
+    threshold: float = 0.5
+    onset_ms: int = 96
+    silence_ms: int = 300
+    lookback_ms: int = 256
+    hysteresis: float = 0.15
+
+
+class Endpointer:
+    def __init__(self, config: EndpointerConfig) -> None:
+        self._cfg = config
+        self._recent: deque[bool] = deque(maxlen=max(1, config.lookback_ms // VAD_WINDOW_MS))
+        self._onset_windows = max(1, -(-config.onset_ms // VAD_WINDOW_MS))
+        self._end_windows = max(1, -(-config.silence_ms // VAD_WINDOW_MS))
+        self.in_speech = False
+        self._silent_run = 0
+
+    def update(self, prob: float) -> VadEvent | None:
+        if not self.in_speech:
+            self._recent.append(prob >= self._cfg.threshold)
+            if sum(self._recent) >= self._onset_windows:
+                self.in_speech = True
+                self._silent_run = 0
+                self._recent.clear()
+                return VadEvent.ONSET
+            return None
+        if prob >= self._cfg.threshold - self._cfg.hysteresis:
+            self._silent_run = 0
+            return None
+        self._silent_run += 1
+        if self._silent_run >= self._end_windows:
+            self.in_speech = False
+            self._silent_run = 0
+            return VadEvent.END
+        return None
+
+    def reset(self) -> None:
+        self.in_speech = False
+        self._silent_run = 0
+        self._recent.clear()

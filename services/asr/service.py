@@ -1,0 +1,116 @@
+"""The ASR stage: microphone audio in; speech onsets, transcripts and finished utterances out.
+
+Onsets go to the gateway at once (they drive barge-in); partial and final transcripts go to
+the gateway for the page; finished utterances go down the chain to the LLM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from collections.abc import Callable
+
+from services import messages
+from services.asr.engine import AsrEngine
+from services.asr.settings import AsrSettings
+from services.asr.utterance import Final, Onset, Partial, SpeechProbability, UtteranceTracker
+from services.control import follow_control
+from services.lanes import SessionLanes
+from services.transport import Receiver, Sender
+from services.turns import TurnTracker
+
+logger = logging.getLogger(__name__)
+
+
+class AsrService:
+    def __init__(
+        self,
+        engine: AsrEngine,
+        make_vad: Callable[[], SpeechProbability],
+        settings: AsrSettings,
+        out: Sender,
+        events: Sender,
+    ) -> None:
+        self._engine = engine
+        self._make_vad = make_vad
+        self._settings = settings
+        self._out = out
+        self._events = events
+        self.turns = TurnTracker()
+        self._trackers: dict[str, UtteranceTracker] = {}
+        # 25 chunks of 20 ms = 500 ms of audio may queue per session before the socket pushes back.
+        self._lanes: SessionLanes[messages.AudioIn] = SessionLanes("asr", self._listen, maxsize=25)
+        # Two threads: sessions decode in parallel on the two cores; one session stays ordered
+        # because its lane awaits each chunk before the next.
+        self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="asr")
+
+    async def handle(self, msg: messages.AudioIn) -> None:
+        # Audio is never stale by turn (the user may talk over anything); only closed sessions.
+        if self.turns.is_closed(msg.session):
+            return
+        self.turns.advance(msg.session, msg.turn)
+        await self._lanes.put(msg.session, msg)
+
+    def on_interrupt(self, msg: messages.Interrupt) -> None:
+        """The turn moved on (our own onset, or typed text): nothing to cancel here."""
+
+    def on_close(self, session: str) -> None:
+        self._lanes.close(session)
+        tracker = self._trackers.pop(session, None)
+        if tracker is not None:
+            self._pool.submit(tracker.close)
+
+    async def _listen(self, msg: messages.AudioIn) -> None:
+        loop = asyncio.get_running_loop()
+        tracker = self._trackers.get(msg.session)
+        if tracker is None:
+            vad = await loop.run_in_executor(self._pool, self._make_vad)
+            tracker = self._trackers[msg.session] = UtteranceTracker(self._engine, vad, self._settings)
+        events = await loop.run_in_executor(self._pool, tracker.process, msg.pcm)
+        session = msg.session
+        for event in events:
+            # The gateway bumps the turn when it hears our onset; we tag results with the
+            # newest turn we know, which by the end of an utterance includes that bump.
+            turn = self.turns.current(session)
+            if isinstance(event, Onset):
+                logger.debug("Session(%s) speech onset", session)
+                await self._events.send(messages.SpeechStarted(session, turn))
+            elif isinstance(event, Partial):
+                await self._events.send(messages.Transcript(session, turn, event.text, False))
+            elif isinstance(event, Final):
+                await self._final(session, turn, event)
+
+    async def _final(self, session: str, turn: int, event: Final) -> None:
+        logger.info(
+            "Session(%s) turn %d: heard %r (endpoint %.0f ms, decode %.0f ms)",
+            session, turn, event.text, event.endpoint_ms, event.decode_ms,
+        )
+        await self._events.send(
+            messages.Transcript(session, turn, event.text, True, event.speech_end_unix_s)
+        )
+        await self._events.send(messages.StageTiming(session, turn, "asr", "endpoint", event.endpoint_ms))
+        await self._events.send(messages.StageTiming(session, turn, "asr", "final", event.decode_ms))
+        if event.text:
+            await self._out.send(
+                messages.UserText(session, turn, event.text, "speech", event.speech_end_unix_s)
+            )
+
+    async def run(self, inbox: Receiver, control: Receiver) -> None:
+        control_task = asyncio.create_task(
+            follow_control(control, self.turns, self.on_interrupt, self.on_close), name="asr-control"
+        )
+        try:
+            while True:
+                msg = await inbox.recv()
+                if isinstance(msg, messages.AudioIn):
+                    await self.handle(msg)
+                else:
+                    logger.warning("asr ignored unexpected %s", type(msg).__name__)
+        finally:
+            control_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await control_task
+            await self._lanes.aclose()
+            self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,53 @@
+"""Typed settings of the gateway (HTTP, WebSocket signaling, WebRTC)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from services.settings_util import SettingsError, env_int, env_str
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    # Localhost unless configured otherwise (security by default).
+    host: str = "127.0.0.1"
+    port: int = 8080
+    client_dir: str = ""
+    # HTTPS: both set = serve TLS (browsers only give the microphone to secure pages off localhost).
+    tls_cert: str = ""
+    tls_key: str = ""
+    # RTCIceServer dicts handed to the browser and to aiortc, e.g. a coturn TURN server.
+    ice_servers: tuple[dict, ...] = field(default_factory=tuple)
+    avatar: str = ""
+    max_sessions: int = 8
+    # Output queue per session, in media time (backpressure bound).
+    queue_ms: int = 200
+    metrics: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "GatewaySettings":
+        env = os.environ if env is None else env
+        raw_ice = env.get("AVATAR_ICE_SERVERS", "")
+        try:
+            ice = tuple(json.loads(raw_ice)) if raw_ice else ()
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"AVATAR_ICE_SERVERS is not JSON: {exc}") from exc
+        if not all(isinstance(s, dict) and "urls" in s for s in ice):
+            raise SettingsError("AVATAR_ICE_SERVERS must be a JSON list of {\"urls\": ...} objects")
+        here = os.path.dirname(os.path.abspath(__file__))
+        return cls(
+            host=env_str(env, "AVATAR_HOST", "127.0.0.1"),
+            port=env_int(env, "AVATAR_PORT", 8080, 1, 65535),
+            client_dir=env_str(
+                env, "AVATAR_CLIENT_DIR", os.path.normpath(os.path.join(here, "..", "..", "client"))
+            ),
+            tls_cert=env_str(env, "AVATAR_TLS_CERT", ""),
+            tls_key=env_str(env, "AVATAR_TLS_KEY", ""),
+            ice_servers=ice,
+            avatar=env_str(env, "AVATAR_IMAGE", ""),
+            max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 8, 1, 1000),
+            queue_ms=env_int(env, "AVATAR_QUEUE_MS", 200, 40, 5000),
+        )

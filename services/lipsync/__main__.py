@@ -1,0 +1,40 @@
+"""Entry point: ``python -m services.lipsync``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from services.cli import service_main
+from services.lipsync.engines import build_engine
+from services.lipsync.service import LipsyncService
+from services.lipsync.settings import LipsyncSettings
+from services.runner import Ready, ServiceMain
+from services.transport import Transport
+
+
+def serve() -> ServiceMain:
+    settings = LipsyncSettings.from_env()
+
+    async def main(transport: Transport, ready: Ready) -> None:
+        engine = await asyncio.to_thread(build_engine, settings)
+        ep = transport.endpoints
+        service = LipsyncService(engine, transport.push(ep.gateway_frames), transport.push(ep.gateway_events))
+        inbox, control = transport.pull(ep.lipsync_in), transport.subscribe(ep.control)
+        await ready()
+        await service.run(inbox, control)
+
+    return main
+
+
+def check() -> None:
+    build_engine(LipsyncSettings.from_env())
+
+
+if __name__ == "__main__":
+    sys.exit(
+        service_main(
+            "lipsync", "Lip-sync: avatar frames with their audio (animation, Wav2Lip, MuseTalk).",
+            check, serve,
+        )
+    )

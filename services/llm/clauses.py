@@ -1,0 +1,60 @@
+"""Cut a stream of LLM text into clauses that TTS can start speaking early.
+
+The first clause is cut eagerly (at a comma once it is long enough) so the avatar starts
+talking after a few words; later clauses wait for sentence ends, which sounds more natural,
+unless they grow long. Markdown and other unspeakable characters are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
+_SOFT_BREAK = re.compile(r"[,;:—–]\s")
+_UNSPEAKABLE = re.compile(r"[*_#`~<>|\[\]{}\\]|[\U0001F000-\U0001FAFF\u2600-\u27BF]")
+_SPACES = re.compile(r"\s+")
+
+
+def clean_for_speech(text: str) -> str:
+    return _SPACES.sub(" ", _UNSPEAKABLE.sub("", text)).strip()
+
+
+class ClauseSplitter:
+    def __init__(self, min_first_chars: int = 12, max_chars: int = 160) -> None:
+        self._buf = ""
+        self._emitted = 0
+        self._min_first = min_first_chars
+        self._max = max_chars
+
+    def feed(self, piece: str) -> list[str]:
+        """Add generated text; return the clauses that are now complete."""
+        self._buf += piece
+        out: list[str] = []
+        while True:
+            cut = self._find_cut()
+            if cut is None:
+                return out
+            clause = clean_for_speech(self._buf[:cut])
+            self._buf = self._buf[cut:]
+            if clause:
+                out.append(clause)
+                self._emitted += 1
+
+    def flush(self) -> list[str]:
+        """End of generation: whatever is left is the last clause."""
+        clause = clean_for_speech(self._buf)
+        self._buf = ""
+        return [clause] if clause else []
+
+    def _find_cut(self) -> int | None:
+        m = _SENTENCE_END.search(self._buf)
+        if m and len(self._buf[: m.end()].strip()) >= 2:
+            return m.end()
+        soft_min = self._min_first if self._emitted == 0 else self._max // 2
+        for m in _SOFT_BREAK.finditer(self._buf):
+            if m.end() >= soft_min:
+                return m.end()
+        if len(self._buf) > self._max:
+            space = self._buf.rfind(" ", 0, self._max)
+            return space + 1 if space > 0 else self._max
+        return None

