@@ -176,6 +176,16 @@ class ServiceReady:
     pid: int
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceRestarted:
+    """The supervisor restarted a service that died (for the gateway's metrics and logs)."""
+
+    session: str  # always ""
+    turn: int
+    service: str
+    exit_code: int
+
+
 Message = Union[
     AudioIn,
     UserText,
@@ -190,6 +200,7 @@ Message = Union[
     SessionClosed,
     Interrupt,
     ServiceReady,
+    ServiceRestarted,
 ]
 
 _REGISTRY: dict[str, type] = {cls.__name__: cls for cls in get_args(Message)}

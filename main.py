@@ -1,0 +1,114 @@
+"""Run the talking avatar on this machine: ``python main.py`` (or ``python main.py fetch``).
+
+``python main.py`` starts the five services (gateway, asr, llm, tts, lipsync) as separate
+processes, waits until every one is ready, prints the URL to open, restarts a service that
+dies, and stops everything cleanly on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+from services.endpoints import Endpoints
+from services.runner import setup_logging
+from services.supervisor import Supervisor
+
+logger = logging.getLogger("main")
+
+# CLI option -> environment variable the services read (one settings object per service).
+_OPTION_ENV = {
+    "host": "AVATAR_HOST",
+    "port": "AVATAR_PORT",
+    "profile": "AVATAR_PROFILE",
+    "avatar": "AVATAR_IMAGE",
+    "models_dir": "AVATAR_MODELS_DIR",
+    "asr_engine": "AVATAR_ASR_ENGINE",
+    "vosk_model": "AVATAR_VOSK_MODEL",
+    "llm_engine": "AVATAR_LLM_ENGINE",
+    "llm_model": "AVATAR_LLM_MODEL",
+    "tts_engine": "AVATAR_TTS_ENGINE",
+    "lipsync_engine": "AVATAR_LIPSYNC_ENGINE",
+    "wav2lip_checkpoint": "AVATAR_WAV2LIP_CHECKPOINT",
+    "endpoint_silence_ms": "AVATAR_ENDPOINT_SILENCE_MS",
+    "log_level": "AVATAR_LOG_LEVEL",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python main.py",
+        description="A fully local, real-time talking avatar. Open the printed URL and talk.",
+        epilog="`python main.py fetch --help` fetches production models (GPU profile).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    parser.add_argument("--profile", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu: embedded models from packages, offline (default); gpu: production engines in float16")
+    parser.add_argument("--avatar", default=None, help="photo or short video of the avatar (default: scikit-image's astronaut)")
+    parser.add_argument("--models-dir", default=None, help="where `fetch` put production models (default ./models)")
+    parser.add_argument("--asr-engine", choices=("pocketsphinx", "vosk"), default=None, help="speech recognition engine")
+    parser.add_argument("--vosk-model", default=None, help="Vosk model folder (selects Vosk)")
+    parser.add_argument("--llm-engine", choices=("transformers", "openai"), default=None, help="language model engine")
+    parser.add_argument("--llm-model", default=None, help="HF model id or folder (default SmolLM2-135M-Instruct on cpu)")
+    parser.add_argument("--tts-engine", choices=("piper", "coqui-vits", "coqui-xtts"), default=None, help="text-to-speech engine")
+    parser.add_argument("--lipsync-engine", choices=("animation", "wav2lip", "musetalk"), default=None, help="lip-sync engine")
+    parser.add_argument("--wav2lip-checkpoint", default=None, help="your Wav2Lip checkpoint (non-commercial weights; never downloaded)")
+    parser.add_argument("--endpoint-silence-ms", type=int, default=None, help="trailing silence that ends an utterance (default 300)")
+    parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
+    parser.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for models to load (default 600)")
+    return parser
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    env = dict(os.environ)
+    for option, var in _OPTION_ENV.items():
+        value = getattr(args, option)
+        if value is not None:
+            env[var] = str(value)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    setup_logging("main")
+    run_dir = tempfile.mkdtemp(prefix="avatar-")
+    endpoints = Endpoints.from_env({**env, "AVATAR_RUN_DIR": run_dir, "AVATAR_SUPERVISOR": f"ipc://{run_dir}/supervisor.sock"})
+    env.update(endpoints.to_env())
+    scheme = "https" if env.get("AVATAR_TLS_CERT") else "http"
+    shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
+    url = f"{scheme}://{shown_host}:{args.port}/"
+
+    def on_ready() -> None:
+        # The one line a person (and the tests) look for; stdout on purpose.
+        print(f"Avatar ready: open {url}", flush=True)
+
+    supervisor = Supervisor(env, endpoints, ready_timeout_s=args.ready_timeout)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, supervisor.stop)
+        return await supervisor.run(on_ready)
+
+    try:
+        return asyncio.run(main())
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "fetch":
+        from services.fetch import main as fetch_main
+
+        return fetch_main(argv[1:])
+    return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Entry point: ``python -m services.gateway``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+
+from aiohttp import web
+
+from services.cli import service_main
+from services.gateway.server import Gateway, ssl_context
+from services.gateway.settings import GatewaySettings
+from services.lipsync.animation_engine import AnimationEngine
+from services.lipsync.settings import LipsyncSettings
+from services.runner import Ready, ServiceMain
+from services.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+
+def serve() -> ServiceMain:
+    settings = GatewaySettings.from_env()
+
+    async def main(transport: Transport, ready: Ready) -> None:
+        # Idle pictures come from the same avatar the lip-sync stage animates.
+        idle = await asyncio.to_thread(
+            AnimationEngine.from_settings, LipsyncSettings.from_env()
+        )
+        gateway = Gateway(settings, transport, idle.idle_frame)
+        runner = web.AppRunner(gateway.app(), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context(settings))
+        await site.start()
+        scheme = "https" if settings.tls_cert else "http"
+        logger.info("serving %s://%s:%d/", scheme, settings.host, settings.port)
+        await ready()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    return main
+
+
+def check() -> None:
+    settings = GatewaySettings.from_env()
+    if not os.path.isfile(os.path.join(settings.client_dir, "client.html")):
+        raise OSError(f"client page not found in {settings.client_dir}")
+    ssl_context(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(service_main("gateway", "HTTP + WebSocket signaling + WebRTC media for the browser.", check, serve))

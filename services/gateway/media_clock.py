@@ -1,0 +1,162 @@
+"""One media clock per session: the only place in the system that paces anything.
+
+The lip-sync stage sends ``AvatarFrame`` units (an image and its 640 samples) as fast as it
+can; they wait here in a queue bounded in media time. The video track (25 fps) and the audio
+track (50 packets/s of 20 ms) both ask this clock for *unit i*, and both compute their
+deadlines from the same anchor ``t0``: video frame i is due at ``t0 + 40 ms * i`` and audio
+packet m at ``t0 + 20 ms * m``, so packet m carries half of unit ``m // 2``. Whichever track
+asks first takes the unit off the queue; the other finds it in a small cache. Audio and video
+therefore come from one unit and cannot drift.
+
+Invariants:
+- indices (and so RTP timestamps) only move forward; they are never reset;
+- when nothing is queued the unit is *idle*: the avatar's idle picture with silence;
+- a track that falls far behind (a stalled encoder) skips ahead to "now" instead of
+  replaying stale media, and the skipped units are counted as late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from services.media import FRAME_MS, SAMPLES_PER_VIDEO_FRAME
+
+_SILENCE = np.zeros(SAMPLES_PER_VIDEO_FRAME, dtype=np.int16)
+_SILENCE.setflags(write=False)
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep_until(self, deadline: float) -> None: ...
+
+
+class MonotonicClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep_until(self, deadline: float) -> None:
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputUnit:
+    index: int
+    audio: np.ndarray
+    image: np.ndarray | None  # None: idle, rendered on demand by the video track
+    turn: int = 0
+    text: str = ""
+    final: bool = False
+    idle: bool = True
+
+
+@dataclass(slots=True)
+class MediaCounters:
+    units: int = 0
+    idle_units: int = 0
+    dropped_units: int = 0  # flushed by an interrupt or a closed session
+    late_units: int = 0  # skipped because a track fell behind
+
+
+class SessionMedia:
+    # A track that is more than this far behind its deadline skips ahead.
+    MAX_LAG_S = 0.5
+    # Units kept after they were taken, so the slower track still finds them.
+    CACHE_UNITS = 25
+
+    def __init__(
+        self,
+        idle_image: Callable[[int], np.ndarray],
+        max_queued: int,
+        clock: Clock | None = None,
+        on_unit: Callable[[OutputUnit], None] | None = None,
+    ) -> None:
+        self._idle_image = idle_image
+        self._queue: asyncio.Queue[OutputUnit] = asyncio.Queue(maxsize=max_queued)
+        self._clock = clock or MonotonicClock()
+        self._on_unit = on_unit
+        self._units: dict[int, OutputUnit] = {}
+        self._next_unit = 0
+        self._t0: float | None = None
+        self.counters = MediaCounters()
+
+    # --- producer side ---------------------------------------------------------------------
+
+    async def put(self, unit: OutputUnit) -> None:
+        """Queue a talking unit; waits while the queue holds ``max_queued`` units (backpressure)."""
+        await self._queue.put(unit)
+
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def flush(self, keep_turn: int) -> int:
+        """Drop every queued unit and silence cached units of turns older than ``keep_turn``."""
+        dropped = 0
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            dropped += 1
+        for index, unit in list(self._units.items()):
+            if not unit.idle and unit.turn < keep_turn and index >= self._next_unit - 2:
+                self._units[index] = OutputUnit(index, _SILENCE, None)
+        self.counters.dropped_units += dropped
+        return dropped
+
+    # --- consumer side (the tracks) ---------------------------------------------------------
+
+    def anchor(self) -> float:
+        if self._t0 is None:
+            self._t0 = self._clock.now()
+        return self._t0
+
+    async def pace(self, index: int, period_s: float) -> int:
+        """Wait until item ``index`` of a track with ``period_s`` is due; return the index to
+        play (larger than asked when the track fell more than MAX_LAG_S behind)."""
+        t0 = self.anchor()
+        deadline = t0 + index * period_s
+        lag = self._clock.now() - deadline
+        if lag > self.MAX_LAG_S:
+            skip_to = int((self._clock.now() - t0) / period_s)
+            return max(index, skip_to)
+        await self._clock.sleep_until(deadline)
+        return index
+
+    def unit(self, index: int) -> OutputUnit:
+        """Unit ``index``: taken from the queue in order the first time, cached after."""
+        while self._next_unit <= index:
+            unit = self._take(self._next_unit)
+            self._units[self._next_unit] = unit
+            self._next_unit += 1
+            if unit.index < index:
+                # A track skipped ahead: this unit's time has passed unseen.
+                self.counters.late_units += 0 if unit.idle else 1
+            if self._on_unit is not None:
+                self._on_unit(unit)
+        for old in [i for i in self._units if i < self._next_unit - self.CACHE_UNITS]:
+            del self._units[old]
+        return self._units.get(index) or OutputUnit(index, _SILENCE, None)
+
+    def idle_image(self, index: int) -> np.ndarray:
+        return self._idle_image(index)
+
+    def _take(self, index: int) -> OutputUnit:
+        self.counters.units += 1
+        try:
+            queued = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            self.counters.idle_units += 1
+            return OutputUnit(index, _SILENCE, None)
+        return OutputUnit(
+            index, queued.audio, queued.image, queued.turn, queued.text, queued.final, idle=False
+        )
+
+    @property
+    def frame_period_s(self) -> float:
+        return FRAME_MS / 1000

@@ -1,0 +1,351 @@
+"""The gateway: serves client/, does WebSocket signaling, runs the WebRTC media, and routes
+messages between the browser and the pipeline.
+
+    browser --ws/json--> Gateway --AudioIn--> asr        (data, PUSH)
+                         Gateway --UserText--> llm       (typed text, PUSH)
+                         Gateway <--AvatarFrame-- lipsync (data, PULL)
+                         Gateway <--events-- every stage (PULL)
+                         Gateway --control--> every stage (PUB)
+
+The gateway owns the turn of each session: it bumps it when the user starts speaking, types,
+or presses Stop, broadcasts ``Interrupt`` and flushes its own output queue at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+
+import numpy as np
+from aiohttp import WSMsgType, web
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from services import messages
+from services.gateway import signaling
+from services.gateway.media_clock import OutputUnit, SessionMedia
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.session import Session
+from services.gateway.settings import GatewaySettings
+from services.gateway.tracks import AvatarAudioTrack, AvatarVideoTrack, forward_microphone
+from services.media import frames_for_ms
+from services.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+IdleImage = Callable[[int], np.ndarray]
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; "
+        "img-src 'self' data:; style-src 'self'; script-src 'self'"
+    ),
+}
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, transport: Transport, idle_image: IdleImage) -> None:
+        self.settings = settings
+        self.metrics = GatewayMetrics()
+        self._idle_image = idle_image
+        ep = transport.endpoints
+        self._asr = transport.push(ep.asr_in)
+        self._llm = transport.push(ep.llm_in)
+        self._control = transport.publish(ep.control)
+        self._frames = transport.pull(ep.gateway_frames)
+        self._events = transport.pull(ep.gateway_events)
+        self.sessions: dict[str, Session] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fps_frames = 0
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_security_headers])
+        client = self.settings.client_dir
+        app.router.add_get("/", self._index)
+        app.router.add_get("/ws", self._websocket)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/api/ice-servers", self._ice_servers)
+        app.router.add_static("/", client, show_index=False, follow_symlinks=False)
+        app.on_startup.append(self._start_background)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(os.path.join(self.settings.client_dir, "client.html"))
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "sessions": len(self.sessions)})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.metrics.active_sessions.set(len(self.sessions))
+        self.metrics.queued_frames.set(sum(s.media.queued() for s in self.sessions.values()))
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _ice_servers(self, request: web.Request) -> web.Response:
+        return web.json_response({"iceServers": list(self.settings.ice_servers)})
+
+    # --- background loops ---------------------------------------------------------------------
+
+    async def _start_background(self, app: web.Application) -> None:
+        self._tasks = [
+            asyncio.create_task(self._frame_loop(), name="gateway-frames"),
+            asyncio.create_task(self._event_loop(), name="gateway-events"),
+            asyncio.create_task(self._fps_loop(), name="gateway-fps"),
+        ]
+
+    async def _shutdown(self, app: web.Application) -> None:
+        for session in list(self.sessions.values()):
+            await self._close_session(session)
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 3)
+
+    async def _frame_loop(self) -> None:
+        while True:
+            frame = await self._frames.recv()
+            if not isinstance(frame, messages.AvatarFrame):
+                logger.warning("frames socket got %s", type(frame).__name__)
+                continue
+            session = self.sessions.get(frame.session)
+            if session is None or frame.turn < session.turn:
+                self.metrics.stale_frames.inc()
+                continue
+            # Waits while this session's queue holds ~200 ms: that backpressure travels up
+            # the sockets to lip-sync, TTS and the LLM.
+            await session.media.put(
+                OutputUnit(frame.index, frame.audio, frame.image, frame.turn, frame.text, frame.final, idle=False)
+            )
+
+    async def _event_loop(self) -> None:
+        while True:
+            msg = await self._events.recv()
+            try:
+                await self._on_event(msg)
+            except Exception:
+                logger.exception("failed to handle %s", type(msg).__name__)
+
+    async def _fps_loop(self) -> None:
+        last = {sid: s.media.counters.units for sid, s in self.sessions.items()}
+        while True:
+            await asyncio.sleep(1.0)
+            now = {sid: s.media.counters.units for sid, s in self.sessions.items()}
+            self.metrics.delivered_fps.set(sum(now[sid] - last.get(sid, now[sid]) for sid in now))
+            last = now
+
+    async def _on_event(self, msg: object) -> None:
+        if isinstance(msg, messages.ServiceRestarted):
+            self.metrics.service_restarts.labels(msg.service).inc()
+            for s in self.sessions.values():
+                s.error("service_restarted", f"the {msg.service} service restarted; the current answer may be lost")
+            return
+        session = self.sessions.get(getattr(msg, "session", ""))
+        if session is None:
+            return
+        if isinstance(msg, messages.SpeechStarted):
+            await self.new_turn(session, reason="speech")
+        elif isinstance(msg, messages.Transcript):
+            if msg.turn < session.turn:
+                return
+            session.send({"type": "transcript", "role": "user", "text": msg.text, "final": msg.final, "turn": msg.turn})
+            if msg.final:
+                session.turn_stats(msg.turn).speech_end_unix_s = msg.speech_end_unix_s
+                if msg.text:
+                    session.set_state("thinking")
+        elif isinstance(msg, messages.StageTiming):
+            self.metrics.stage_latency.labels(msg.stage, msg.name).observe(msg.ms)
+            session.turn_stats(msg.turn).stages[f"{msg.stage}_{msg.name}_ms"] = round(msg.ms, 1)
+        elif isinstance(msg, messages.StageError):
+            logger.warning("Session(%s) %s error: %s", session.id, msg.stage, msg.message)
+            session.error(f"{msg.stage}_error", msg.message)
+        else:
+            logger.warning("events socket got unexpected %s", type(msg).__name__)
+
+    # --- turns ------------------------------------------------------------------------------
+
+    async def new_turn(self, session: Session, reason: str) -> int:
+        """Start a new turn; if the avatar was answering, cut it off (barge-in)."""
+        barge_in = session.state in ("thinking", "speaking")
+        heard = " ".join(session.heard).strip()
+        old_turn = session.turn
+        session.turn += 1
+        dropped = session.media.flush(session.turn)
+        session.heard = []
+        await self._control.send(messages.Interrupt(session.id, session.turn, heard, barge_in))
+        if barge_in:
+            self.metrics.interrupts.inc()
+            logger.info(
+                "Session(%s) barge-in (%s) at turn %d: dropped %d queued frames, heard %r",
+                session.id, reason, old_turn, dropped, heard,
+            )
+            session.send({"type": "interrupted", "turn": old_turn, "heard": heard})
+        session.set_state("listening")
+        return session.turn
+
+    def _on_unit(self, session: Session, unit: OutputUnit) -> None:
+        """Called by the media clock as each unit starts playing (what the user hears now)."""
+        self.metrics.frames.labels("idle" if unit.idle else "talking").inc()
+        if unit.idle or unit.turn != session.turn:
+            return
+        stats = session.turn_stats(unit.turn)
+        if not stats.first_audio_sent:
+            stats.first_audio_sent = True
+            session.set_state("speaking")
+            if stats.speech_end_unix_s:
+                ms = (time.time() - stats.speech_end_unix_s) * 1000
+                stats.stages["first_audio_ms"] = round(ms, 1)
+                self.metrics.first_audio.observe(ms)
+                logger.info("Session(%s) turn %d: first avatar audio %.0f ms after end of speech", session.id, unit.turn, ms)
+        if unit.text:
+            session.heard.append(unit.text)
+            session.send({"type": "transcript", "role": "avatar", "text": unit.text, "final": False, "turn": unit.turn})
+        if unit.final:
+            session.send({"type": "transcript", "role": "avatar", "text": "", "final": True, "turn": unit.turn})
+            session.send({"type": "stats", "turn": unit.turn, "stages": stats.stages})
+            session.heard = []
+            session.set_state("listening")
+
+    # --- WebSocket ----------------------------------------------------------------------------
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        # A generous transport limit, so an oversized message gets our clear error instead of
+        # a bare close code; signaling.parse enforces the real limit.
+        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4 * signaling.MAX_MESSAGE_BYTES)
+        await ws.prepare(request)
+        if len(self.sessions) >= self.settings.max_sessions:
+            await ws.send_json({"type": "error", "code": "busy", "message": "the avatar is busy: too many sessions, try again later"})
+            await ws.close()
+            return ws
+        sid = secrets.token_urlsafe(9)
+        # ``session`` is looked up when a unit plays, which is after it is assigned below.
+        media = SessionMedia(
+            self._idle_image,
+            frames_for_ms(self.settings.queue_ms),
+            on_unit=lambda unit: self._on_unit(session, unit),
+        )
+        session = Session(sid, ws, media)
+        self.sessions[sid] = session
+        self.metrics.active_sessions.set(len(self.sessions))
+        await self._control.send(messages.SessionOpened(sid))
+        logger.info("Session(%s) opened from %s", sid, request.remote)
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._on_client_message(session, msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    logger.info("Session(%s) websocket error: %s", sid, ws.exception())
+        finally:
+            await self._close_session(session)
+        return ws
+
+    async def _on_client_message(self, session: Session, raw: str | bytes) -> None:
+        try:
+            msg = signaling.parse(raw)
+        except signaling.ClientMessageError as exc:
+            self.metrics.client_errors.labels(exc.code).inc()
+            logger.info("Session(%s) refused a message: %s", session.id, exc)
+            session.error(exc.code, str(exc))
+            return
+        if isinstance(msg, signaling.Hello):
+            session.send({"type": "config", "session": session.id, "iceServers": list(self.settings.ice_servers)})
+            session.set_state("idle")
+        elif isinstance(msg, signaling.Offer):
+            await self._on_offer(session, msg)
+        elif isinstance(msg, signaling.Candidate):
+            await self._on_candidate(session, msg)
+        elif isinstance(msg, signaling.Text):
+            turn = await self.new_turn(session, reason="typed")
+            session.send({"type": "transcript", "role": "user", "text": msg.text, "final": True, "turn": turn})
+            session.turn_stats(turn).speech_end_unix_s = time.time()
+            session.set_state("thinking")
+            await self._llm.send(messages.UserText(session.id, turn, msg.text, "typed", time.time()))
+        elif isinstance(msg, signaling.InterruptRequest):
+            await self.new_turn(session, reason="stop button")
+        elif isinstance(msg, signaling.Ping):
+            session.send({"type": "pong", "t": msg.t})
+
+    async def _on_offer(self, session: Session, offer: signaling.Offer) -> None:
+        if session.pc is not None:
+            # A new offer replaces the call (e.g. the page restarted it).
+            old, session.pc = session.pc, None
+            await old.close()
+        config = RTCConfiguration(iceServers=[RTCIceServer(**s) for s in self.settings.ice_servers])
+        pc = RTCPeerConnection(config)
+        session.pc = pc
+
+        @pc.on("track")
+        def on_track(track) -> None:  # noqa: ANN001 (aiortc callback)
+            if track.kind == "audio":
+                session.own(asyncio.create_task(
+                    forward_microphone(track, lambda pcm: self._asr.send(messages.AudioIn(session.id, session.turn, pcm))),
+                    name=f"mic-{session.id}",
+                ))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            logger.info("Session(%s) WebRTC %s", session.id, pc.connectionState)
+            session.send({"type": "webrtc", "state": pc.connectionState})
+            if pc.connectionState == "failed":
+                session.error("ice_failed", "the media connection failed (see /selftest.html for a connection check)")
+                await pc.close()
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            pc.addTrack(AvatarAudioTrack(session.media))
+            pc.addTrack(AvatarVideoTrack(session.media))
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:  # aiortc raises ValueError and others for bad SDP
+            logger.info("Session(%s) bad offer: %s", session.id, exc)
+            session.pc = None
+            await pc.close()
+            session.error("bad_sdp", f"could not use the SDP offer: {exc}")
+            return
+        session.send({"type": "answer", "sdp": pc.localDescription.sdp})
+        session.set_state("listening")
+
+    async def _on_candidate(self, session: Session, msg: signaling.Candidate) -> None:
+        if session.pc is None or not msg.candidate:
+            return
+        try:
+            cand = candidate_from_sdp(msg.candidate.removeprefix("candidate:"))
+            cand.sdpMid, cand.sdpMLineIndex = msg.sdp_mid, msg.sdp_mline_index
+            await session.pc.addIceCandidate(cand)
+        except Exception as exc:
+            session.error("bad_candidate", f"could not use the ICE candidate: {exc}")
+
+    async def _close_session(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is None:
+            return
+        session.media.flush(session.turn + 1)
+        await self._control.send(messages.SessionClosed(session.id))
+        await session.close()
+        self.metrics.active_sessions.set(len(self.sessions))
+        logger.info("Session(%s) closed", session.id)
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
+    response = await handler(request)
+    for key, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    return response
+
+
+def ssl_context(settings: GatewaySettings) -> ssl.SSLContext | None:
+    if not (settings.tls_cert and settings.tls_key):
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return ctx

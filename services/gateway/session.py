@@ -1,0 +1,100 @@
+"""One browser session: its peer connection, media clock, turn, state and per-turn stats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCPeerConnection
+
+from services.gateway.media_clock import SessionMedia
+
+logger = logging.getLogger(__name__)
+
+# Events to one page; a page that cannot keep up with this many is gone.
+_OUTBOX_SIZE = 256
+
+
+@dataclass(slots=True)
+class TurnStats:
+    turn: int
+    speech_end_unix_s: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    first_audio_sent: bool = False
+
+
+class Session:
+    """State of one connected page. Owned and closed by the Gateway."""
+
+    def __init__(self, sid: str, ws: web.WebSocketResponse, media: SessionMedia) -> None:
+        self.id = sid
+        self.ws = ws
+        self.media = media
+        self.pc: RTCPeerConnection | None = None
+        self.turn = 0
+        self.state = "idle"
+        # Clauses of the current answer that have actually been played to the user.
+        self.heard: list[str] = []
+        self.stats: dict[int, TurnStats] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=_OUTBOX_SIZE)
+        self.writer = asyncio.create_task(self._write(), name=f"ws-writer-{sid}")
+        self.opened_at = time.monotonic()
+
+    # --- to the page ------------------------------------------------------------------------
+
+    def send(self, payload: dict[str, Any]) -> None:
+        """Queue an event for the page without waiting (callable from sync callbacks)."""
+        try:
+            self._outbox.put_nowait(json.dumps(payload))
+        except asyncio.QueueFull:
+            logger.warning("Session(%s) page is not reading events; dropping %s", self.id, payload.get("type"))
+
+    def error(self, code: str, message: str) -> None:
+        self.send({"type": "error", "code": code, "message": message})
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.send({"type": "state", "state": state})
+
+    async def _write(self) -> None:
+        while True:
+            text = await self._outbox.get()
+            if self.ws.closed:
+                return
+            try:
+                await self.ws.send_str(text)
+            except (ConnectionResetError, RuntimeError) as exc:
+                logger.info("Session(%s) page went away while sending: %s", self.id, exc)
+                return
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def turn_stats(self, turn: int) -> TurnStats:
+        stats = self.stats.get(turn)
+        if stats is None:
+            stats = self.stats[turn] = TurnStats(turn)
+            for old in [t for t in self.stats if t < turn - 8]:
+                del self.stats[old]
+        return stats
+
+    def own(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self, timeout_s: float = 3.0) -> None:
+        tasks = [*self.tasks, self.writer]
+        for task in tasks:
+            task.cancel()
+        if self.pc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pc.close(), timeout_s)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout_s)

@@ -1,0 +1,116 @@
+"""aiortc tracks: the avatar's video and voice out, the user's microphone in.
+
+A track is one method, ``recv()``, and it paces itself on the session's media clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from fractions import Fraction
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+
+from services.gateway.media_clock import SessionMedia
+from services.media import (
+    SAMPLE_RATE,
+    SAMPLES_PER_VIDEO_FRAME,
+    VIDEO_CLOCK_RATE,
+    VIDEO_FPS,
+    VIDEO_PTS_PER_FRAME,
+    WEBRTC_AUDIO_PTIME_MS,
+    WEBRTC_SAMPLE_RATE,
+    WEBRTC_SAMPLES_PER_PACKET,
+)
+
+logger = logging.getLogger(__name__)
+
+_VIDEO_TIME_BASE = Fraction(1, VIDEO_CLOCK_RATE)
+_AUDIO_TIME_BASE = Fraction(1, WEBRTC_SAMPLE_RATE)
+_HALF_UNIT = SAMPLES_PER_VIDEO_FRAME // 2  # 320 samples = 20 ms at 16 kHz
+
+
+class AvatarVideoTrack(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(self, media: SessionMedia) -> None:
+        super().__init__()
+        self._media = media
+        self._index = 0
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        index = await self._media.pace(self._index, 1 / VIDEO_FPS)
+        unit = self._media.unit(index)
+        image = unit.image
+        if image is None:
+            # Idle pictures are rendered off the event loop (a few ms of warping each).
+            image = await asyncio.to_thread(self._media.idle_image, index)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = index * VIDEO_PTS_PER_FRAME
+        frame.time_base = _VIDEO_TIME_BASE
+        self._index = index + 1
+        return frame
+
+
+class AvatarAudioTrack(MediaStreamTrack):
+    """48 kHz mono, 20 ms packets, each cut from half of a 16 kHz unit and resampled."""
+
+    kind = "audio"
+
+    def __init__(self, media: SessionMedia) -> None:
+        super().__init__()
+        self._media = media
+        self._packet = 0
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=WEBRTC_SAMPLE_RATE)
+        self._fifo = np.zeros(0, dtype=np.int16)
+
+    def _to_48k(self, pcm16k: np.ndarray) -> np.ndarray:
+        frame = av.AudioFrame.from_ndarray(pcm16k.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        chunks = [out.to_ndarray().reshape(-1) for out in self._resampler.resample(frame)]
+        self._fifo = np.concatenate([self._fifo, *chunks])
+        if len(self._fifo) < WEBRTC_SAMPLES_PER_PACKET:
+            # Only at the very start, while the resampler fills its filter: pad in front.
+            pad = np.zeros(WEBRTC_SAMPLES_PER_PACKET - len(self._fifo), dtype=np.int16)
+            self._fifo = np.concatenate([pad, self._fifo])
+        out, self._fifo = (
+            self._fifo[:WEBRTC_SAMPLES_PER_PACKET],
+            self._fifo[WEBRTC_SAMPLES_PER_PACKET:],
+        )
+        return out
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        packet = await self._media.pace(self._packet, WEBRTC_AUDIO_PTIME_MS / 1000)
+        unit = self._media.unit(packet // 2)
+        half = packet % 2
+        pcm = unit.audio[half * _HALF_UNIT : (half + 1) * _HALF_UNIT]
+        samples = self._to_48k(np.ascontiguousarray(pcm, dtype=np.int16))
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = WEBRTC_SAMPLE_RATE
+        frame.pts = packet * WEBRTC_SAMPLES_PER_PACKET
+        frame.time_base = _AUDIO_TIME_BASE
+        self._packet = packet + 1
+        return frame
+
+
+async def forward_microphone(
+    track: MediaStreamTrack, send: Callable[[np.ndarray], Awaitable[None]]
+) -> None:
+    """Read the browser's microphone until it ends; hand 16 kHz mono int16 chunks to ``send``."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    while True:
+        try:
+            frame = await track.recv()
+        except MediaStreamError:
+            logger.debug("microphone track ended")
+            return
+        for out in resampler.resample(frame):
+            await send(out.to_ndarray().reshape(-1).astype(np.int16, copy=False))
