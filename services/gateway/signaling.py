@@ -126,7 +126,9 @@ def _text(data: dict[str, Any]) -> Text:
     if len(text) > MAX_TEXT_CHARS:
         raise ClientMessageError("bad_text", f"text is longer than {MAX_TEXT_CHARS} characters")
     # Control characters have no business in a chat message and confuse tokenizers and logs.
-    text = "".join(ch for ch in text if ch.isprintable() or ch in "\n\t")
+    text = "".join(ch for ch in text if ch.isprintable() or ch in "\n\t").strip()
+    if not text:
+        raise ClientMessageError("bad_text", "text is empty")
     return Text(text)
 
 

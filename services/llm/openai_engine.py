@@ -167,13 +167,16 @@ class OpenAiEngine:
             raise LlmEngineError(f"{url}: connection broke mid-stream ({exc!r})") from exc
         finally:
             # Closing the socket is what tells vLLM/TGI to abort generation for this request.
+            # The response holds its own reference to the socket, so close both.
+            resp.close()
             conn.close()
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         if self._tokenize_supported is False:
             return estimate_tokens(messages)
         # vLLM serves /tokenize at the root, next to /v1.
-        root = self._address.base_path.rsplit("/v1", 1)[0] if self._address.base_path.endswith("/v1") else self._address.base_path
+        base = self._address.base_path
+        root = base[: -len("/v1")] if base.endswith("/v1") else base
         path = f"{root}/tokenize"
         try:
             reply = self._json_request(
@@ -249,6 +252,7 @@ class OpenAiEngine:
             raise LlmEngineError(f"{url}: cannot reach the server ({exc!r})") from exc
         if resp.status >= 400:
             detail = resp.read(ERROR_BODY_CHARS * 4).decode("utf-8", "replace")[:ERROR_BODY_CHARS]
+            resp.close()
             conn.close()
             raise LlmEngineError(f"{url}: HTTP {resp.status} {resp.reason}: {detail.strip()}")
         return conn, resp
@@ -261,6 +265,7 @@ class OpenAiEngine:
         except (OSError, http.client.HTTPException) as exc:
             raise LlmEngineError(f"{url}: connection broke while reading ({exc!r})") from exc
         finally:
+            resp.close()
             conn.close()
         try:
             return json.loads(raw)

@@ -1,0 +1,107 @@
+"""Fakes shared by the unit tests: engines, senders, and a virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+
+import numpy as np
+
+
+class RecordingSender:
+    """Stands in for a ZeroMQ PUSH socket; keeps what was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+        self.event = asyncio.Event()
+
+    async def send(self, msg: object) -> None:
+        self.sent.append(msg)
+        self.event.set()
+
+    def of(self, cls: type) -> list:
+        return [m for m in self.sent if isinstance(m, cls)]
+
+
+class VirtualClock:
+    """An injectable clock whose time only moves when the test advances it."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self.t:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (deadline, next(self._seq), fut))
+        await fut
+
+    async def advance(self, seconds: float) -> None:
+        target = self.t + seconds
+        while self._sleepers and self._sleepers[0][0] <= target:
+            deadline, _, fut = heapq.heappop(self._sleepers)
+            self.t = deadline
+            if not fut.done():
+                fut.set_result(None)
+            await asyncio.sleep(0)
+        self.t = target
+        await asyncio.sleep(0)
+
+
+class FakeTts:
+    name = "fake-tts"
+
+    def __init__(self, samples_per_char: int = 100) -> None:
+        self.samples_per_char = samples_per_char
+        self.texts: list[str] = []
+
+    def synthesize(self, text: str):
+        self.texts.append(text)
+        for word in text.split():
+            yield np.full(len(word) * self.samples_per_char, 1000, dtype=np.int16)
+
+
+class FakeLipsync:
+    name = "fake-lipsync"
+    frame_size = (8, 8)
+
+    def frames(self, pcm: np.ndarray, first_index: int):
+        n = -(-len(pcm) // 640)
+        for i in range(n):
+            yield np.full((8, 8, 3), (first_index + i) % 256, dtype=np.uint8)
+
+    def idle_frame(self, index: int) -> np.ndarray:
+        return np.zeros((8, 8, 3), dtype=np.uint8)
+
+
+class FakeLlm:
+    name = "fake-llm"
+    context_tokens = 1000
+
+    def __init__(self, answer: str = "Hello there, friend. How are you today? Fine.", gate=None) -> None:
+        self.answer = answer
+        self.gate = gate  # threading.Event to hold generation mid-answer
+        self.prompts: list[list[dict]] = []
+        self.stopped = False
+
+    def count_tokens(self, messages) -> int:
+        return sum(len(m["content"]) // 4 + 1 for m in messages)
+
+    def stream(self, messages, should_stop):
+        self.prompts.append(messages)
+        for i, word in enumerate(self.answer.split(" ")):
+            if should_stop():
+                self.stopped = True
+                return
+            if self.gate is not None and i == 3:
+                self.gate.wait(5)
+                if should_stop():
+                    self.stopped = True
+                    return
+            yield word + " "

@@ -1,0 +1,85 @@
+"""Turn tracking (stale work is dropped) and clause cutting of streamed LLM text."""
+
+from services.llm.clauses import ClauseSplitter, clean_for_speech
+from services.llm.history import History
+from services.turns import TurnTracker
+
+
+def test_turns_advance_and_staleness():
+    t = TurnTracker()
+    assert not t.is_stale("a", 0)
+    assert t.advance("a", 2)
+    assert t.is_stale("a", 1) and not t.is_stale("a", 2) and not t.is_stale("a", 3)
+    assert not t.advance("a", 1)
+    assert t.current("a") == 2
+
+
+def test_closed_session_stays_stale_even_if_data_arrives_late():
+    t = TurnTracker()
+    t.open("a")
+    t.close("a")
+    assert t.is_stale("a", 99)
+    assert not t.advance("a", 5)
+    assert t.is_closed("a")
+    t.open("a")
+    assert not t.is_stale("a", 0)
+
+
+def test_sessions_are_isolated():
+    t = TurnTracker()
+    t.advance("a", 5)
+    assert not t.is_stale("b", 0)
+
+
+def _split(pieces, **kw):
+    s = ClauseSplitter(**kw)
+    out = []
+    for p in pieces:
+        out += s.feed(p)
+    return out + s.flush()
+
+
+def test_first_clause_is_cut_early_at_a_comma():
+    pieces = list("Well, I think that Paris is lovely, and the food is great. Also the art.")
+    clauses = _split(pieces, min_first_chars=5)
+    assert clauses[0] == "Well,"
+    assert clauses[-1] == "Also the art."
+    assert " ".join(clauses) == "Well, I think that Paris is lovely, and the food is great. Also the art."
+
+
+def test_later_clauses_wait_for_sentence_ends():
+    clauses = _split(["Hi there! ", "It is sunny, ", "warm, and calm. ", "Bye"])
+    assert clauses == ["Hi there!", "It is sunny, warm, and calm.", "Bye"]
+
+
+def test_long_text_without_punctuation_is_still_cut():
+    words = ("word " * 80).split(" ")
+    clauses = _split([w + " " for w in words], max_chars=60)
+    assert len(clauses) > 3 and all(len(c) <= 60 for c in clauses)
+
+
+def test_markdown_and_emoji_are_not_spoken():
+    assert clean_for_speech("**Hello** `world` 🎉 # yes") == "Hello world yes"
+
+
+def test_history_keeps_only_what_was_heard_after_barge_in():
+    h = History("persona")
+    h.start(1, "tell me a story")
+    h.exchanges[-1].assistant = "Once upon a time there was a dragon who loved tea."
+    h.heard_only(2, "Once upon a time")
+    h.start(2, "stop, shorter please")
+    msgs = h.messages(lambda m: sum(len(x["content"]) for x in m), budget=10_000)
+    assert msgs[0] == {"role": "system", "content": "persona"}
+    assert msgs[2]["content"] == "Once upon a time ..."
+    assert msgs[-1] == {"role": "user", "content": "stop, shorter please"}
+
+
+def test_history_is_trimmed_to_the_token_budget_but_keeps_the_question():
+    h = History("p")
+    for turn in range(10):
+        h.start(turn, f"question {turn} " + "x" * 50)
+        h.exchanges[-1].assistant = "answer " + "y" * 50
+    msgs = h.messages(lambda m: sum(len(x["content"]) for x in m), budget=300)
+    assert msgs[-1]["content"].startswith("question 9")
+    assert sum(len(x["content"]) for x in msgs) <= 300
+    assert len(msgs) < 21
