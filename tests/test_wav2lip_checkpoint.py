@@ -153,12 +153,19 @@ def test_wrong_shapes_and_missing_keys(reference: Wav2Lip, tmp_path: Path) -> No
 
 def test_arbitrary_pickle_is_refused(tmp_path: Path) -> None:
     # A pickled Path object: weights_only loading must refuse rather than execute anything.
-    with pytest.raises(Wav2LipCheckpointError, match="refusing to unpickle"):
+    with pytest.raises(Wav2LipCheckpointError, match="refusing to unpickle.*Unsupported global"):
         load_generator(_save(tmp_path, {"state_dict": Path("/etc")}))
 
 
 def test_garbage_file(tmp_path: Path) -> None:
     path = tmp_path / "download.html"
     path.write_bytes(b"<html>Sorry, this link has expired</html>")
-    with pytest.raises(Wav2LipCheckpointError, match="download.html"):
+    with pytest.raises(Wav2LipCheckpointError, match="download.html: not a PyTorch file"):
+        load_generator(str(path))
+
+
+def test_truncated_file(training_checkpoint: Path, tmp_path: Path) -> None:
+    path = tmp_path / "partial.pth"
+    path.write_bytes(training_checkpoint.read_bytes()[:4096])
+    with pytest.raises(Wav2LipCheckpointError, match="partial.pth: not a readable PyTorch file"):
         load_generator(str(path))

@@ -132,16 +132,29 @@ def _read_state_dict(path: str) -> tuple[dict[str, torch.Tensor], CheckpointInfo
         state = {k: v for k, v in scripted.state_dict().items()}
         info = CheckpointInfo(path, "torchscript", None)
         return _normalise_keys(state, path), info
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    # torch.save writes a zip ("PK") or, before torch 1.6, a pickle starting with PROTO (0x80).
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        raise Wav2LipCheckpointError(
+            f"{path}: not a PyTorch file (starts with {head!r}; an HTML page from an expired "
+            "download link?)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        detail = next(
+            (line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+        )
         raise Wav2LipCheckpointError(
             f"{path}: holds pickled Python objects beyond tensors and plain containers; refusing "
-            f"to unpickle it for safety ({str(exc).splitlines()[0]})"
+            f"to unpickle it for safety ({detail})"
         ) from exc
-    except (RuntimeError, EOFError, ValueError) as exc:
+    except (RuntimeError, EOFError, ValueError, IndexError, KeyError, OSError) as exc:
+        # The legacy reader fails in varied ways on a cut-off file; all mean "not complete".
         raise Wav2LipCheckpointError(
-            f"{path}: not a readable PyTorch file (truncated download?): {exc}"
+            f"{path}: not a readable PyTorch file (truncated download?): {exc!r}"
         ) from exc
     state, container, step = _find_state_dict(obj, path)
     return _normalise_keys(state, path), CheckpointInfo(path, container, step)
