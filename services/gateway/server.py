@@ -51,6 +51,10 @@ _SECURITY_HEADERS = {
 }
 
 
+# Names the page's stats panel shows for the stage timings (the rest are stage_name_ms).
+_STAGE_KEYS = {("asr", "endpoint"): "endpoint_ms", ("asr", "final"): "asr_ms"}
+
+
 class Gateway:
     def __init__(self, settings: GatewaySettings, transport: Transport, idle_image: IdleImage) -> None:
         self.settings = settings
@@ -165,7 +169,8 @@ class Gateway:
                     session.set_state("thinking")
         elif isinstance(msg, messages.StageTiming):
             self.metrics.stage_latency.labels(msg.stage, msg.name).observe(msg.ms)
-            session.turn_stats(msg.turn).stages[f"{msg.stage}_{msg.name}_ms"] = round(msg.ms, 1)
+            key = _STAGE_KEYS.get((msg.stage, msg.name), f"{msg.stage}_{msg.name}_ms")
+            session.turn_stats(msg.turn).stages[key] = round(msg.ms, 1)
         elif isinstance(msg, messages.StageError):
             logger.warning("Session(%s) %s error: %s", session.id, msg.stage, msg.message)
             session.error(f"{msg.stage}_error", msg.message)

@@ -42,7 +42,8 @@ class EyeGeometry:
 class FaceGeometry:
     face_box: tuple[int, int, int, int]  # x, y, w, h
     mouth_x: float  # horizontal centre of the mouth
-    lip_line_y: float  # where the mouth parts: everything below it drops with the jaw
+    lip_line_y: float  # where the mouth parts (at its centre): everything below drops with the jaw
+    lip_curve: float  # how far the lip line rises at the mouth corners (px; a smile is positive)
     mouth_width: float
     chin_y: float
     left_eye: EyeGeometry  # left in the image
@@ -75,11 +76,12 @@ def detect_face_geometry(rgb: np.ndarray) -> FaceGeometry:
     face = (fx, fy, fw, fh)
     full_gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     left_eye, right_eye = _find_eyes(gray, box, scale, full_gray, face)
-    mouth_x, lip_line_y, mouth_width, teeth = _find_mouth(gray, box, scale, rgb, face)
+    mouth_x, lip_line_y, lip_curve, mouth_width, teeth = _find_mouth(gray, box, scale, rgb, face)
     return FaceGeometry(
         face_box=face,
         mouth_x=mouth_x,
         lip_line_y=lip_line_y,
+        lip_curve=lip_curve,
         mouth_width=mouth_width,
         chin_y=min(h - 1.0, fy + CHIN_Y * fh),
         left_eye=left_eye,
@@ -119,6 +121,7 @@ def _from_proportions(face: tuple[int, int, int, int], detected: bool) -> FaceGe
         face_box=face,
         mouth_x=fx + 0.5 * fw,
         lip_line_y=fy + MOUTH_Y * fh,
+        lip_curve=0.0,
         mouth_width=MOUTH_WIDTH * fw,
         chin_y=fy + CHIN_Y * fh,
         left_eye=eyes[0],
@@ -178,7 +181,7 @@ def _find_mouth(
     scale: float,
     rgb: np.ndarray,
     face: tuple[int, int, int, int],
-) -> tuple[float, float, float, bool]:
+) -> tuple[float, float, float, float, bool]:
     bx, by, bw, bh = box
     fx, fy, fw, fh = face
     top = by + bh // 2
@@ -195,7 +198,8 @@ def _find_mouth(
         # The smile box runs past the lip corners on both sides.
         mx, my0, mw, mh = bx / scale + sx + sw / 2, top / scale + sy, 0.8 * sw, sh
     lip_y, teeth = _lip_line(rgb, mx, my0, mw, mh)
-    return float(mx), lip_y, float(mw), teeth
+    curve = _lip_curve(rgb, mx, lip_y, mw, mh, teeth)
+    return float(mx), lip_y, curve, float(mw), teeth
 
 
 def _lip_line(rgb: np.ndarray, mx: float, y0: float, mw: float, mh: float) -> tuple[float, bool]:
@@ -216,3 +220,36 @@ def _lip_line(rgb: np.ndarray, mx: float, y0: float, mw: float, mh: float) -> tu
         last = int(np.flatnonzero(teeth_rows)[-1])
         return float(ya + last + 1), True
     return float(ya + int(np.argmin(val)) + 0.5), False
+
+
+def _lip_curve(rgb: np.ndarray, mx: float, lip_y: float, mw: float, mh: float, teeth: bool) -> float:
+    """Rise of the lip line at the corners, from a parabola fitted to per-column-band seams.
+
+    Each band's seam is its strongest bright-to-dark step going down (teeth to lower lip) when
+    teeth show, else its darkest row, searched near the centre's lip line.
+    """
+    hw = 0.5 * mw
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    ya, yb = int(lip_y - 0.45 * mh), int(lip_y + 0.2 * mh) + 1
+    if ya < 1 or yb >= gray.shape[0]:
+        return 0.0
+    offsets, rises = [], []
+    band_w = max(2, int(mw / 12))
+    for frac in np.linspace(-0.8, 0.8, 9):
+        x0 = int(mx + frac * hw - band_w / 2)
+        col = gray[ya:yb, max(0, x0) : x0 + band_w].mean(axis=1) if x0 >= 0 else None
+        if col is None or len(col) < 4:
+            continue
+        if teeth:
+            step = col[:-1] - col[1:]  # positive where it gets darker going down
+            seam = ya + int(np.argmax(step)) + 1.0
+        else:
+            seam = ya + int(np.argmin(col)) + 0.5
+        offsets.append(frac * frac)
+        rises.append(lip_y - seam)
+    if len(offsets) < 5:
+        return 0.0
+    # Least squares for rise = curve * (dx/hw)^2 through the centre's lip line.
+    o, r = np.asarray(offsets), np.asarray(rises)
+    curve = float((o * r).sum() / max((o * o).sum(), 1e-6))
+    return float(np.clip(curve, -0.05 * mw, 0.25 * mw))

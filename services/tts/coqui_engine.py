@@ -285,7 +285,7 @@ class CoquiXttsEngine:
                 f"XTTS-v2 has no language {language!r}; choose one of {', '.join(config.languages)}"
             )
         self._device = pick_device(device)
-        model = Xtts.init_from_config(config)
+        model = Xtts(config)
         model.load_checkpoint(config, checkpoint_dir=model_dir, eval=True)
         self._model = model.to(self._device)
         self._language = language

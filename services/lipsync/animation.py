@@ -1,0 +1,311 @@
+"""Animate one photo without neural weights: jaw drop by loudness, blinks, breathing, sway.
+
+Everything is one backward warp (``cv2.remap``) of the photo plus a painted mouth cavity:
+
+* jaw: below the lip line the lower lip, chin and lower cheeks move down by ``openness * gain``;
+  in the middle of the mouth the displacement jumps at the lip line (the lips part), towards the
+  corners it ramps up over a growing height (cheeks stretch), and below the chin it fades out so
+  the chin slides over the neck. The gap that opens is covered with a shaded, feathered cavity.
+* blink: the band of lid skin above each eye is stretched down over the eye to a lid edge that
+  follows the eye's lower arc, so the lash line itself moves (no painted bar).
+* idle life: the head region sways by a sum of slow incommensurate sines (about 1 px) and the body
+  rises and falls with breath, both sub-pixel through the same remap, so the idle face is never a
+  frozen picture.
+
+All fields are precomputed in ``__init__``; ``render`` costs two map updates, a remap and two
+small region blends (about 1-2 ms at 512x512 here, see bench/bench_animation.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+
+import cv2
+import numpy as np
+
+from services.lipsync.face_geometry import EyeGeometry, FaceGeometry, detect_face_geometry
+from services.media import SAMPLES_PER_VIDEO_FRAME, rms_dbfs
+
+logger = logging.getLogger(__name__)
+
+JAW_DROP_PER_MOUTH_WIDTH = 0.26  # lower-lip drop at openness 1 (0.2-0.25 looked right in a prototype)
+MOUTH_NARROWING = 0.14  # corners move in a little as the jaw opens
+BLINK_S = 0.15
+BLINK_CLOSE_FRACTION = 0.4  # closing is faster than opening
+BLINK_INTERVAL_S = (3.0, 6.0)
+FIRST_BLINK_S = 1.2
+SWAY_PX = 1.0
+BREATH_PX = 0.8
+BREATH_PERIOD_S = 4.6
+
+CAVITY_DARK = np.array([24.0, 8.0, 10.0], np.float32)
+CAVITY_RIM = np.array([105.0, 42.0, 46.0], np.float32)
+TEETH = np.array([214.0, 206.0, 194.0], np.float32)
+
+
+def _smoothstep(edge0: float, edge1: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - edge0) / (edge1 - edge0), 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+class FaceAnimator:
+    """Renders one RGB photo with a given mouth openness (0..1) at a given time."""
+
+    def __init__(self, image: np.ndarray, geometry: FaceGeometry | None = None, seed: int = 7):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"FaceAnimator needs an RGB uint8 image, got {image.dtype} {image.shape}")
+        self._image = np.ascontiguousarray(image)
+        self.geometry = geometry if geometry is not None else detect_face_geometry(image)
+        g = self.geometry
+        h, w = image.shape[:2]
+        fx, fy, fw, fh = g.face_box
+        self._jaw_drop_px = JAW_DROP_PER_MOUTH_WIDTH * g.mouth_width
+
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        self._base_x, self._base_y = xs, ys
+        # Head sway weight: 1 over the head, fading out so the frame's edges never move.
+        cx, cy = fx + 0.5 * fw, fy + 0.55 * fh
+        d = np.sqrt(((xs - cx) / (0.85 * fw)) ** 2 + ((ys - cy) / (1.0 * fh)) ** 2)
+        self._head = (1.0 - _smoothstep(1.0, 2.2, d)).astype(np.float32)
+        # Breathing: the chest and shoulders rise most, the head a little with them.
+        chest = _smoothstep(g.chin_y, g.chin_y + 1.5 * fh, ys)
+        self._body = np.maximum(0.35 * self._head, chest).astype(np.float32)
+
+        self._jaw_roi, self._jaw_field, self._narrow_field = self._jaw_fields(h, w)
+        self._eyes = (g.left_eye, g.right_eye)
+        rng = np.random.default_rng(seed)
+        intervals = rng.uniform(*BLINK_INTERVAL_S, size=64)
+        self.blink_starts_s = tuple(float(v) for v in FIRST_BLINK_S + np.concatenate(
+            ([0.0], np.cumsum(intervals[:-1]))
+        ))
+        self._blink_period_s = self.blink_starts_s[-1] + float(intervals[-1])
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self._image.shape[0], self._image.shape[1]
+
+    def with_image(self, image: np.ndarray) -> "FaceAnimator":
+        """The same geometry and fields on another picture of the same size (a video loop frame)."""
+        if image.shape != self._image.shape:
+            raise ValueError(f"loop frame {image.shape} differs from {self._image.shape}")
+        clone = copy.copy(self)  # shares the read-only fields; render() mutates nothing
+        clone._image = np.ascontiguousarray(image)
+        return clone
+
+    # --- time ------------------------------------------------------------------------------
+
+    def blink_closure(self, t_s: float) -> float:
+        """0 = eyes open, 1 = lids fully closed."""
+        t = t_s % self._blink_period_s
+        i = int(np.searchsorted(self.blink_starts_s, t, side="right")) - 1
+        if i < 0:
+            return 0.0
+        phase = (t - self.blink_starts_s[i]) / BLINK_S
+        if phase >= 1.0:
+            return 0.0
+        if phase < BLINK_CLOSE_FRACTION:
+            p = phase / BLINK_CLOSE_FRACTION
+        else:
+            p = 1.0 - (phase - BLINK_CLOSE_FRACTION) / (1.0 - BLINK_CLOSE_FRACTION)
+        return p * p * (3.0 - 2.0 * p)
+
+    @staticmethod
+    def _motion(t_s: float) -> tuple[float, float, float]:
+        """(sway x, sway y, breath) in pixels; incommensurate periods so it never visibly loops."""
+        tau = 2.0 * math.pi * t_s
+        sx = SWAY_PX * (0.65 * math.sin(tau * 0.13) + 0.35 * math.sin(tau * 0.31 + 1.3))
+        sy = SWAY_PX * (0.4 * math.sin(tau * 0.17 + 0.7) + 0.2 * math.sin(tau * 0.41))
+        breath = BREATH_PX * math.sin(tau / BREATH_PERIOD_S)
+        return sx, sy, breath
+
+    # --- precomputation --------------------------------------------------------------------
+
+    def _jaw_fields(self, h: int, w: int) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+        """Drop weight (0..1) and corner-narrowing field over the region the jaw can move."""
+        g = self.geometry
+        fw, fh = g.face_box[2], g.face_box[3]
+        hw = 0.5 * g.mouth_width
+        x0, x1 = int(max(0, g.mouth_x - 0.75 * fw)), int(min(w, g.mouth_x + 0.75 * fw + 1))
+        y0 = int(max(0, g.lip_line_y - 1.2 * hw - 2))
+        y1 = int(min(h, g.chin_y + 0.45 * fh + 2))
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dx = xs - g.mouth_x
+        lateral = 1.0 - _smoothstep(0.3 * fw, 0.62 * fw, np.abs(dx))
+        lens = np.sqrt(np.clip(1.0 - (dx / hw) ** 2, 0.0, 1.0))
+        # Height over which the displacement ramps up above the lip line: a one-pixel cut
+        # (the lips part) in the middle, a cheek-stretching ramp beyond the corners.
+        ramp = 1.0 + (1.2 * hw - 1.0) * (1.0 - lens)
+        above = _smoothstep(0.0, 1.0, (ys - (g.lip_line_y - ramp)) / ramp)
+        below_chin = 1.0 - _smoothstep(g.chin_y, g.chin_y + 0.4 * fh, ys)
+        vertical = np.where(ys < g.lip_line_y, above, below_chin)
+        drop = (lateral * vertical).astype(np.float32)
+        narrow = (
+            dx * np.exp(-((dx / (1.2 * hw)) ** 2)) * np.exp(-(((ys - g.lip_line_y) / hw) ** 2))
+        ).astype(np.float32)
+        return (slice(y0, y1), slice(x0, x1)), drop, narrow
+
+    # --- rendering -------------------------------------------------------------------------
+
+    def render(self, openness: float, t_s: float) -> np.ndarray:
+        """The photo with the mouth opened by ``openness`` (0..1) at time ``t_s`` (idle life)."""
+        openness = float(min(1.0, max(0.0, openness)))
+        sx, sy, breath = self._motion(t_s)
+        map_x = cv2.scaleAdd(self._head, sx, self._base_x)
+        map_y = cv2.scaleAdd(self._head, sy, self._base_y)
+        map_y = cv2.scaleAdd(self._body, breath, map_y)
+
+        mouth_shift = self._shift_at(self.geometry.mouth_x, self.geometry.lip_line_y, sx, sy, breath)
+        if openness > 0.005:
+            self._apply_jaw(map_x, map_y, openness, mouth_shift)
+        closure = self.blink_closure(t_s)
+        if closure > 0.01:
+            for eye in self._eyes:
+                shift = self._shift_at(eye.center_x, eye.center_y, sx, sy, breath)
+                self._apply_lid(map_y, eye, closure, shift)
+
+        out = cv2.remap(self._image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if openness > 0.005:
+            self._paint_cavity(out, openness, mouth_shift)
+        return out
+
+    def _shift_at(self, x: float, y: float, sx: float, sy: float, breath: float) -> tuple[float, float]:
+        """Content offset (source = output + shift) that sway and breath give at one point."""
+        h, w = self._head.shape
+        xi, yi = int(min(w - 1, max(0, x))), int(min(h - 1, max(0, y)))
+        return sx * float(self._head[yi, xi]), sy * float(self._head[yi, xi]) + breath * float(
+            self._body[yi, xi]
+        )
+
+    def _apply_jaw(
+        self, map_x: np.ndarray, map_y: np.ndarray, openness: float, shift: tuple[float, float]
+    ) -> None:
+        # The fields are defined on the still photo; sample them where the swayed content is.
+        roi_h, roi_w = self._jaw_field.shape
+        m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        drop = cv2.warpAffine(self._jaw_field, m, (roi_w, roi_h), flags=flags,
+                              borderMode=cv2.BORDER_REPLICATE)
+        narrow = cv2.warpAffine(self._narrow_field, m, (roi_w, roi_h), flags=flags,
+                                borderMode=cv2.BORDER_REPLICATE)
+        map_y[self._jaw_roi] -= (openness * self._jaw_drop_px) * drop
+        map_x[self._jaw_roi] += (openness * MOUTH_NARROWING) * narrow
+
+    def _apply_lid(
+        self, map_y: np.ndarray, eye: EyeGeometry, closure: float, shift: tuple[float, float]
+    ) -> None:
+        h, w = map_y.shape
+        upper, lower = 0.55 * eye.height, 0.45 * eye.height  # lid margins above/below centre
+        skin = 1.3 * eye.height  # lid skin stretched down over the eye
+        x0 = int(max(0, eye.center_x - 0.6 * eye.width))
+        x1 = int(min(w, eye.center_x + 0.6 * eye.width + 1))
+        y0 = int(max(0, eye.center_y - upper - skin - 2))
+        y1 = int(min(h, eye.center_y + lower + 3))
+        if x1 <= x0 or y1 <= y0:
+            return
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        xs += shift[0]
+        ys += shift[1]
+        u = (xs - eye.center_x) / (0.5 * eye.width)
+        taper = np.clip(1.0 - u * u, 0.0, 1.0) ** 0.6
+        top = eye.center_y - upper * taper
+        bottom = eye.center_y + lower * taper
+        band_top = eye.center_y - upper - skin
+        edge = top + closure * (bottom - top)
+        inside = (ys >= band_top) & (ys < edge)
+        src = band_top + (ys - band_top) * (top - band_top) / np.maximum(edge - band_top, 1e-3)
+        map_y[y0:y1, x0:x1] -= np.where(inside, ys - src, 0.0).astype(np.float32)
+
+    def _paint_cavity(self, out: np.ndarray, openness: float, shift: tuple[float, float]) -> None:
+        g = self.geometry
+        h, w = out.shape[:2]
+        hw = 0.5 * g.mouth_width
+        gap = openness * self._jaw_drop_px
+        x0, x1 = int(max(0, g.mouth_x - hw - shift[0] - 2)), int(min(w, g.mouth_x + hw - shift[0] + 3))
+        y0 = int(max(0, g.lip_line_y - shift[1] - 2))
+        y1 = int(min(h, g.lip_line_y - shift[1] + gap + 3))
+        if x1 <= x0 or y1 <= y0:
+            return
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        dx = xs + shift[0] - g.mouth_x
+        dy = ys + shift[1] - g.lip_line_y
+        lens = np.sqrt(np.clip(1.0 - (dx / hw) ** 2, 0.0, 1.0))
+        height = np.maximum(gap * lens**0.7, 1e-3)
+        # Feathered by about a pixel on every side; the corners fade in over the lens taper, and a
+        # barely open mouth gets a faint shadow rather than a hard one-pixel line.
+        alpha = (
+            _smoothstep(0.0, 0.35, lens)
+            * np.clip(dy + 0.5, 0.0, 1.0)
+            * np.clip(height - dy + 0.5, 0.0, 1.0)
+            * min(1.0, gap / 2.0)
+        )
+        v = np.clip(dy / height, 0.0, 1.0)
+        radial = np.clip(np.sqrt((dx / hw) ** 2 + (2.0 * (v - 0.55)) ** 2), 0.0, 1.0) ** 1.5
+        colour = CAVITY_DARK + (CAVITY_RIM - CAVITY_DARK) * radial[..., None]
+        if not g.teeth_visible:
+            # A hint of upper teeth hanging from the upper lip: light at the top, fading down.
+            band = np.clip(1.0 - dy / max(1.5, 0.09 * g.mouth_width), 0.0, 1.0)
+            teeth = 0.75 * band * (1.0 - _smoothstep(0.45 * hw, 0.7 * hw, np.abs(dx)))
+            teeth *= min(1.0, gap / 4.0)
+            colour += (TEETH - colour) * teeth[..., None]
+        patch = out[y0:y1, x0:x1].astype(np.float32)
+        a = alpha[..., None]
+        out[y0:y1, x0:x1] = (patch + (colour - patch) * a + 0.5).astype(np.uint8)
+
+
+class MouthEnvelope:
+    """Streaming 16 kHz int16 audio -> mouth openness (0..1) per 640-sample video frame.
+
+    Loudness in dBFS is mapped linearly between a floor (closed) and a ceiling (fully open), then
+    smoothed with a fast attack and a slower release, as a jaw moves: it snaps open on a syllable
+    and falls back over a few frames. Partial frames are buffered across calls.
+    """
+
+    def __init__(
+        self,
+        floor_dbfs: float = -48.0,
+        ceiling_dbfs: float = -16.0,
+        attack: float = 0.75,
+        release: float = 0.35,
+    ):
+        if not ceiling_dbfs > floor_dbfs:
+            raise ValueError("ceiling_dbfs must be above floor_dbfs")
+        self._floor, self._ceiling = floor_dbfs, ceiling_dbfs
+        self._attack, self._release = attack, release
+        self._level = 0.0
+        self._pending = np.zeros(0, np.int16)
+
+    def reset(self) -> None:
+        self._level = 0.0
+        self._pending = np.zeros(0, np.int16)
+
+    def frame_openness(self, frame: np.ndarray) -> float:
+        """Advance by one 640-sample frame and return its openness."""
+        target = (rms_dbfs(frame) - self._floor) / (self._ceiling - self._floor)
+        target = min(1.0, max(0.0, target))
+        rate = self._attack if target > self._level else self._release
+        self._level += rate * (target - self._level)
+        if self._level < 0.01:
+            self._level = 0.0  # let silence settle to a truly closed mouth
+        return self._level
+
+    def push(self, pcm: np.ndarray) -> list[float]:
+        """Openness for every complete frame now buffered; the remainder waits for more audio."""
+        data = np.concatenate((self._pending, np.asarray(pcm, np.int16)))
+        n = len(data) // SAMPLES_PER_VIDEO_FRAME
+        values = [
+            self.frame_openness(data[i * SAMPLES_PER_VIDEO_FRAME : (i + 1) * SAMPLES_PER_VIDEO_FRAME])
+            for i in range(n)
+        ]
+        self._pending = data[n * SAMPLES_PER_VIDEO_FRAME :].copy()
+        return values
+
+    def flush(self) -> list[float]:
+        """Openness of the buffered partial frame, zero-padded to a whole frame (if any)."""
+        if not len(self._pending):
+            return []
+        tail = np.zeros(SAMPLES_PER_VIDEO_FRAME, np.int16)
+        tail[: len(self._pending)] = self._pending
+        self._pending = np.zeros(0, np.int16)
+        return [self.frame_openness(tail)]
