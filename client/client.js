@@ -578,6 +578,9 @@
       c.analyser = c.audioContext.createAnalyser();
       c.analyser.fftSize = 1024;
       source.connect(c.analyser);
+      // Created after an await, so some browsers start it suspended; the Start click's sticky
+      // user activation lets it resume.
+      c.audioContext.resume().catch(() => {});
     } catch (err) {
       // The meter is a nicety; the call works without it.
       console.warn("mic level meter unavailable", err);
@@ -684,6 +687,8 @@
     ui.audio.srcObject = null;
     ui.placeholder.hidden = false;
     ui.micMeter.style.width = "0";
+    ui.statsFps.textContent = "–";
+    ui.statsAudioLevel.textContent = "–";
     lastVideoSample = null;
     // pc and ws stay on the handle so a test can still read their final states.
     setConnState(finalState);

@@ -43,30 +43,24 @@ def _save_tiny_vits(folder: Path, speakers: list[str] | None = None) -> None:
         resblock_kernel_sizes_decoder=[3], resblock_dilation_sizes_decoder=[[1, 3, 5]],
         use_sdp=False, init_discriminator=False,
     )
+    trainer_path = "/home/trainer/vctk/speaker_ids.json"
     if speakers:
-        # Like a released vctk model: the config points at the trainer's absolute path.
         (folder / "speaker_ids.json").write_text(json.dumps({s: i for i, s in enumerate(speakers)}))
         args.use_speaker_embedding = True
         args.num_speakers = len(speakers)
         args.speaker_embedding_channels = 8
-        args.speakers_file = "/home/trainer/vctk/speaker_ids.json"
+        # Build with the real path; the saved config gets the trainer's path (see below).
+        args.speakers_file = str(folder / "speaker_ids.json")
     config = VitsConfig(
         model_args=args, use_phonemes=False, text_cleaner="english_cleaners",
         audio=BaseAudioConfig(sample_rate=22_050),
     )
-    if speakers:
-        config.num_speakers = len(speakers)
-        config.use_speaker_embedding = True
-        config.speakers_file = args.speakers_file
-        # Build with a resolvable path, then save the config with the trainer's path.
-        args.speakers_file = str(folder / "speaker_ids.json")
-        config.speakers_file = args.speakers_file
     torch.manual_seed(0)
     model = Vits(config)
     torch.save({"model": model.state_dict()}, folder / "model_file.pth")
     if speakers:
-        config.model_args.speakers_file = "/home/trainer/vctk/speaker_ids.json"
-        config.speakers_file = "/home/trainer/vctk/speaker_ids.json"
+        # Like a released vctk model: config.json points at the trainer's absolute path.
+        config.model_args.speakers_file = trainer_path
     config.save_json(str(folder / "config.json"))
 
 
@@ -104,6 +98,7 @@ def test_coqui_vits_yields_one_chunk_per_sentence(vits_engine: CoquiVitsEngine) 
 def test_coqui_vits_multi_speaker_with_released_config_paths(tmp_path: Path) -> None:
     folder = tmp_path / "tts_models--en--vctk--vits"
     _save_tiny_vits(folder, speakers=["p225", "p226"])
+    assert "/home/trainer/vctk/speaker_ids.json" in (folder / "config.json").read_text()
     engine = CoquiVitsEngine(str(folder), speaker="p226", device="cpu")
     assert list(engine.synthesize("One two three."))[0].size > 0
     with pytest.raises(TtsVoiceError, match="p225"):

@@ -42,9 +42,13 @@ def test_interior_frames_match_modern_librosa(speechlike: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
-def test_every_frame_matches_librosa_with_same_padding(speechlike: np.ndarray, pad_mode: str) -> None:
+def test_every_frame_matches_librosa_with_same_padding(
+    speechlike: np.ndarray, pad_mode: str
+) -> None:
     np.testing.assert_allclose(
-        melspectrogram(speechlike, pad_mode=pad_mode), _upstream_mel(speechlike, pad_mode), atol=1e-4
+        melspectrogram(speechlike, pad_mode=pad_mode),
+        _upstream_mel(speechlike, pad_mode),
+        atol=1e-4,
     )
 
 

@@ -36,8 +36,12 @@ def test_default_avatar_face_is_found_and_cropped() -> None:
 
 
 def test_pads_are_applied_and_clipped() -> None:
-    np.testing.assert_array_equal(pad_box((10, 50, 5, 40), (0, 10, 0, 0), 100, 100), [10, 60, 5, 40])
-    np.testing.assert_array_equal(pad_box((10, 95, 5, 40), (20, 10, 8, 70), 100, 100), [0, 100, 0, 100])
+    np.testing.assert_array_equal(
+        pad_box((10, 50, 5, 40), (0, 10, 0, 0), 100, 100), [10, 60, 5, 40]
+    )
+    np.testing.assert_array_equal(
+        pad_box((10, 95, 5, 40), (20, 10, 8, 70), 100, 100), [0, 100, 0, 100]
+    )
 
 
 def test_smoothing_is_a_forward_window_of_five() -> None:
@@ -85,7 +89,9 @@ def _write_video(path: Path, n_frames: int) -> None:
             container.mux(packet)
 
 
-def test_video_avatar_with_user_box_and_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_video_avatar_with_user_box_and_cache_round_trip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     video = tmp_path / "idle.mp4"
     _write_video(video, 24)
     options = AvatarOptions(box=(60, 180, 80, 180), crossfade_frames=4)
@@ -107,5 +113,9 @@ def test_video_avatar_with_user_box_and_cache_round_trip(tmp_path: Path, monkeyp
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
     # Different options (or a different file) are a different cache entry.
     monkeypatch.undo()
-    load_or_prepare(str(video), str(tmp_path / "cache"), AvatarOptions(box=(60, 180, 80, 180), crossfade_frames=0))
+    load_or_prepare(
+        str(video),
+        str(tmp_path / "cache"),
+        AvatarOptions(box=(60, 180, 80, 180), crossfade_frames=0),
+    )
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2

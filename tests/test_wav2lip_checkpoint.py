@@ -49,7 +49,12 @@ def training_checkpoint(reference: Wav2Lip, tmp_path_factory: pytest.TempPathFac
     state = collections.OrderedDict(("module." + k, v) for k, v in reference.state_dict().items())
     path = tmp_path_factory.mktemp("ckpt") / "wav2lip_gan.pth"
     torch.save(
-        {"state_dict": state, "optimizer": optimizer.state_dict(), "global_step": 120000, "global_epoch": 77},
+        {
+            "state_dict": state,
+            "optimizer": optimizer.state_dict(),
+            "global_step": 120000,
+            "global_epoch": 77,
+        },
         path,
         _use_new_zipfile_serialization=False,
     )
@@ -99,7 +104,9 @@ def test_torchscript_loads_and_gives_identical_outputs(
 
 
 def test_bare_state_dict_without_bn_counters_loads(reference: Wav2Lip, tmp_path: Path) -> None:
-    state = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    state = {
+        k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")
+    }
     path = tmp_path / "bare.pth"
     torch.save(state, path)
     model, info = load_generator(str(path))
@@ -120,7 +127,10 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 def test_dict_without_weights(tmp_path: Path) -> None:
     path = _save(tmp_path, {"global_step": 3, "optimizer": {"state": {}, "param_groups": []}})
-    with pytest.raises(Wav2LipCheckpointError, match=r"a dict with 2 keys \['global_step', 'optimizer'\] but no generator weights"):
+    with pytest.raises(
+        Wav2LipCheckpointError,
+        match=r"a dict with 2 keys \['global_step', 'optimizer'\] but no generator weights",
+    ):
         load_generator(path)
 
 
@@ -129,14 +139,18 @@ def test_discriminator_checkpoint_is_recognised(tmp_path: Path) -> None:
         "face_encoder_blocks.0.0.conv_block.0.weight": torch.zeros(32, 3, 7, 7),
         "binary_pred.0.weight": torch.zeros(1, 512, 1, 1),
     }
-    path = _save(tmp_path, {"state_dict": disc, "optimizer": {}, "global_step": 1, "global_epoch": 1})
+    path = _save(
+        tmp_path, {"state_dict": disc, "optimizer": {}, "global_step": 1, "global_epoch": 1}
+    )
     with pytest.raises(Wav2LipCheckpointError, match="discriminator checkpoint"):
         load_generator(path)
 
 
 def test_syncnet_checkpoint_is_recognised(tmp_path: Path) -> None:
-    sync = {"face_encoder.0.conv_block.0.weight": torch.zeros(32, 15, 7, 7),
-            "audio_encoder.0.conv_block.0.weight": torch.zeros(32, 1, 3, 3)}
+    sync = {
+        "face_encoder.0.conv_block.0.weight": torch.zeros(32, 15, 7, 7),
+        "audio_encoder.0.conv_block.0.weight": torch.zeros(32, 1, 3, 3),
+    }
     with pytest.raises(Wav2LipCheckpointError, match="SyncNet"):
         load_generator(_save(tmp_path, {"state_dict": sync}))
 
@@ -144,7 +158,9 @@ def test_syncnet_checkpoint_is_recognised(tmp_path: Path) -> None:
 def test_wrong_shapes_and_missing_keys(reference: Wav2Lip, tmp_path: Path) -> None:
     state = dict(reference.state_dict())
     state["output_block.1.weight"] = torch.zeros(3, 16, 1, 1)
-    with pytest.raises(Wav2LipCheckpointError, match=r"output_block.1.weight has shape \(3, 16, 1, 1\)"):
+    with pytest.raises(
+        Wav2LipCheckpointError, match=r"output_block.1.weight has shape \(3, 16, 1, 1\)"
+    ):
         load_generator(_save(tmp_path, state, "shape.pth"))
     del state["output_block.1.bias"]
     with pytest.raises(Wav2LipCheckpointError, match="1 missing"):

@@ -48,7 +48,11 @@ def test_generate_matches_a_plain_upstream_style_call(model: Wav2Lip) -> None:
     # Upstream's tensor recipe: masked copy first, /255, NCHW; output *255 truncated.
     masked = crops.copy()
     masked[:, 48:] = 0
-    faces = torch.from_numpy(np.concatenate((masked, crops), axis=3) / 255.0).float().permute(0, 3, 1, 2)
+    faces = (
+        torch.from_numpy(np.concatenate((masked, crops), axis=3) / 255.0)
+        .float()
+        .permute(0, 3, 1, 2)
+    )
     with torch.inference_mode():
         ref = model(torch.from_numpy(mels)[:, None], faces).permute(0, 2, 3, 1).numpy() * 255.0
     assert np.abs(out.astype(int) - ref.astype(np.uint8).astype(int)).max() <= 1
@@ -107,8 +111,12 @@ class _CountingGenerator:
 
 def test_render_batch_skips_the_model_for_silent_frames() -> None:
     frames = np.full((3, 64, 64, 3), 150, np.uint8)
-    avatar = Avatar(frames=frames, boxes=np.array([[8, 56, 8, 56]] * 3, np.int32),
-                    crops=np.zeros((3, 96, 96, 3), np.uint8), fps=25.0)
+    avatar = Avatar(
+        frames=frames,
+        boxes=np.array([[8, 56, 8, 56]] * 3, np.int32),
+        crops=np.zeros((3, 96, 96, 3), np.uint8),
+        fps=25.0,
+    )
     gen = _CountingGenerator()
     windows = np.zeros((4, 80, 16), np.float32)
     out = render_batch(gen, avatar, [0, 1, 2, 0], windows, np.array([False, True, False, True]))

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from wav2lip.audio import melspectrogram, pcm16_to_float, upstream_mel_chunks
-from wav2lip.avatar import AvatarOptions, DEFAULT_PADS, load_or_prepare
+from wav2lip.avatar import DEFAULT_PADS, AvatarOptions, load_or_prepare
 from wav2lip.checkpoint import load_generator
 from wav2lip.errors import Wav2LipError
 from wav2lip.inference import Wav2LipGenerator, active_frames, render_batch, select_precision
@@ -42,7 +42,9 @@ def read_audio_pcm16(path: str) -> np.ndarray:
     return np.concatenate(chunks).astype(np.int16)
 
 
-def write_mp4(path: str, frames_bgr, n_frames: int, fps: float, pcm: np.ndarray, height: int, width: int) -> None:
+def write_mp4(
+    path: str, frames_bgr, n_frames: int, fps: float, pcm: np.ndarray, height: int, width: int
+) -> None:
     # yuv420p needs even dimensions: drop a trailing odd row/column.
     height -= height % 2
     width -= width % 2
@@ -51,7 +53,9 @@ def write_mp4(path: str, frames_bgr, n_frames: int, fps: float, pcm: np.ndarray,
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         audio = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
         for image in tqdm(frames_bgr, total=n_frames, unit="frame", desc="wav2lip"):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:height, :width]), format="bgr24")
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(image[:height, :width]), format="bgr24"
+            )
             for packet in video.encode(frame):
                 container.mux(packet)
         for packet in video.encode(None):
@@ -70,15 +74,36 @@ def write_mp4(path: str, frames_bgr, n_frames: int, fps: float, pcm: np.ndarray,
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m wav2lip", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="generator weights you supply (.pth or TorchScript .pt)")
+    p = argparse.ArgumentParser(
+        prog="python -m wav2lip",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="generator weights you supply (.pth or TorchScript .pt)"
+    )
     p.add_argument("--face", required=True, help="photo or video of the face ('' = astronaut)")
     p.add_argument("--audio", required=True, help="speech to lip-sync (any format PyAV reads)")
     p.add_argument("--outfile", default="results/result_voice.mp4")
     p.add_argument("--batch-size", type=int, default=16, help="frames per model call")
-    p.add_argument("--pads", type=int, nargs=4, default=list(DEFAULT_PADS), metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
-    p.add_argument("--box", type=int, nargs=4, default=None, metavar=("Y1", "Y2", "X1", "X2"), help="fixed face box instead of detection")
-    p.add_argument("--nosmooth", action="store_true", help="do not average face boxes over 5 frames")
+    p.add_argument(
+        "--pads",
+        type=int,
+        nargs=4,
+        default=list(DEFAULT_PADS),
+        metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+    )
+    p.add_argument(
+        "--box",
+        type=int,
+        nargs=4,
+        default=None,
+        metavar=("Y1", "Y2", "X1", "X2"),
+        help="fixed face box instead of detection",
+    )
+    p.add_argument(
+        "--nosmooth", action="store_true", help="do not average face boxes over 5 frames"
+    )
     p.add_argument("--fps", type=float, default=25.0, help="output rate for a still image")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--cache-dir", default="", help="keep the prepared avatar here for next time")
@@ -89,24 +114,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        options = AvatarOptions(pads=tuple(args.pads), smooth=not args.nosmooth, box=tuple(args.box) if args.box else None, crossfade_frames=0)
+        model, _info = load_generator(args.checkpoint)
+        options = AvatarOptions(
+            pads=tuple(args.pads),
+            smooth=not args.nosmooth,
+            box=tuple(args.box) if args.box else None,
+            crossfade_frames=0,
+        )
         avatar = load_or_prepare(args.face, args.cache_dir, options)
         fps = args.fps if len(avatar) == 1 else avatar.fps
         pcm = read_audio_pcm16(args.audio)
         audio = pcm16_to_float(pcm)
         chunks = upstream_mel_chunks(melspectrogram(audio), fps)
         n_frames = len(chunks)
-        model, _info = load_generator(args.checkpoint)
         precision = select_precision(args.device)
         generator = Wav2LipGenerator(model, precision, args.batch_size)
         speaking = active_frames(audio, n_frames, fps, SAMPLE_RATE)
-        print(f"{n_frames} frames at {fps:g} fps on {precision.device} {precision.dtype}", file=sys.stderr)
+        print(
+            f"{n_frames} frames at {fps:g} fps on {precision.device} {precision.dtype}",
+            file=sys.stderr,
+        )
 
         def rendered():
             for start in range(0, n_frames, args.batch_size):
                 stop = min(start + args.batch_size, n_frames)
                 loop = [i % len(avatar) for i in range(start, stop)]  # shorter videos loop forward
-                yield from render_batch(generator, avatar, loop, chunks[start:stop], speaking[start:stop])
+                yield from render_batch(
+                    generator, avatar, loop, chunks[start:stop], speaking[start:stop]
+                )
 
         height, width = avatar.frame_size
         write_mp4(args.outfile, rendered(), n_frames, fps, pcm, height, width)

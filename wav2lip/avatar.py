@@ -16,7 +16,6 @@ backwards). The result is cached in an ``.npz`` keyed by the source's content ha
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 from dataclasses import dataclass
@@ -91,7 +90,9 @@ def _read_video_bgr(path: str, max_frames: int) -> tuple[list[np.ndarray], float
     return frames, fps
 
 
-def read_source(path: str, max_frames: int = DEFAULT_MAX_FRAMES) -> tuple[list[np.ndarray], float, bool]:
+def read_source(
+    path: str, max_frames: int = DEFAULT_MAX_FRAMES
+) -> tuple[list[np.ndarray], float, bool]:
     """(BGR frames, fps, is_still_image). ``""`` = the bundled astronaut photo."""
     if not path:
         return [_default_image_bgr()], 25.0, True
@@ -106,11 +107,15 @@ def read_source(path: str, max_frames: int = DEFAULT_MAX_FRAMES) -> tuple[list[n
     return frames, fps, len(frames) == 1
 
 
-def detect_face(frame_bgr: np.ndarray, detector: cv2.CascadeClassifier) -> tuple[int, int, int, int] | None:
+def detect_face(
+    frame_bgr: np.ndarray, detector: cv2.CascadeClassifier
+) -> tuple[int, int, int, int] | None:
     """Largest frontal face as (y1, y2, x1, x2), or None."""
     gray = cv2.equalizeHist(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY))
     min_side = max(24, min(gray.shape) // 10)
-    faces = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+    faces = detector.detectMultiScale(
+        gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
+    )
     if len(faces) == 0:
         return None
     x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
@@ -121,11 +126,15 @@ def _face_detector() -> cv2.CascadeClassifier:
     path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
     detector = cv2.CascadeClassifier(path)
     if detector.empty():
-        raise AvatarError(f"OpenCV's face cascade {path} is missing (opencv-python-headless<5 ships it)")
+        raise AvatarError(
+            f"OpenCV's face cascade {path} is missing (opencv-python-headless<5 ships it)"
+        )
     return detector
 
 
-def pad_box(box: tuple[int, int, int, int], pads: tuple[int, int, int, int], height: int, width: int) -> np.ndarray:
+def pad_box(
+    box: tuple[int, int, int, int], pads: tuple[int, int, int, int], height: int, width: int
+) -> np.ndarray:
     y1, y2, x1, x2 = box
     top, bottom, left, right = pads
     return np.array(
@@ -147,7 +156,9 @@ def smooth_boxes(boxes: np.ndarray, window: int = SMOOTH_WINDOW) -> np.ndarray:
     return out
 
 
-def _fill_missing(boxes: list[tuple[int, int, int, int] | None], source: str) -> list[tuple[int, int, int, int]]:
+def _fill_missing(
+    boxes: list[tuple[int, int, int, int] | None], source: str
+) -> list[tuple[int, int, int, int]]:
     # A blink or a turned head can hide the face for a frame; borrow the nearest found box.
     found = [i for i, b in enumerate(boxes) if b is not None]
     if not found:
@@ -156,7 +167,12 @@ def _fill_missing(boxes: list[tuple[int, int, int, int] | None], source: str) ->
             "box yourself (--box y1 y2 x1 x2)"
         )
     if len(found) < len(boxes):
-        logger.info("Avatar(%s): face missed in %d of %d frames; reusing neighbours", source, len(boxes) - len(found), len(boxes))
+        logger.info(
+            "Avatar(%s): face missed in %d of %d frames; reusing neighbours",
+            source,
+            len(boxes) - len(found),
+            len(boxes),
+        )
     filled = []
     for i, box in enumerate(boxes):
         if box is None:
@@ -165,7 +181,9 @@ def _fill_missing(boxes: list[tuple[int, int, int, int] | None], source: str) ->
     return filled
 
 
-def crossfade_loop(frames: np.ndarray, boxes: np.ndarray, fade: int) -> tuple[np.ndarray, np.ndarray]:
+def crossfade_loop(
+    frames: np.ndarray, boxes: np.ndarray, fade: int
+) -> tuple[np.ndarray, np.ndarray]:
     """A forward loop of ``N - fade`` frames whose first ``fade`` frames blend from the frames
     that follow the loop's end into the loop's start, so the wrap (last -> first) continues the
     real motion and then eases back. Needs N > 2*fade; shorter inputs loop plainly."""
@@ -184,7 +202,7 @@ def crossfade_loop(frames: np.ndarray, boxes: np.ndarray, fade: int) -> tuple[np
 
 def crop_faces(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     crops = np.empty((len(frames), FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
-    for i, (frame, (y1, y2, x1, x2)) in enumerate(zip(frames, boxes)):
+    for i, (frame, (y1, y2, x1, x2)) in enumerate(zip(frames, boxes, strict=True)):
         crops[i] = cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE))
     return crops
 
@@ -199,7 +217,9 @@ def prepare_avatar(source: str, options: AvatarOptions = AvatarOptions()) -> Ava
         detector = _face_detector()
         # A still image gives one box; video frames each get their own.
         found = [detect_face(f, detector) for f in raw]
-    boxes = np.stack([pad_box(b, options.pads, height, width) for b in _fill_missing(found, source)])
+    boxes = np.stack(
+        [pad_box(b, options.pads, height, width) for b in _fill_missing(found, source)]
+    )
     if options.smooth:
         boxes = smooth_boxes(boxes)
     frames = np.stack(raw)
@@ -227,7 +247,13 @@ def save_avatar(avatar: Avatar, path: str) -> None:
     # Write to a temporary name first so a crash never leaves a half-written cache behind.
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "wb") as fh:
-        np.savez(fh, frames=avatar.frames, boxes=avatar.boxes, crops=avatar.crops, fps=np.float64(avatar.fps))
+        np.savez(
+            fh,
+            frames=avatar.frames,
+            boxes=avatar.boxes,
+            crops=avatar.crops,
+            fps=np.float64(avatar.fps),
+        )
     os.replace(tmp, path)
 
 
@@ -238,7 +264,9 @@ def load_avatar(path: str) -> Avatar:
         )
 
 
-def load_or_prepare(source: str, cache_dir: str, options: AvatarOptions = AvatarOptions()) -> Avatar:
+def load_or_prepare(
+    source: str, cache_dir: str, options: AvatarOptions = AvatarOptions()
+) -> Avatar:
     """Prepared avatar from ``cache_dir`` when the same source+options were seen before."""
     if source and not os.path.isfile(source):
         raise AvatarError(f"avatar {source}: no such file (give a photo or a short video)")
@@ -249,11 +277,21 @@ def load_or_prepare(source: str, cache_dir: str, options: AvatarOptions = Avatar
     if os.path.isfile(cache_path):
         try:
             avatar = load_avatar(cache_path)
-            logger.info("Avatar(%s): loaded %d frames from cache %s", source or "astronaut", len(avatar), cache_path)
+            logger.info(
+                "Avatar(%s): loaded %d frames from cache %s",
+                source or "astronaut",
+                len(avatar),
+                cache_path,
+            )
             return avatar
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("Avatar cache %s unreadable (%s); rebuilding", cache_path, exc)
     avatar = prepare_avatar(source, options)
     save_avatar(avatar, cache_path)
-    logger.info("Avatar(%s): prepared %d frames, cached in %s", source or "astronaut", len(avatar), cache_path)
+    logger.info(
+        "Avatar(%s): prepared %d frames, cached in %s",
+        source or "astronaut",
+        len(avatar),
+        cache_path,
+    )
     return avatar

@@ -78,8 +78,10 @@ def _find_state_dict(obj: object, path: str) -> tuple[Mapping[str, torch.Tensor]
         return obj, "state dict", None
     for key in _NESTED_KEYS:
         inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and all(
-            isinstance(v, torch.Tensor) for v in inner.values()
+        if (
+            isinstance(inner, Mapping)
+            and inner
+            and all(isinstance(v, torch.Tensor) for v in inner.values())
         ):
             step = obj.get("global_step")
             return inner, "training checkpoint", step if isinstance(step, int) else None
@@ -93,8 +95,9 @@ def _normalise_keys(state: Mapping[str, torch.Tensor], path: str) -> dict[str, t
     cleaned = {k.removeprefix("module."): v for k, v in state.items()}
     if any(_DISCRIMINATOR_MARKER in k for k in cleaned):
         raise Wav2LipCheckpointError(
-            f"{path}: this is a Wav2Lip discriminator checkpoint (keys '{_DISCRIMINATOR_MARKER}.*'), "
-            "not the generator; use wav2lip.pth / wav2lip_gan.pth / Wav2Lip-SD-*.pt"
+            f"{path}: this is a Wav2Lip discriminator checkpoint "
+            f"(keys '{_DISCRIMINATOR_MARKER}.*'), not the generator; "
+            "use wav2lip.pth / wav2lip_gan.pth / Wav2Lip-SD-*.pt"
         )
     if _SYNCNET_MARKER in cleaned:
         raise Wav2LipCheckpointError(
@@ -124,11 +127,15 @@ def _read_state_dict(path: str) -> tuple[dict[str, torch.Tensor], CheckpointInfo
             # in this format and nothing else reads it; silence just that notice.
             with warnings.catch_warnings():
                 warnings.filterwarnings(
-                    "ignore", message=r".*torch\.jit\.load.* is deprecated", category=DeprecationWarning
+                    "ignore",
+                    message=r".*torch\.jit\.load.* is deprecated",
+                    category=DeprecationWarning,
                 )
                 scripted = torch.jit.load(path, map_location="cpu")
         except RuntimeError as exc:
-            raise Wav2LipCheckpointError(f"{path}: a TorchScript archive that failed to load: {exc}") from exc
+            raise Wav2LipCheckpointError(
+                f"{path}: a TorchScript archive that failed to load: {exc}"
+            ) from exc
         state = {k: v for k, v in scripted.state_dict().items()}
         info = CheckpointInfo(path, "torchscript", None)
         return _normalise_keys(state, path), info
@@ -175,7 +182,8 @@ def load_generator(path: str, device: str | torch.device = "cpu") -> tuple[Wav2L
     if missing or unexpected:
         raise Wav2LipCheckpointError(
             f"{path}: keys do not match the Wav2Lip generator: {len(missing)} missing "
-            f"({', '.join(missing[:4])}), {len(unexpected)} unexpected ({', '.join(unexpected[:4])})"
+            f"({', '.join(missing[:4])}), {len(unexpected)} unexpected "
+            f"({', '.join(unexpected[:4])})"
         )
     for key, value in expected.items():
         if state[key].shape != value.shape:
@@ -188,6 +196,9 @@ def load_generator(path: str, device: str | torch.device = "cpu") -> tuple[Wav2L
     model.eval().to(device)
     logger.info(
         "Wav2Lip(%s) loaded: %s, %d tensors, global_step=%s",
-        os.path.basename(path), info.container, len(state), info.global_step,
+        os.path.basename(path),
+        info.container,
+        len(state),
+        info.global_step,
     )
     return model, info

@@ -93,19 +93,29 @@ class Wav2LipGenerator:
         if len(crops) != len(mel_windows):
             raise ValueError(f"{len(crops)} crops but {len(mel_windows)} mel windows")
         if mel_windows.shape[1:] != (80, MEL_STEP_SIZE):
-            raise ValueError(f"mel windows must be (N, 80, {MEL_STEP_SIZE}), got {mel_windows.shape}")
+            raise ValueError(
+                f"mel windows must be (N, 80, {MEL_STEP_SIZE}), got {mel_windows.shape}"
+            )
         out = np.empty((len(crops), FACE_SIZE, FACE_SIZE, 3), dtype=np.uint8)
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
                 stop = start + self.batch_size
-                pred = self._model(self._mel_tensor(mel_windows[start:stop]), self._face_tensor(crops[start:stop]))
+                pred = self._model(
+                    self._mel_tensor(mel_windows[start:stop]), self._face_tensor(crops[start:stop])
+                )
                 pred = pred.float().permute(0, 2, 3, 1).cpu().numpy() * 255.0
                 # Truncation like upstream's astype(uint8) after *255.
                 out[start:stop] = np.clip(pred, 0, 255).astype(np.uint8)
         return out
 
 
-def active_frames(audio: np.ndarray, n_frames: int, fps: float = 25.0, sample_rate: int = 16_000, silence_dbfs: float = DEFAULT_SILENCE_DBFS) -> np.ndarray:
+def active_frames(
+    audio: np.ndarray,
+    n_frames: int,
+    fps: float = 25.0,
+    sample_rate: int = 16_000,
+    silence_dbfs: float = DEFAULT_SILENCE_DBFS,
+) -> np.ndarray:
     """Bool per video frame: is there sound in the audio its mel window covers ([t, t+200 ms])?
 
     Frames whose window is silent keep the avatar's own mouth and skip the model entirely.
@@ -162,7 +172,7 @@ def render_batch(
     patches: dict[int, np.ndarray] = {}
     if talking:
         crops = avatar.crops[[loop_indices[k] for k in talking]]
-        patches = dict(zip(talking, generator.generate(crops, windows[talking])))
+        patches = dict(zip(talking, generator.generate(crops, windows[talking]), strict=True))
     out = []
     for k, idx in enumerate(loop_indices):
         frame = avatar.frames[idx]

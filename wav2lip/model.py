@@ -44,7 +44,13 @@ class Conv2dTranspose(nn.Module):
     """Transposed conv + BatchNorm + ReLU (never residual)."""
 
     def __init__(
-        self, cin: int, cout: int, kernel_size: int, stride: int, padding: int, output_padding: int = 0
+        self,
+        cin: int,
+        cout: int,
+        kernel_size: int,
+        stride: int,
+        padding: int,
+        output_padding: int = 0,
     ) -> None:
         super().__init__()
         self.conv_block = nn.Sequential(
@@ -161,7 +167,9 @@ class Wav2Lip(nn.Module):
         self.audio_encoder = _audio_encoder()
         self.face_decoder_blocks = _face_decoder()
         self.output_block = nn.Sequential(
-            Conv2d(80, 32, 3, 1, 1), nn.Conv2d(32, 3, kernel_size=1, stride=1, padding=0), nn.Sigmoid()
+            Conv2d(80, 32, 3, 1, 1),
+            nn.Conv2d(32, 3, kernel_size=1, stride=1, padding=0),
+            nn.Sigmoid(),
         )
 
     def forward(self, audio_sequences: torch.Tensor, face_sequences: torch.Tensor) -> torch.Tensor:

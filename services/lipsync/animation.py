@@ -30,7 +30,7 @@ from services.media import SAMPLES_PER_VIDEO_FRAME, rms_dbfs
 
 logger = logging.getLogger(__name__)
 
-JAW_DROP_PER_MOUTH_WIDTH = 0.26  # lower-lip drop at openness 1 (0.2-0.25 looked right in a prototype)
+JAW_DROP_PER_MOUTH_WIDTH = 0.24  # lower-lip drop at openness 1 (0.2-0.25 looked right in a prototype)
 MOUTH_NARROWING = 0.14  # corners move in a little as the jaw opens
 BLINK_S = 0.15
 BLINK_CLOSE_FRACTION = 0.4  # closing is faster than opening
@@ -40,8 +40,8 @@ SWAY_PX = 1.0
 BREATH_PX = 0.8
 BREATH_PERIOD_S = 4.6
 
-CAVITY_DARK = np.array([24.0, 8.0, 10.0], np.float32)
-CAVITY_RIM = np.array([105.0, 42.0, 46.0], np.float32)
+CAVITY_DARK = np.array([22.0, 11.0, 12.0], np.float32)
+CAVITY_RIM = np.array([112.0, 56.0, 56.0], np.float32)
 TEETH = np.array([214.0, 206.0, 194.0], np.float32)
 
 
@@ -133,18 +133,24 @@ class FaceAnimator:
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         dx = xs - g.mouth_x
         lateral = 1.0 - _smoothstep(0.3 * fw, 0.62 * fw, np.abs(dx))
-        lens = np.sqrt(np.clip(1.0 - (dx / hw) ** 2, 0.0, 1.0))
         # Height over which the displacement ramps up above the lip line: a one-pixel cut
         # (the lips part) in the middle, a cheek-stretching ramp beyond the corners.
-        ramp = 1.0 + (1.2 * hw - 1.0) * (1.0 - lens)
-        above = _smoothstep(0.0, 1.0, (ys - (g.lip_line_y - ramp)) / ramp)
+        # Spread over most of the mouth so the shear towards the corners stays gentle.
+        ramp = 1.0 + (1.2 * hw - 1.0) * _smoothstep(0.25 * hw, 1.3 * hw, np.abs(dx))
+        lip = self._lip_y(dx)
+        above = _smoothstep(0.0, 1.0, (ys - (lip - ramp)) / ramp)
         below_chin = 1.0 - _smoothstep(g.chin_y, g.chin_y + 0.4 * fh, ys)
-        vertical = np.where(ys < g.lip_line_y, above, below_chin)
+        vertical = np.where(ys < lip, above, below_chin)
         drop = (lateral * vertical).astype(np.float32)
         narrow = (
-            dx * np.exp(-((dx / (1.2 * hw)) ** 2)) * np.exp(-(((ys - g.lip_line_y) / hw) ** 2))
+            dx * np.exp(-((dx / (1.2 * hw)) ** 2)) * np.exp(-(((ys - lip) / hw) ** 2))
         ).astype(np.float32)
         return (slice(y0, y1), slice(x0, x1)), drop, narrow
+
+    def _lip_y(self, dx: np.ndarray) -> np.ndarray:
+        """The lip line, bent up towards the corners by the measured smile curve."""
+        g = self.geometry
+        return g.lip_line_y - g.lip_curve * np.clip((dx / (0.5 * g.mouth_width)) ** 2, 0.0, 1.0)
 
     # --- rendering -------------------------------------------------------------------------
 
@@ -160,12 +166,17 @@ class FaceAnimator:
         if openness > 0.005:
             self._apply_jaw(map_x, map_y, openness, mouth_shift)
         closure = self.blink_closure(t_s)
+        lashes = []
         if closure > 0.01:
             for eye in self._eyes:
                 shift = self._shift_at(eye.center_x, eye.center_y, sx, sy, breath)
-                self._apply_lid(map_y, eye, closure, shift)
+                lashes.append(self._apply_lid(map_y, eye, closure, shift))
 
         out = cv2.remap(self._image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for lash in lashes:
+            if lash is not None:
+                roi, shade = lash
+                out[roi] = (out[roi] * shade[..., None] + 0.5).astype(np.uint8)
         if openness > 0.005:
             self._paint_cavity(out, openness, mouth_shift)
         return out
@@ -194,16 +205,18 @@ class FaceAnimator:
 
     def _apply_lid(
         self, map_y: np.ndarray, eye: EyeGeometry, closure: float, shift: tuple[float, float]
-    ) -> None:
+    ) -> tuple[tuple[slice, slice], np.ndarray] | None:
+        """Warp one eye's lid down; return the lash-line shading to apply after the remap."""
         h, w = map_y.shape
         upper, lower = 0.55 * eye.height, 0.45 * eye.height  # lid margins above/below centre
-        skin = 1.3 * eye.height  # lid skin stretched down over the eye
+        # Lid skin stretched down over the eye; short enough to leave the brow where it is.
+        skin = 0.8 * eye.height
         x0 = int(max(0, eye.center_x - 0.6 * eye.width))
         x1 = int(min(w, eye.center_x + 0.6 * eye.width + 1))
         y0 = int(max(0, eye.center_y - upper - skin - 2))
         y1 = int(min(h, eye.center_y + lower + 3))
         if x1 <= x0 or y1 <= y0:
-            return
+            return None
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         xs += shift[0]
         ys += shift[1]
@@ -216,6 +229,9 @@ class FaceAnimator:
         inside = (ys >= band_top) & (ys < edge)
         src = band_top + (ys - band_top) * (top - band_top) / np.maximum(edge - band_top, 1e-3)
         map_y[y0:y1, x0:x1] -= np.where(inside, ys - src, 0.0).astype(np.float32)
+        # Lashes gather along the moving lid edge; a soft dark line keeps it reading as a lid.
+        shade = 1.0 - 0.35 * closure * (taper > 0.05) * np.exp(-(((ys - edge + 0.5) / 0.9) ** 2))
+        return (slice(y0, y1), slice(x0, x1)), shade.astype(np.float32)
 
     def _paint_cavity(self, out: np.ndarray, openness: float, shift: tuple[float, float]) -> None:
         g = self.geometry
@@ -223,15 +239,15 @@ class FaceAnimator:
         hw = 0.5 * g.mouth_width
         gap = openness * self._jaw_drop_px
         x0, x1 = int(max(0, g.mouth_x - hw - shift[0] - 2)), int(min(w, g.mouth_x + hw - shift[0] + 3))
-        y0 = int(max(0, g.lip_line_y - shift[1] - 2))
+        y0 = int(max(0, g.lip_line_y - g.lip_curve - shift[1] - 2))
         y1 = int(min(h, g.lip_line_y - shift[1] + gap + 3))
         if x1 <= x0 or y1 <= y0:
             return
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         dx = xs + shift[0] - g.mouth_x
-        dy = ys + shift[1] - g.lip_line_y
-        lens = np.sqrt(np.clip(1.0 - (dx / hw) ** 2, 0.0, 1.0))
-        height = np.maximum(gap * lens**0.7, 1e-3)
+        dy = ys + shift[1] - self._lip_y(dx)
+        lens = np.sqrt(np.clip(1.0 - (dx / (0.95 * hw)) ** 2, 0.0, 1.0))
+        height = np.maximum(gap * lens**0.8, 1e-3)
         # Feathered by about a pixel on every side; the corners fade in over the lens taper, and a
         # barely open mouth gets a faint shadow rather than a hard one-pixel line.
         alpha = (
@@ -241,8 +257,10 @@ class FaceAnimator:
             * min(1.0, gap / 2.0)
         )
         v = np.clip(dy / height, 0.0, 1.0)
-        radial = np.clip(np.sqrt((dx / hw) ** 2 + (2.0 * (v - 0.55)) ** 2), 0.0, 1.0) ** 1.5
-        colour = CAVITY_DARK + (CAVITY_RIM - CAVITY_DARK) * radial[..., None]
+        # Darkest just under the upper teeth and in the middle; the tongue catches light lower down.
+        radial = np.clip(np.sqrt((dx / hw) ** 2 + (1.6 * (v - 0.35)) ** 2), 0.0, 1.0)
+        shade = np.maximum(radial**1.5, 0.55 * v**2)
+        colour = CAVITY_DARK + (CAVITY_RIM - CAVITY_DARK) * shade[..., None]
         if not g.teeth_visible:
             # A hint of upper teeth hanging from the upper lip: light at the top, fading down.
             band = np.clip(1.0 - dy / max(1.5, 0.09 * g.mouth_width), 0.0, 1.0)

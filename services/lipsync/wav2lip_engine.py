@@ -19,7 +19,7 @@ import numpy as np
 from services.lipsync.engine import LipsyncModelMissing
 from services.lipsync.settings import LipsyncSettings
 from services.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
-from wav2lip.audio import melspectrogram, mel_windows, pcm16_to_float
+from wav2lip.audio import mel_windows, melspectrogram, pcm16_to_float
 from wav2lip.avatar import Avatar, AvatarOptions, load_or_prepare
 from wav2lip.checkpoint import load_generator
 from wav2lip.errors import Wav2LipCheckpointError
@@ -52,14 +52,17 @@ class Wav2LipEngine:
     name = "wav2lip"
 
     def __init__(
-        self, generator: Wav2LipGenerator, avatar: Avatar, silence_dbfs: float = DEFAULT_SILENCE_DBFS
+        self,
+        generator: Wav2LipGenerator,
+        avatar: Avatar,
+        silence_dbfs: float = DEFAULT_SILENCE_DBFS,
     ) -> None:
         self._generator = generator
         self._avatar = avatar
         self._silence_dbfs = silence_dbfs
 
     @classmethod
-    def from_settings(cls, settings: LipsyncSettings) -> "Wav2LipEngine":
+    def from_settings(cls, settings: LipsyncSettings) -> Wav2LipEngine:
         path = settings.wav2lip_checkpoint
         if not path or not os.path.isfile(path):
             raise LipsyncModelMissing(missing_checkpoint_message(path))
@@ -70,7 +73,9 @@ class Wav2LipEngine:
         precision = select_precision(settings.device)
         logger.info(
             "Wav2LipEngine: %s %s%s, batch %d",
-            precision.device, precision.dtype, " channels_last" if precision.channels_last else "",
+            precision.device,
+            precision.dtype,
+            " channels_last" if precision.channels_last else "",
             settings.batch_size,
         )
         avatar = load_or_prepare(settings.avatar, settings.cache_dir, AvatarOptions())

@@ -1,0 +1,78 @@
+"""The embedded-default lip-sync engine: an animated photo driven by loudness (no weights)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+
+from services.avatar import load_avatar
+from services.lipsync.animation import FaceAnimator, MouthEnvelope
+from services.lipsync.settings import LipsyncSettings
+from services.media import FRAME_MS, SAMPLES_PER_VIDEO_FRAME
+
+logger = logging.getLogger(__name__)
+
+SECONDS_PER_FRAME = FRAME_MS / 1000.0
+
+
+class AnimationEngine:
+    """One animator per avatar loop frame; a photo is a loop of one.
+
+    Face geometry is detected once on the first frame and shared by the loop (a short avatar
+    clip is expected to hold the head still), so the per-frame cost stays one warp. Loop frames
+    are walked forwards then backwards, so the clip never jumps at its end.
+    """
+
+    name = "animation"
+
+    def __init__(self, frames: list[np.ndarray]):
+        if not frames:
+            raise ValueError("AnimationEngine needs at least one avatar frame")
+        first = FaceAnimator(frames[0])
+        self._animators = [first] + [first.with_image(f) for f in frames[1:]]
+        logger.info(
+            "AnimationEngine: %d loop frame(s) of %dx%d, face %s detected=%s",
+            len(frames), frames[0].shape[1], frames[0].shape[0],
+            first.geometry.face_box, first.geometry.detected,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: LipsyncSettings) -> "AnimationEngine":
+        return cls(load_avatar(settings.avatar))
+
+    @classmethod
+    def default(cls) -> "AnimationEngine":
+        """The astronaut photo that ships with scikit-image."""
+        return cls(load_avatar(""))
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self._animators[0].frame_size
+
+    def _animator(self, index: int) -> FaceAnimator:
+        n = len(self._animators)
+        if n == 1:
+            return self._animators[0]
+        cycle = index % (2 * n - 2)  # ping-pong: 0..n-1, n-2..1
+        return self._animators[cycle if cycle < n else 2 * n - 2 - cycle]
+
+    def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
+        """One image per 640 samples of ``pcm`` (the tail padded with silence)."""
+        pcm = np.asarray(pcm, np.int16)
+        n_frames = -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME)
+        # A fresh envelope per clause: frames() may run for several sessions in worker threads.
+        envelope = MouthEnvelope()
+        for i in range(n_frames):
+            unit = pcm[i * SAMPLES_PER_VIDEO_FRAME : (i + 1) * SAMPLES_PER_VIDEO_FRAME]
+            if len(unit) < SAMPLES_PER_VIDEO_FRAME:
+                unit = np.pad(unit, (0, SAMPLES_PER_VIDEO_FRAME - len(unit)))
+            index = first_index + i
+            yield self._animator(index).render(
+                envelope.frame_openness(unit), index * SECONDS_PER_FRAME
+            )
+
+    def idle_frame(self, index: int) -> np.ndarray:
+        """The silent avatar at frame ``index``: mouth closed, blinking and breathing."""
+        return self._animator(index).render(0.0, index * SECONDS_PER_FRAME)
