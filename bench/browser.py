@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +54,11 @@ _INIT_JS = """
 """ % SAMPLE_PERIOD_MS
 
 
-def chromium_args(wav: Path, user_data_dir: str) -> list[str]:
+def chromium_args(wav: Path) -> list[str]:
+    # Playwright gives each launch a fresh, empty profile of its own (no --user-data-dir).
     return [
         "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={user_data_dir}",
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}%noloop",
         "--allow-loopback-in-peer-connection", "--autoplay-policy=no-user-gesture-required",
@@ -136,41 +135,38 @@ def converse(
     """Open the page, press Start, let the fake mic speak, wait for the whole spoken answer."""
     from playwright.sync_api import sync_playwright
 
-    profile = tempfile.mkdtemp(prefix="avatar-chromium-")
-    try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=chromium_args(mic_wav, profile)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=chromium_args(mic_wav)
+        )
+        try:
+            # The page's strict CSP forbids eval, which Playwright's wait_for_function uses.
+            page = browser.new_page(viewport={"width": 1200, "height": 820}, bypass_csp=True)
+            page.add_init_script(_INIT_JS)
+            page.goto(url + ("/" if echo_cancellation else "/?ec=0"))
+            page.click("#start")
+            page.wait_for_function("window.__gumAt !== undefined", timeout=20_000)
+            page.wait_for_function(
+                "window.avatarClient.connectionState === 'connected'", timeout=30_000
             )
-            try:
-                page = browser.new_page(viewport={"width": 1200, "height": 820})
-                page.add_init_script(_INIT_JS)
-                page.goto(url + ("/" if echo_cancellation else "/?ec=0"))
-                page.click("#start")
-                page.wait_for_function("window.__gumAt !== undefined", timeout=20_000)
-                page.wait_for_function(
-                    "window.avatarClient.connectionState === 'connected'", timeout=30_000
-                )
-                page.evaluate("box => window.__startSampler(box)", list(mouth_box))
-                speech_end_ms = page.evaluate("window.__gumAt") + speech_end_s * 1000
-                # Mid-sentence screenshot: shortly after the avatar's first words appear.
-                page.wait_for_selector('#transcript .entry[data-role="avatar"]', timeout=answer_timeout_s * 1000)
-                if screenshot is not None:
-                    page.wait_for_timeout(600)
-                    page.screenshot(path=str(screenshot))
-                page.wait_for_selector(
-                    '#transcript .entry[data-role="avatar"][data-final="true"]',
-                    timeout=answer_timeout_s * 1000,
-                )
-                page.wait_for_timeout(800)
-                samples = page.evaluate("window.__samples")
-                transcript = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.transcript))")
-                stats = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.stats))")
-                page.click("#hangup")
-            finally:
-                browser.close()
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
+            page.evaluate("box => window.__startSampler(box)", list(mouth_box))
+            speech_end_ms = page.evaluate("window.__gumAt") + speech_end_s * 1000
+            # Mid-sentence screenshot: shortly after the avatar's first words appear.
+            page.wait_for_selector('#transcript .entry[data-role="avatar"]', timeout=answer_timeout_s * 1000)
+            if screenshot is not None:
+                page.wait_for_timeout(600)
+                page.screenshot(path=str(screenshot))
+            page.wait_for_selector(
+                '#transcript .entry[data-role="avatar"][data-final="true"]',
+                timeout=answer_timeout_s * 1000,
+            )
+            page.wait_for_timeout(800)
+            samples = page.evaluate("window.__samples")
+            transcript = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.transcript))")
+            stats = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.stats))")
+            page.click("#hangup")
+        finally:
+            browser.close()
     return Conversation(speech_end_ms, samples, transcript, {"stats": stats}, str(screenshot or ""))
 
 
