@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.avatar_process import AvatarProcess
+from bench.avatar_process import AvatarProcess
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.avatar_process import AvatarProcess
+from bench.avatar_process import AvatarProcess
 from tests.rtc_client import RtcClient
 
 pytestmark = pytest.mark.slow

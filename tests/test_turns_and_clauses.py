@@ -83,3 +83,13 @@ def test_history_is_trimmed_to_the_token_budget_but_keeps_the_question():
     assert msgs[-1]["content"].startswith("question 9")
     assert sum(len(x["content"]) for x in msgs) <= 300
     assert len(msgs) < 21
+
+
+def test_first_clause_is_cut_after_a_few_words_when_no_punctuation_comes():
+    s = ClauseSplitter(first_words=6)
+    out = []
+    for w in "I am a friendly avatar who likes to talk about space travel.".split(" "):
+        out += s.feed(w + " ")
+    out += s.flush()
+    assert out[0] == "I am a friendly avatar who"
+    assert out[1] == "likes to talk about space travel."

@@ -15,6 +15,11 @@ from services.transport import Transport
 
 
 def serve() -> ServiceMain:
+    import torch
+
+    # VAD and decoding are small sequential models; extra torch threads only steal CPU from
+    # the LLM on a small machine.
+    torch.set_num_threads(1)
     settings = AsrSettings.from_env()
 
     async def main(transport: Transport, ready: Ready) -> None:

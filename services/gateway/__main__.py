@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 
 def serve() -> ServiceMain:
+    import cv2
+
+    # One OpenCV thread: its pool would otherwise fight the LLM and TTS for the same few cores.
+    cv2.setNumThreads(1)
     settings = GatewaySettings.from_env()
 
     async def main(transport: Transport, ready: Ready) -> None:

@@ -14,6 +14,10 @@ from services.transport import Transport
 
 
 def serve() -> ServiceMain:
+    import cv2
+
+    # One OpenCV thread: its pool would otherwise fight the LLM and TTS for the same few cores.
+    cv2.setNumThreads(1)
     settings = LipsyncSettings.from_env()
 
     async def main(transport: Transport, ready: Ready) -> None:

@@ -1,8 +1,8 @@
 """Cut a stream of LLM text into clauses that TTS can start speaking early.
 
-The first clause is cut eagerly (at a comma once it is long enough) so the avatar starts
-talking after a few words; later clauses wait for sentence ends, which sounds more natural,
-unless they grow long. Markdown and other unspeakable characters are dropped.
+The first clause is cut eagerly (at a comma once it is long enough, or after a handful of
+words when no punctuation comes) so the avatar starts talking after a few words; later clauses
+wait for sentence ends, which sounds more natural, unless they grow long. Markdown and other unspeakable characters are dropped.
 """
 
 from __future__ import annotations
@@ -20,11 +20,14 @@ def clean_for_speech(text: str) -> str:
 
 
 class ClauseSplitter:
-    def __init__(self, min_first_chars: int = 12, max_chars: int = 160) -> None:
+    def __init__(self, min_first_chars: int = 12, max_chars: int = 160, first_words: int = 6) -> None:
         self._buf = ""
         self._emitted = 0
         self._min_first = min_first_chars
         self._max = max_chars
+        # Words after which the first clause is cut even without punctuation: a small model
+        # writes long first sentences, and every word waited for is latency the user hears.
+        self._first_words = first_words
 
     def feed(self, piece: str) -> list[str]:
         """Add generated text; return the clauses that are now complete."""
@@ -54,6 +57,11 @@ class ClauseSplitter:
         for m in _SOFT_BREAK.finditer(self._buf):
             if m.end() >= soft_min:
                 return m.end()
+        if self._emitted == 0 and self._first_words:
+            words = self._buf.split(" ")
+            # Only cut once the next word has started, so the last word is complete.
+            if len(words) > self._first_words and len(self._buf) >= self._min_first:
+                return len(" ".join(words[: self._first_words])) + 1
         if len(self._buf) > self._max:
             space = self._buf.rfind(" ", 0, self._max)
             return space + 1 if space > 0 else self._max

@@ -31,6 +31,11 @@ class LlmSettings:
     openai_api_key: str = ""
     cache_dir: str = ""
     min_clause_chars: int = 12
+    # CPU threads for torch; 0 = torch's default (all cores). One is the default because on a
+    # small CPU shared with TTS, the video encoder and the browser, two torch threads spend
+    # their time waiting on each other: measured end to end, median time to first avatar
+    # audio fell from 3.1 s to 2.1 s with one (bench/bench_e2e.py, 5 runs each).
+    threads: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "LlmSettings":
@@ -51,4 +56,5 @@ class LlmSettings:
             cache_dir=env_str(
                 env, "AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar")
             ),
+            threads=env_int(env, "AVATAR_LLM_THREADS", 0 if gpu else 1, 0, 256),
         )

@@ -108,8 +108,10 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model_dir: str, dtype: str, device: str, max_new_tokens: int,
-                 temperature: float = 0.0) -> None:
+                 temperature: float = 0.0, threads: int = 0) -> None:
         self._device = pick_device(device)
+        if threads and self._device == "cpu":
+            torch.set_num_threads(threads)
         self._dtype = pick_dtype(dtype, self._device)
         self._max_new_tokens = max_new_tokens
         self._temperature = temperature
@@ -126,7 +128,14 @@ class TransformersEngine:
         self._model.eval()
         # One generate() at a time per model: interleaving two on 2 CPU cores only slows both.
         self._lock = threading.Lock()
+        self._warm_up()
         logger.info("LLM %s loaded on %s as %s", model_dir, self._device, self._dtype)
+
+    def _warm_up(self) -> None:
+        """One tiny generation at load time: the first generate() pays for lazy kernel and
+        allocator set-up (about a second here), which would otherwise land on the first turn."""
+        for _ in self.stream([{"role": "user", "content": "Hi"}], lambda: False, max_new_tokens=2):
+            pass
 
     @classmethod
     def from_settings(cls, settings: LlmSettings) -> "TransformersEngine":
@@ -137,7 +146,7 @@ class TransformersEngine:
                 "`python main.py fetch --profile gpu` or set AVATAR_LLM_MODEL"
             )
         return cls(model_dir, settings.dtype, settings.device, settings.max_new_tokens,
-                   settings.temperature)
+                   settings.temperature, settings.threads)
 
     @property
     def context_tokens(self) -> int:
@@ -150,7 +159,12 @@ class TransformersEngine:
             ids = ids["input_ids"]
         return len(ids)
 
-    def stream(self, messages: list[ChatMessage], should_stop: Callable[[], bool]) -> Iterator[str]:
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        should_stop: Callable[[], bool],
+        max_new_tokens: int | None = None,
+    ) -> Iterator[str]:
         inputs = self._tok.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         ).to(self._device)
@@ -167,7 +181,7 @@ class TransformersEngine:
                 with self._lock, torch.inference_mode():
                     self._model.generate(
                         **inputs,
-                        max_new_tokens=self._max_new_tokens,
+                        max_new_tokens=max_new_tokens or self._max_new_tokens,
                         streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([_StopWhen(should_stop)]),
                         pad_token_id=self._tok.pad_token_id or self._tok.eos_token_id,

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.settings_util import env_choice, env_str, models_dir, profile
+from services.settings_util import env_choice, env_int, env_str, models_dir, profile
 
 ENGINES = ("piper", "coqui-vits", "coqui-xtts")
 
@@ -19,6 +19,8 @@ class TtsSettings:
     speaker: str = ""
     language: str = "en"
     device: str = "auto"
+    # CPU threads for the voice model (see PiperEngine for why one is the default).
+    threads: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "TtsSettings":
@@ -38,4 +40,5 @@ class TtsSettings:
             speaker=env_str(env, "AVATAR_TTS_SPEAKER", ""),
             language=env_str(env, "AVATAR_TTS_LANGUAGE", "en"),
             device=env_choice(env, "AVATAR_DEVICE", "auto", ("auto", "cpu", "cuda")),
+            threads=env_int(env, "AVATAR_TTS_THREADS", 1, 1, 256),
         )

@@ -1,4 +1,4 @@
-"""Start the real avatar (``python main.py``: five processes, real sockets) for tests."""
+"""Start the real avatar (``python main.py``: five processes, real sockets) for tests and benchmarks."""
 
 from __future__ import annotations
 

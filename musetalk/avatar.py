@@ -1,0 +1,250 @@
+"""MuseTalk avatar preparation: face boxes, 256x256 crops, UNet latents and blend masks.
+
+Conventions (MuseTalk's): boxes are ``(x1, y1, x2, y2)`` in frame pixels; frames are RGB.
+
+Per loop frame we keep:
+* ``face_boxes``: the region the generated 256x256 face is resized into. Upstream derives it
+  from 68 face landmarks (jaw to chin, and as far above the nose as the chin is below it) plus
+  10 px below the chin. We have no landmark weights, so we map OpenCV's bundled Haar face box
+  onto that region (Haar boxes stop short of the chin and are wider than the jaw line);
+* ``crop_boxes``: a square 1.5x the face box's long side around its centre (upstream's
+  ``get_crop_box``), only used to shape the blend mask;
+* ``latents``: VAE(lower-half-masked crop) ⊕ VAE(full crop), (8, 32, 32);
+* ``masks``: upstream blends through a face-parsing mask restricted to the face box, with the
+  upper 50 % of the crop box zeroed and a Gaussian blur with a kernel of ~10 % of the crop. Face
+  parsing weights are not available here, so the parsing mask is replaced by the ellipse
+  inscribed in the face box (cheeks, mouth and chin; no background corners); the rest is the
+  same. Stored as uint8 256x256 in face-box coordinates, i.e. aligned with the generated face.
+
+A video avatar becomes a ping-pong loop (forward, then backward, as upstream's realtime mode), so
+the loop never jumps; only the unique frames are stored. Results are cached in an ``.npz`` keyed
+by hashes of the source file and of the VAE weights (the latents depend on both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from musetalk.inference import FACE_SIZE, encode_latents
+from musetalk.models import MuseTalkModels
+from services.avatar import AvatarError, load_avatar
+
+logger = logging.getLogger(__name__)
+
+_CACHE_VERSION = 1
+CROP_EXPAND = 1.5
+UPPER_BOUNDARY_RATIO = 0.5
+BLUR_FRACTION = 0.1
+EXTRA_MARGIN_PX = 10  # upstream v1.5 extends the box this far below the chin
+
+
+@dataclass(frozen=True, slots=True)
+class MuseTalkAvatar:
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB, the unique frames of the loop
+    face_boxes: np.ndarray  # (N, 4) int32 (x1, y1, x2, y2)
+    crop_boxes: np.ndarray  # (N, 4) int32 (x1, y1, x2, y2), may reach past the frame
+    latents: np.ndarray  # (N, 8, 32, 32) float32
+    masks: np.ndarray  # (N, 256, 256) uint8, face-box coordinates
+
+    def __len__(self) -> int:
+        """Length of the idle cycle (ping-pong: 2N - 2 frames for N > 1)."""
+        n = len(self.frames)
+        return 1 if n == 1 else 2 * n - 2
+
+    def loop_index(self, index: int) -> int:
+        """Stored frame shown at running frame ``index`` of the ping-pong cycle."""
+        n = len(self.frames)
+        if n == 1:
+            return 0
+        k = index % (2 * n - 2)
+        return k if k < n else 2 * n - 2 - k
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+
+def _face_detector() -> cv2.CascadeClassifier:
+    path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+    detector = cv2.CascadeClassifier(path)
+    if detector.empty():
+        raise AvatarError(
+            f"OpenCV's face cascade {path} is missing (opencv-python-headless<5 ships it)"
+        )
+    return detector
+
+
+def detect_face(
+    frame_rgb: np.ndarray, detector: cv2.CascadeClassifier
+) -> tuple[int, int, int, int] | None:
+    """Largest frontal Haar face as (x, y, w, h), or None."""
+    gray = cv2.equalizeHist(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY))
+    min_side = max(24, min(gray.shape) // 10)
+    faces = detector.detectMultiScale(
+        gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
+    )
+    if len(faces) == 0:
+        return None
+    x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
+    return int(x), int(y), int(w), int(h)
+
+
+def face_box_from_haar(haar: tuple[int, int, int, int], height: int, width: int) -> np.ndarray:
+    """Haar (x, y, w, h) -> MuseTalk-like face box (x1, y1, x2, y2), clipped to the frame.
+
+    Haar boxes run from the forehead to about the lower lip/chin and are a little wider than the
+    jaw; the landmark box upstream uses spans jaw to jaw and brow to chin (+10 px).
+    """
+    x, y, w, h = haar
+    x1 = x + 0.06 * w
+    x2 = x + 0.94 * w
+    y1 = y + 0.08 * h
+    y2 = y + 1.06 * h + EXTRA_MARGIN_PX
+    box = np.rint([max(0, x1), max(0, y1), min(width, x2), min(height, y2)]).astype(np.int32)
+    if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+        raise AvatarError(f"face box {box.tolist()} is too small to animate")
+    return box
+
+
+def crop_box_for(face_box: np.ndarray) -> np.ndarray:
+    """Square box ``CROP_EXPAND`` times the face box's long side around its centre."""
+    x1, y1, x2, y2 = (int(v) for v in face_box)
+    cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+    half = int(max(x2 - x1, y2 - y1) // 2 * CROP_EXPAND)
+    return np.array([cx - half, cy - half, cx + half, cy + half], dtype=np.int32)
+
+
+def blend_mask(face_box: np.ndarray, crop_box: np.ndarray) -> np.ndarray:
+    """(256, 256) uint8 blend weights in face-box coordinates (see module docstring)."""
+    fx1, fy1, fx2, fy2 = (int(v) for v in face_box)
+    cx1, cy1, cx2, cy2 = (int(v) for v in crop_box)
+    side = cx2 - cx1
+    canvas = np.zeros((cy2 - cy1, side), dtype=np.uint8)
+    ox, oy = fx1 - cx1, fy1 - cy1
+    fw, fh = fx2 - fx1, fy2 - fy1
+    center = (ox + fw // 2, oy + fh // 2)
+    cv2.ellipse(canvas, center, (fw // 2, fh // 2), 0, 0, 360, 255, thickness=-1)
+    # Restrict to the face box (the ellipse already is) and drop the upper half of the crop box:
+    # eyes and brows stay the avatar's own, only the mouth region is regenerated.
+    canvas[: int(canvas.shape[0] * UPPER_BOUNDARY_RATIO)] = 0
+    kernel = int(BLUR_FRACTION * side // 2 * 2) + 1
+    canvas = cv2.GaussianBlur(canvas, (kernel, kernel), 0)
+    face_part = canvas[oy : oy + fh, ox : ox + fw]
+    return cv2.resize(face_part, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
+
+
+def face_crop(frame_rgb: np.ndarray, face_box: np.ndarray) -> np.ndarray:
+    """256x256 crop of the face box (squeezed like upstream; Lanczos as upstream)."""
+    x1, y1, x2, y2 = (int(v) for v in face_box)
+    crop = frame_rgb[y1:y2, x1:x2]
+    return cv2.resize(crop, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LANCZOS4)
+
+
+def _fill_missing(
+    found: list[tuple[int, int, int, int] | None], source: str
+) -> list[tuple[int, int, int, int]]:
+    hits = [i for i, b in enumerate(found) if b is not None]
+    if not hits:
+        raise AvatarError(
+            f"avatar {source or 'astronaut'}: no face found; use a clear frontal photo or video"
+        )
+    # A blink or a turned head can hide the face for a frame; borrow the nearest found box.
+    nearest = [min(hits, key=lambda j, i=i: abs(j - i)) for i in range(len(found))]
+    return [found[j] for j in nearest]
+
+
+def prepare_avatar(
+    source: str, models: MuseTalkModels, batch_size: int = 8
+) -> MuseTalkAvatar:
+    """Read ``source`` ("" = astronaut), find faces, and compute latents and masks."""
+    frames = np.stack(load_avatar(source))
+    height, width = frames.shape[1:3]
+    detector = _face_detector()
+    haar = _fill_missing([detect_face(f, detector) for f in frames], source)
+    face_boxes = np.stack([face_box_from_haar(b, height, width) for b in haar])
+    crop_boxes = np.stack([crop_box_for(b) for b in face_boxes])
+    crops = np.stack([face_crop(f, b) for f, b in zip(frames, face_boxes, strict=True)])
+    masks = np.stack([blend_mask(f, c) for f, c in zip(face_boxes, crop_boxes, strict=True)])
+    latents = encode_latents(models, crops, batch_size)
+    return MuseTalkAvatar(frames, face_boxes, crop_boxes, latents, masks)
+
+
+def file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(source: str, vae_weights: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(file_digest(source).encode() if source else b"skimage.data.astronaut")
+    digest.update(file_digest(vae_weights).encode())
+    digest.update(repr((_CACHE_VERSION, CROP_EXPAND, UPPER_BOUNDARY_RATIO, BLUR_FRACTION)).encode())
+    return digest.hexdigest()[:32]
+
+
+def save_avatar(avatar: MuseTalkAvatar, path: str) -> None:
+    # Written under a temporary name first so a crash never leaves a half-written cache.
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            frames=avatar.frames,
+            face_boxes=avatar.face_boxes,
+            crop_boxes=avatar.crop_boxes,
+            latents=avatar.latents,
+            masks=avatar.masks,
+        )
+    os.replace(tmp, path)
+
+
+def read_avatar(path: str) -> MuseTalkAvatar:
+    with np.load(path, allow_pickle=False) as data:
+        return MuseTalkAvatar(
+            frames=data["frames"],
+            face_boxes=data["face_boxes"],
+            crop_boxes=data["crop_boxes"],
+            latents=data["latents"],
+            masks=data["masks"],
+        )
+
+
+def load_or_prepare(
+    source: str,
+    models: MuseTalkModels,
+    vae_weights: str,
+    cache_dir: str,
+    batch_size: int = 8,
+) -> MuseTalkAvatar:
+    """The prepared avatar, from ``cache_dir`` when this source and VAE were seen before."""
+    if source and not os.path.isfile(source):
+        raise AvatarError(f"avatar {source}: no such file (give a photo or a short video)")
+    if not cache_dir:
+        return prepare_avatar(source, models, batch_size)
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, f"musetalk-avatar-{cache_key(source, vae_weights)}.npz")
+    if os.path.isfile(path):
+        try:
+            avatar = read_avatar(path)
+            logger.info(
+                "MuseTalkAvatar(%s): %d frames from cache %s",
+                source or "astronaut", len(avatar.frames), path,
+            )
+            return avatar
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("MuseTalk avatar cache %s unreadable (%s); rebuilding", path, exc)
+    avatar = prepare_avatar(source, models, batch_size)
+    save_avatar(avatar, path)
+    logger.info(
+        "MuseTalkAvatar(%s): prepared %d frames, cached in %s",
+        source or "astronaut", len(avatar.frames), path,
+    )
+    return avatar

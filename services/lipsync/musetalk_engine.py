@@ -1,0 +1,115 @@
+"""MuseTalk 1.5 lip-sync engine (selected with AVATAR_LIPSYNC_ENGINE=musetalk).
+
+Per clause: whisper features once for the whole clause (``musetalk.audio_features``), one
+(50, 384) window per 40 ms video frame, then batches of ``batch_size`` frames through the UNet and
+VAE decoder, each face blended into its avatar loop frame. Frames whose audio window
+([t - 80 ms, t + 120 ms]) is silent skip the model and show the loop frame itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from musetalk.audio_features import ClauseFeatures, WhisperFeaturizer, speaking_frames
+from musetalk.avatar import MuseTalkAvatar, load_or_prepare
+from musetalk.inference import MuseTalkRenderer, blend_face
+from musetalk.models import MuseTalkModels, load_models
+from services.lipsync.settings import LipsyncSettings
+from services.media import SAMPLES_PER_VIDEO_FRAME
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SILENCE_DBFS = -50.0
+
+
+class MuseTalkEngine:
+    name = "musetalk"
+
+    def __init__(
+        self,
+        models: MuseTalkModels,
+        avatar: MuseTalkAvatar,
+        batch_size: int = 8,
+        whisper_window: str = "clause",
+        silence_dbfs: float = DEFAULT_SILENCE_DBFS,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self._avatar = avatar
+        self._batch_size = batch_size
+        self._silence_dbfs = silence_dbfs
+        self._featurizer = WhisperFeaturizer(
+            models.whisper_encoder, models.feature_extractor, whisper_window
+        )
+        tokens = 10 * self._featurizer.states
+        self._renderer = MuseTalkRenderer(models, tokens, self._featurizer.hidden_dim)
+
+    @classmethod
+    def from_settings(cls, settings: LipsyncSettings) -> MuseTalkEngine:
+        models, files = load_models(settings.musetalk_dir, settings.device)
+        avatar = load_or_prepare(
+            settings.avatar, models, files.vae_weights, settings.cache_dir, settings.batch_size
+        )
+        logger.info(
+            "MuseTalkEngine: %s %s, batch %d, avatar %d loop frames",
+            models.precision.device, models.precision.dtype, settings.batch_size, len(avatar),
+        )
+        return cls(models, avatar, settings.batch_size)
+
+    @classmethod
+    def from_modules(
+        cls,
+        models: MuseTalkModels,
+        avatar_source: str = "",
+        cache_dir: str = "",
+        vae_weights: str = "",
+        batch_size: int = 8,
+        whisper_window: str = "clause",
+    ) -> MuseTalkEngine:
+        """Build from already-loaded modules (tests, benchmarks). With a ``cache_dir``, the cache
+        key needs ``vae_weights``, the VAE weight file the latents came from."""
+        if cache_dir and not vae_weights:
+            raise ValueError("an avatar cache needs the VAE weights path for its key")
+        avatar = load_or_prepare(avatar_source, models, vae_weights, cache_dir, batch_size)
+        return cls(models, avatar, batch_size, whisper_window)
+
+    @property
+    def avatar(self) -> MuseTalkAvatar:
+        return self._avatar
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return self._avatar.frame_size
+
+    def idle_frame(self, index: int) -> np.ndarray:
+        return self._avatar.frames[self._avatar.loop_index(index)]
+
+    def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
+        n_frames = math.ceil(len(pcm) / SAMPLES_PER_VIDEO_FRAME)
+        if n_frames == 0:
+            return
+        audio = pcm.astype(np.float32) / 32768.0
+        speaking = speaking_frames(audio, n_frames, self._silence_dbfs)
+        # Whisper only runs when some frame speaks; the features are then sliced per batch.
+        features = ClauseFeatures(self._featurizer, audio) if speaking.any() else None
+        avatar = self._avatar
+        for start in range(0, n_frames, self._batch_size):
+            stop = min(start + self._batch_size, n_frames)
+            loop = [avatar.loop_index(first_index + i) for i in range(start, stop)]
+            talking = [k for k in range(stop - start) if speaking[start + k]]
+            faces: dict[int, np.ndarray] = {}
+            if talking and features is not None:
+                windows = features.windows(start, stop)[talking]
+                latents = avatar.latents[[loop[k] for k in talking]]
+                faces = dict(zip(talking, self._renderer.generate(latents, windows), strict=True))
+            for k, idx in enumerate(loop):
+                if k in faces:
+                    yield blend_face(
+                        avatar.frames[idx], faces[k], avatar.face_boxes[idx], avatar.masks[idx]
+                    )
+                else:
+                    yield avatar.frames[idx]

