@@ -94,7 +94,10 @@ def test_vosk_keeps_segments_its_own_endpointer_completed(
     stream = vosk_engine.new_stream()
     after_pause = _feed(stream, np.concatenate([korean_speech, pause]))
     # Vosk reset its own partial at its endpoint; ours still carries the completed segment.
-    assert after_pause[-1].split() == one, after_pause[-3:]
+    # The last word may decode differently once trailing silence is seen, so compare the rest.
+    carried = after_pause[-1].split()
+    assert len(carried) >= len(one) - 1, (one, after_pause[-3:])
+    assert carried[: len(one) - 1] == one[: len(one) - 1], (one, after_pause[-3:])
     _feed(stream, korean_speech)
     both = stream.finish().split()
     assert len(both) >= 2 * len(one) - 1, (one, both)
