@@ -38,6 +38,9 @@ class AudioIn:
     session: str
     turn: int
     pcm: np.ndarray
+    # The avatar's voice was playing when this was captured (or within its echo tail): ASR
+    # then asks for stronger evidence before it calls speech onset (the server echo guard).
+    avatar_audible: bool = False
 
 
 @dataclass(frozen=True, slots=True)

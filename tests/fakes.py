@@ -105,3 +105,65 @@ class FakeLlm:
                     self.stopped = True
                     return
             yield word + " "
+
+
+class MemoryTransport:
+    """In-process stand-in for ``services.transport.Transport``: same socket roles, asyncio
+    queues instead of ZeroMQ, and every message still goes through encode/decode, so what a
+    test sees is what would have crossed the wire."""
+
+    def __init__(self, endpoints, hwm: int = 16) -> None:
+        from services import messages
+
+        self.endpoints = endpoints
+        self._messages = messages
+        self._hwm = hwm
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._subscribers: dict[str, list[asyncio.Queue]] = {}
+
+    def _queue(self, endpoint: str) -> asyncio.Queue:
+        return self._queues.setdefault(endpoint, asyncio.Queue(self._hwm))
+
+    def push(self, endpoint: str):
+        return _MemorySender(self, lambda: [self._queue(endpoint)])
+
+    def pull(self, endpoint: str):
+        return _MemoryReceiver(self, self._queue(endpoint))
+
+    def publish(self, endpoint: str):
+        return _MemorySender(self, lambda: self._subscribers.get(endpoint, []))
+
+    def subscribe(self, endpoint: str):
+        queue: asyncio.Queue = asyncio.Queue()
+        self._subscribers.setdefault(endpoint, []).append(queue)
+        return _MemoryReceiver(self, queue)
+
+    def close(self) -> None:
+        pass
+
+
+class _MemorySender:
+    def __init__(self, transport: MemoryTransport, targets) -> None:
+        self._t = transport
+        self._targets = targets
+
+    async def send(self, msg: object) -> None:
+        frames = [bytes(f) for f in self._t._messages.encode(msg)]
+        for queue in self._targets():
+            await queue.put(frames)
+
+
+class _MemoryReceiver:
+    def __init__(self, transport: MemoryTransport, queue: asyncio.Queue) -> None:
+        self._t = transport
+        self._queue = queue
+
+    async def recv(self):
+        return self._t._messages.decode(await self._queue.get())
+
+    def pending(self) -> list:
+        """Everything waiting, decoded, without blocking (for assertions)."""
+        out = []
+        while not self._queue.empty():
+            out.append(self._t._messages.decode(self._queue.get_nowait()))
+        return out

@@ -4,6 +4,12 @@ Onset needs ``onset_ms`` of voiced windows within a short look-back span rather 
 much *uninterrupted* voicing, because short words ("Stop.") have gaps inside them. The end of
 an utterance is ``silence_ms`` of consecutive unvoiced windows. A lower "stay voiced"
 threshold (hysteresis) keeps soft word endings inside the utterance.
+
+While the avatar is audible the onset is *guarded*: a window counts as voiced only with a
+higher probability and a level above a floor, and more of them are needed. The browser's echo
+canceller removes most of the avatar's voice from the microphone; what leaks through is quiet
+and often still looks like speech to the VAD, so the guard keeps it from interrupting the
+avatar, while a person talking over it still gets through in a couple of hundred ms.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ class EndpointerConfig:
     silence_ms: int = 300
     lookback_ms: int = 256
     hysteresis: float = 0.15
+    # The guarded onset, while the avatar is audible (see the module docstring).
+    guard_threshold: float = 0.7
+    guard_onset_ms: int = 160
 
 
 class Endpointer:
@@ -35,14 +44,25 @@ class Endpointer:
         self._cfg = config
         self._recent: deque[bool] = deque(maxlen=max(1, config.lookback_ms // VAD_WINDOW_MS))
         self._onset_windows = max(1, -(-config.onset_ms // VAD_WINDOW_MS))
+        self._guard_onset_windows = max(1, -(-config.guard_onset_ms // VAD_WINDOW_MS))
         self._end_windows = max(1, -(-config.silence_ms // VAD_WINDOW_MS))
         self.in_speech = False
         self._silent_run = 0
 
-    def update(self, prob: float) -> VadEvent | None:
+    def update(self, prob: float, guarded: bool = False, loud: bool = True) -> VadEvent | None:
+        """Feed one window's speech probability.
+
+        ``guarded``: the avatar is audible, so use the guarded onset; ``loud``: the window's
+        level is above the guard's floor (only consulted when guarded).
+        """
         if not self.in_speech:
-            self._recent.append(prob >= self._cfg.threshold)
-            if sum(self._recent) >= self._onset_windows:
+            if guarded:
+                self._recent.append(prob >= self._cfg.guard_threshold and loud)
+                needed = self._guard_onset_windows
+            else:
+                self._recent.append(prob >= self._cfg.threshold)
+                needed = self._onset_windows
+            if sum(self._recent) >= needed:
                 self.in_speech = True
                 self._silent_run = 0
                 self._recent.clear()

@@ -68,7 +68,9 @@ class AsrService:
         if tracker is None:
             vad = await loop.run_in_executor(self._pool, self._make_vad)
             tracker = self._trackers[msg.session] = UtteranceTracker(self._engine, vad, self._settings)
-        events = await loop.run_in_executor(self._pool, tracker.process, msg.pcm)
+        events = await loop.run_in_executor(
+            self._pool, tracker.process, msg.pcm, msg.avatar_audible
+        )
         session = msg.session
         for event in events:
             # The gateway bumps the turn when it hears our onset; we tag results with the

@@ -78,6 +78,8 @@ class UtteranceTracker:
                 threshold=settings.vad_threshold,
                 onset_ms=settings.onset_ms,
                 silence_ms=settings.endpoint_silence_ms,
+                guard_threshold=settings.barge_in_threshold,
+                guard_onset_ms=settings.barge_in_onset_ms,
             )
         )
         self._pending = np.zeros(0, dtype=np.int16)
@@ -91,19 +93,24 @@ class UtteranceTracker:
         self._samples_seen = 0
         self._last_partial_at = 0
         self._last_voiced_end = 0
+        # Level floor of the echo guard, as a mean square of int16 samples.
+        self._guard_floor = (32768.0 * 10 ** (settings.barge_in_min_dbfs / 20)) ** 2
 
-    def process(self, pcm: np.ndarray) -> list[AsrEvent]:
+    def process(self, pcm: np.ndarray, avatar_audible: bool = False) -> list[AsrEvent]:
         events: list[AsrEvent] = []
         self._pending = np.concatenate([self._pending, pcm.astype(np.int16, copy=False)])
         while len(self._pending) >= VAD_WINDOW_SAMPLES:
             window = self._pending[:VAD_WINDOW_SAMPLES]
             self._pending = self._pending[VAD_WINDOW_SAMPLES:]
-            events.extend(self._window(window))
+            events.extend(self._window(window, avatar_audible))
         return events
 
-    def _window(self, window: np.ndarray) -> list[AsrEvent]:
+    def _window(self, window: np.ndarray, guarded: bool = False) -> list[AsrEvent]:
         prob = self._vad(window)
-        event = self._endpointer.update(prob)
+        loud = True
+        if guarded:
+            loud = float(np.mean(np.square(window, dtype=np.float64))) >= self._guard_floor
+        event = self._endpointer.update(prob, guarded, loud)
         self._samples_seen += len(window)
         now = self._samples_seen
         if prob >= self._settings.vad_threshold:

@@ -86,6 +86,7 @@ class SessionMedia:
         self._units: dict[int, OutputUnit] = {}
         self._next_unit = 0
         self._t0: float | None = None
+        self._last_talking_at: float | None = None
         self.counters = MediaCounters()
 
     # --- producer side ---------------------------------------------------------------------
@@ -143,6 +144,15 @@ class SessionMedia:
             del self._units[old]
         return self._units.get(index) or OutputUnit(index, _SILENCE, None)
 
+    def avatar_audible(self, tail_s: float) -> bool:
+        """Whether the avatar's voice started playing within the last ``tail_s`` seconds.
+
+        The tail covers the trip back: network, the browser's jitter buffer, the speaker and
+        the room, before the microphone stops hearing the avatar.
+        """
+        last = self._last_talking_at
+        return last is not None and self._clock.now() - last <= tail_s
+
     def idle_image(self, index: int) -> np.ndarray:
         return self._idle_image(index)
 
@@ -153,6 +163,7 @@ class SessionMedia:
         except asyncio.QueueEmpty:
             self.counters.idle_units += 1
             return OutputUnit(index, _SILENCE, None)
+        self._last_talking_at = self._clock.now()
         return OutputUnit(
             index, queued.audio, queued.image, queued.turn, queued.text, queued.final, idle=False
         )

@@ -293,7 +293,7 @@ class Gateway:
         def on_track(track) -> None:  # noqa: ANN001 (aiortc callback)
             if track.kind == "audio":
                 session.own(asyncio.create_task(
-                    forward_microphone(track, lambda pcm: self._asr.send(messages.AudioIn(session.id, session.turn, pcm))),
+                    forward_microphone(track, lambda pcm: self._send_mic(session, pcm)),
                     name=f"mic-{session.id}",
                 ))
 
@@ -329,6 +329,10 @@ class Gateway:
             await session.pc.addIceCandidate(cand)
         except Exception as exc:
             session.error("bad_candidate", f"could not use the ICE candidate: {exc}")
+
+    async def _send_mic(self, session: Session, pcm: np.ndarray) -> None:
+        audible = session.media.avatar_audible(self.settings.echo_tail_ms / 1000)
+        await self._asr.send(messages.AudioIn(session.id, session.turn, pcm, audible))
 
     async def _close_session(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is None:

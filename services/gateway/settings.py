@@ -25,6 +25,8 @@ class GatewaySettings:
     max_sessions: int = 8
     # Output queue per session, in media time (backpressure bound).
     queue_ms: int = 200
+    # How long after the avatar's last sound the microphone may still carry its echo.
+    echo_tail_ms: int = 400
     metrics: bool = True
 
     @classmethod
@@ -50,4 +52,5 @@ class GatewaySettings:
             avatar=env_str(env, "AVATAR_IMAGE", ""),
             max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 8, 1, 1000),
             queue_ms=env_int(env, "AVATAR_QUEUE_MS", 200, 40, 5000),
+            echo_tail_ms=env_int(env, "AVATAR_ECHO_TAIL_MS", 400, 0, 5000),
         )

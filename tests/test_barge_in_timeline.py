@@ -1,0 +1,205 @@
+"""Barge-in as a scripted timeline on the real Gateway, with fake stages and a virtual clock.
+
+The gateway's media clock runs on a VirtualClock, a fake audio track plays units on it, and a
+fake lip-sync stage streams an answer into the frames socket. At a scripted moment the ASR
+reports a speech onset; the test checks, frame by frame, that the avatar falls silent at once,
+that every stage is told (Interrupt on the control socket, with exactly what was heard), that
+stale frames still in flight are dropped, and that the next answer plays. Deterministic: time
+only moves when the test moves it.
+"""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from services import messages as m
+from services.endpoints import Endpoints
+from services.gateway.media_clock import SessionMedia
+from services.gateway.server import Gateway
+from services.gateway.session import Session
+from services.gateway.settings import GatewaySettings
+from services.media import SAMPLES_PER_VIDEO_FRAME
+from tests.fakes import MemoryTransport, VirtualClock
+
+FRAME_S = 0.04
+CLAUSES = ["Once upon a time,", "there was a brave knight.", "He rode out to find the dragon."]
+FRAMES_PER_CLAUSE = 25  # one second each
+
+
+class _PageSocket:
+    """What the Session writes to: the page's side of the WebSocket."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    async def send_str(self, text: str) -> None:
+        self.events.append(json.loads(text))
+
+
+async def _settle() -> None:
+    # Let every hop (sockets, loops, queues) run; no threads are involved, so this is exact.
+    for _ in range(30):
+        await asyncio.sleep(0)
+
+
+class _Timeline:
+    def __init__(self) -> None:
+        self.clock = VirtualClock()
+        ep = Endpoints.in_dir("/nonexistent")
+        self.transport = MemoryTransport(ep)
+        self.control = self.transport.subscribe(ep.control)
+        self.gateway = Gateway(GatewaySettings(), self.transport, lambda i: np.zeros((8, 8, 3), np.uint8))
+        self.frames_out = self.transport.push(ep.gateway_frames)
+        self.events_out = self.transport.push(ep.gateway_events)
+        self.page = _PageSocket()
+        media = SessionMedia(
+            lambda i: np.zeros((8, 8, 3), np.uint8), 5, clock=self.clock,
+            on_unit=lambda unit: self.gateway._on_unit(self.session, unit),
+        )
+        self.session = Session("s1", self.page, media)
+        self.gateway.sessions["s1"] = self.session
+        self.played: list[tuple[float, m.AvatarFrame]] = []
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        await self.gateway._start_background(None)
+        self.tasks.append(asyncio.create_task(self._play()))
+
+    async def _play(self) -> None:
+        # The audio/video track: asks the clock for unit i when it is due.
+        i = 0
+        while True:
+            i = await self.session.media.pace(i, FRAME_S)
+            self.played.append((self.clock.now(), self.session.media.unit(i)))
+            i += 1
+
+    def answer(self, turn: int, clauses: list[str]) -> asyncio.Task:
+        """A lip-sync stage streaming one answer's frames as fast as the sockets take them."""
+
+        async def stream() -> None:
+            index = 0
+            for c, text in enumerate(clauses):
+                for k in range(FRAMES_PER_CLAUSE):
+                    last = c == len(clauses) - 1 and k == FRAMES_PER_CLAUSE - 1
+                    audio = np.full(SAMPLES_PER_VIDEO_FRAME, 1000 + turn, np.int16)
+                    await self.frames_out.send(m.AvatarFrame(
+                        "s1", turn, index, np.full((8, 8, 3), 200, np.uint8), audio,
+                        text if k == 0 else "", last,
+                    ))
+                    index += 1
+
+        task = asyncio.create_task(stream())
+        self.tasks.append(task)
+        return task
+
+    async def event(self, msg: object) -> None:
+        await self.events_out.send(msg)
+        await _settle()
+
+    async def run_until(self, t: float) -> None:
+        while self.clock.now() < t - 1e-9:
+            await self.clock.advance(0.02)
+            await _settle()
+
+    def page_events(self, kind: str) -> list[dict]:
+        return [e for e in self.page.events if e["type"] == kind]
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.gateway._shutdown(None)
+
+
+@pytest.fixture
+async def timeline():
+    tl = _Timeline()
+    await tl.start()
+    yield tl
+    await tl.close()
+
+
+async def test_barge_in_silences_the_avatar_at_once_and_the_next_answer_plays(timeline):
+    tl = timeline
+    # t=0: the user speaks and finishes; the avatar starts answering at t=0.2.
+    await tl.event(m.SpeechStarted("s1", 0))
+    assert tl.session.turn == 1
+    await tl.event(m.Transcript("s1", 1, "tell me a story", True, 0.0))
+    await tl.run_until(0.2)
+    tl.answer(1, CLAUSES)
+    await tl.run_until(1.6)
+    assert tl.session.state == "speaking"
+    talking = [u for _, u in tl.played if not u.idle]
+    assert len(talking) >= 30 and all(u.turn == 1 for u in talking)
+
+    # t=1.6: the user talks over the avatar (the ASR's onset reaches the gateway).
+    control_before = tl.control.pending()
+    assert [type(c) for c in control_before] == [m.Interrupt]  # from the first turn, no barge-in
+    assert control_before[0].barge_in is False
+    t_onset = tl.clock.now()
+    await tl.event(m.SpeechStarted("s1", 1))
+    assert tl.session.turn == 2
+
+    # Every stage hears about it, with exactly what the user heard: the first two clauses
+    # (the second started at 1.2 s), not the third that was still queued.
+    interrupts = [c for c in tl.control.pending() if isinstance(c, m.Interrupt)]
+    assert len(interrupts) == 1
+    assert interrupts[0].turn == 2 and interrupts[0].barge_in
+    assert interrupts[0].heard_text == " ".join(CLAUSES[:2])
+    assert tl.page_events("interrupted")[-1]["heard"] == " ".join(CLAUSES[:2])
+
+    # The avatar is silent from the very next frame on, though lip-sync keeps sending turn-1
+    # frames for a while (it has not seen the Interrupt yet): those are dropped as stale.
+    await tl.run_until(2.6)
+    after = [u for t, u in tl.played if t > t_onset + FRAME_S]
+    assert after and all(u.idle and not u.audio.any() for u in after)
+    assert tl.gateway.metrics.stale_frames._value.get() > 0
+    assert tl.session.state == "listening"
+
+    # The user's new question ends; the second answer plays, on the same unbroken clock.
+    await tl.event(m.Transcript("s1", 2, "what is your name", True, 0.0))
+    tl.answer(2, ["My name is Ava."])
+    await tl.run_until(4.0)
+    second = [u for _, u in tl.played if not u.idle and u.turn == 2]
+    assert len(second) == FRAMES_PER_CLAUSE
+    assert all((u.audio == 1002).all() for u in second)
+    indices = [u.index for _, u in tl.played]
+    assert indices == list(range(len(indices)))  # timestamps never jumped back or reset
+    spoken = [e["text"] for e in tl.page_events("transcript") if e["role"] == "avatar" and e["text"]]
+    assert spoken == CLAUSES[:2] + ["My name is Ava."]
+    assert tl.session.state == "listening"  # the second answer finished
+
+
+async def test_stop_and_typing_interrupt_the_same_way(timeline):
+    tl = timeline
+    await tl.event(m.SpeechStarted("s1", 0))
+    await tl.event(m.Transcript("s1", 1, "tell me a story", True, 0.0))
+    tl.answer(1, CLAUSES)
+    await tl.run_until(0.5)
+    tl.control.pending()
+    t_stop = tl.clock.now()
+    await tl.gateway._on_client_message(tl.session, json.dumps({"type": "interrupt"}))
+    await _settle()
+    [stop] = tl.control.pending()
+    assert stop.barge_in and stop.turn == 2 and stop.heard_text == CLAUSES[0]
+    await tl.run_until(1.0)
+    assert all(u.idle for t, u in tl.played if t > t_stop + FRAME_S)
+
+    # Typing while an answer plays interrupts too, and the typed text goes to the LLM.
+    llm = tl.transport.pull(tl.transport.endpoints.llm_in)
+    tl.answer(2, CLAUSES)
+    await tl.run_until(1.5)
+    assert tl.session.state == "speaking"
+    await tl.gateway._on_client_message(tl.session, json.dumps({"type": "text", "text": "never mind"}))
+    await _settle()
+    [typed] = [c for c in tl.control.pending() if isinstance(c, m.Interrupt)]
+    assert typed.barge_in and typed.turn == 3
+    [question] = llm.pending()
+    assert question.text == "never mind" and question.turn == 3
+    t_typed = tl.clock.now()
+    await tl.run_until(2.0)
+    assert all(u.idle for t, u in tl.played if t > t_typed + FRAME_S)
