@@ -1,13 +1,20 @@
 """Drive client/ in headless Chromium with a fake microphone and measure what the page gets.
 
-Shared by the browser end-to-end tests and the end-to-end benchmarks. The page's own
-``window.avatarClient.getInboundStats()`` is sampled every 40 ms together with the mouth
-region of the received video (drawn to a canvas), so latency, fps and mouth motion are all
-measured where the person is: in the browser.
+Shared by the browser end-to-end tests and the end-to-end benchmarks. Two samplers run in the
+page once the call is up:
+
+- the avatar's voice as it is played: a WebAudio analyser on the received stream, RMS every
+  10 ms. (inbound-rtp ``totalAudioEnergy`` was used first, but Chromium's audio level is
+  peak-held and smoothed, so it rose ~130 ms late and fell ~400 ms late.)
+- every 40 ms: ``window.avatarClient.getInboundStats()`` (frames, fps) and the mouth region of
+  the received video drawn to a 16x8 canvas.
+
+So latency, fps and mouth motion are all measured where the person is: in the browser.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -29,6 +36,29 @@ _INIT_JS = """
   const md = navigator.mediaDevices;
   const orig = md.getUserMedia.bind(md);
   md.getUserMedia = async (c) => { const s = await orig(c); window.__gumAt = performance.now(); return s; };
+  // When each server event reaches the page (e.g. "interrupted"), to split latencies.
+  window.__wsEvents = [];
+  const OrigWS = window.WebSocket;
+  window.WebSocket = function (...args) {
+    const ws = new OrigWS(...args);
+    ws.addEventListener('message', (e) => {
+      try {
+        const m = JSON.parse(e.data);
+        window.__wsEvents.push({ t: performance.now(), type: m.type, state: m.state, turn: m.turn });
+      } catch (err) { /* not JSON: the page reports it */ }
+    });
+    return ws;
+  };
+  window.WebSocket.prototype = OrigWS.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+  // The page's peer connection, for stats the page itself does not expose.
+  const OrigPC = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new OrigPC(...args);
+    window.__pc = pc;
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = OrigPC.prototype;
   window.__samples = [];
   window.__startSampler = (box) => {
     const video = document.getElementById('avatar');
@@ -49,6 +79,18 @@ _INIT_JS = """
       window.__samples.push({ t: performance.now(), energy: s.audioEnergy, bytes: s.audioBytes,
                               frames: s.videoFrames, fps: s.fps, w: video.videoWidth, mouth });
     }, %d);
+    const audioCtx = new AudioContext();
+    const analyser = audioCtx.createAnalyser();
+    analyser.fftSize = 512;
+    audioCtx.createMediaStreamSource(document.getElementById('avatar-audio').srcObject).connect(analyser);
+    const buf = new Float32Array(analyser.fftSize);
+    window.__audio = [];
+    setInterval(() => {
+      analyser.getFloatTimeDomainData(buf);
+      let sum = 0;
+      for (const x of buf) sum += x * x;
+      window.__audio.push([performance.now(), sum / buf.length]);
+    }, 10);
   };
 })();
 """ % SAMPLE_PERIOD_MS
@@ -82,14 +124,16 @@ class Conversation:
     transcript: list[dict]
     events: dict = field(default_factory=dict)
     screenshot: str = ""
+    # (page time ms, mean square) of the avatar's voice as played, every 10 ms.
+    audio: list[tuple[float, float]] = field(default_factory=list)
 
     def energy_rate(self) -> list[tuple[float, float]]:
-        out = []
-        for a, b in zip(self.samples, self.samples[1:]):
-            dt = (b["t"] - a["t"]) / 1000
-            if dt > 0:
-                out.append((b["t"], (b["energy"] - a["energy"]) / dt))
-        return out
+        """(page time ms, mean square of the avatar's played audio over the last ~10 ms).
+
+        Speech sits around 1e-3..1e-2; digital silence through Opus below 1e-6; the
+        thresholds below (1e-4, about -40 dBFS) sit between.
+        """
+        return [(t, ms) for t, ms in self.audio]
 
     def first_audio_after_speech_ms(self, threshold: float = 1e-4) -> float | None:
         for t, rate in self.energy_rate():
@@ -122,17 +166,13 @@ class Conversation:
         return " ".join(e["text"] for e in self.transcript if e.get("role") == "avatar" and e.get("text"))
 
 
-def converse(
-    url: str,
-    mic_wav: Path,
-    speech_end_s: float,
-    mouth_box: tuple[float, float, float, float],
-    *,
-    echo_cancellation: bool = True,
-    screenshot: Path | None = None,
-    answer_timeout_s: float = 150,
-) -> Conversation:
-    """Open the page, press Start, let the fake mic speak, wait for the whole spoken answer."""
+@contextlib.contextmanager
+def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = True):
+    """A headless Chromium page in a connected call, sampling from the start of the call.
+
+    Yields ``(page, gum_at_ms)``: the page time at which the fake microphone began playing
+    ``mic_wav``, so a time in the WAV maps to page time as ``gum_at_ms + 1000 * t``.
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -150,24 +190,102 @@ def converse(
                 "window.avatarClient.connectionState === 'connected'", timeout=30_000
             )
             page.evaluate("box => window.__startSampler(box)", list(mouth_box))
-            speech_end_ms = page.evaluate("window.__gumAt") + speech_end_s * 1000
-            # Mid-sentence screenshot: shortly after the avatar's first words appear.
-            page.wait_for_selector('#transcript .entry[data-role="avatar"]', timeout=answer_timeout_s * 1000)
-            if screenshot is not None:
-                page.wait_for_timeout(600)
-                page.screenshot(path=str(screenshot))
-            page.wait_for_selector(
-                '#transcript .entry[data-role="avatar"][data-final="true"]',
-                timeout=answer_timeout_s * 1000,
-            )
-            page.wait_for_timeout(800)
-            samples = page.evaluate("window.__samples")
-            transcript = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.transcript))")
-            stats = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.stats))")
+            yield page, page.evaluate("window.__gumAt")
             page.click("#hangup")
         finally:
             browser.close()
-    return Conversation(speech_end_ms, samples, transcript, {"stats": stats}, str(screenshot or ""))
+
+
+def _collect(page, speech_end_ms: float, screenshot: Path | None = None) -> Conversation:
+    samples = page.evaluate("window.__samples")
+    transcript = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.transcript))")
+    stats = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.stats))")
+    ws_events = page.evaluate("window.__wsEvents")
+    audio = [tuple(x) for x in page.evaluate("window.__audio")]
+    return Conversation(
+        speech_end_ms, samples, transcript, {"stats": stats, "ws": ws_events}, str(screenshot or ""),
+        audio,
+    )
+
+
+def converse(
+    url: str,
+    mic_wav: Path,
+    speech_end_s: float,
+    mouth_box: tuple[float, float, float, float],
+    *,
+    echo_cancellation: bool = True,
+    screenshot: Path | None = None,
+    answer_timeout_s: float = 150,
+) -> Conversation:
+    """Open the page, press Start, let the fake mic speak, wait for the whole spoken answer."""
+    with open_call(url, mic_wav, mouth_box, echo_cancellation=echo_cancellation) as (page, gum_at):
+        speech_end_ms = gum_at + speech_end_s * 1000
+        # Mid-sentence screenshot: shortly after the avatar's first words appear.
+        page.wait_for_selector('#transcript .entry[data-role="avatar"]', timeout=answer_timeout_s * 1000)
+        if screenshot is not None:
+            page.wait_for_timeout(600)
+            page.screenshot(path=str(screenshot))
+        page.wait_for_selector(
+            '#transcript .entry[data-role="avatar"][data-final="true"]',
+            timeout=answer_timeout_s * 1000,
+        )
+        page.wait_for_timeout(800)
+        return _collect(page, speech_end_ms, screenshot)
+
+
+# True once the avatar has answered in two different turns and the later answer is finished.
+_SECOND_ANSWER_DONE = """() => {
+  const a = window.avatarClient.transcript.filter(e => e.role === 'avatar' && e.text);
+  const turns = [...new Set(a.map(e => e.turn))];
+  if (turns.length < 2) return false;
+  const last = Math.max(...turns);
+  return window.avatarClient.transcript.some(e => e.role === 'avatar' && e.turn === last && e.final);
+}"""
+
+
+def converse_with_barge_in(
+    url: str,
+    mic_wav: Path,
+    question_end_s: float,
+    barge_in_onset_s: float,
+    mouth_box: tuple[float, float, float, float],
+    *,
+    echo_cancellation: bool = True,
+    screenshot: Path | None = None,
+    timeout_s: float = 150,
+) -> Conversation:
+    """A question, then the user talking over the answer at ``barge_in_onset_s`` into the WAV;
+    waits until the avatar has finished answering the second utterance."""
+    with open_call(url, mic_wav, mouth_box, echo_cancellation=echo_cancellation) as (page, gum_at):
+        page.wait_for_function(_SECOND_ANSWER_DONE, timeout=timeout_s * 1000)
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot))
+        page.wait_for_timeout(500)
+        conv = _collect(page, gum_at + question_end_s * 1000, screenshot)
+        conv.events["barge_in_onset_ms"] = gum_at + barge_in_onset_s * 1000
+        return conv
+
+
+def silence_after(conv: Conversation, at_ms: float, min_silence_ms: float = 800,
+                  threshold: float = 1e-4) -> float | None:
+    """Page time at which the avatar's audio fell silent after ``at_ms`` and stayed silent for
+    at least ``min_silence_ms`` (longer than any pause inside its speech); None if it never did.
+
+    The level is sampled every 10 ms over the last ~10 ms of audio, so the figure is good to
+    about 10 ms.
+    """
+    rates = [(t, r) for t, r in conv.energy_rate() if t >= at_ms]
+    run_start = None
+    for t, rate in rates:
+        if rate <= threshold:
+            if run_start is None:
+                run_start = t
+            if t - run_start >= min_silence_ms:
+                return max(run_start, at_ms)
+        else:
+            run_start = None
+    return None
 
 
 def summary(conv: Conversation) -> dict:

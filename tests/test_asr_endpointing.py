@@ -88,3 +88,23 @@ def test_tracker_emits_onset_partials_and_final_with_preroll():
 def test_silence_yields_nothing():
     tracker = UtteranceTracker(_Engine(), _ScriptedVad([0.0] * 50), AsrSettings())
     assert tracker.process(np.zeros(512 * 50, np.int16)) == []
+
+
+def test_onset_is_reported_before_the_recogniser_starts():
+    # The recogniser's start (pre-roll decode) is slow; the onset drives barge-in, so
+    # process() returns right after it and finishes the audio on the next call.
+    probs = [0.0] * 5 + [0.9] * 30 + [0.0] * 12
+    engine = _Engine()
+    started = []
+    real_new_stream = engine.new_stream
+    engine.new_stream = lambda: started.append(True) or real_new_stream()
+    tracker = UtteranceTracker(engine, _ScriptedVad(probs), AsrSettings(endpoint_silence_ms=300))
+    first = tracker.process(np.zeros(512 * len(probs), np.int16))
+    assert [type(e) for e in first] == [Onset]
+    assert not started and tracker.has_pending()
+    rest = []
+    while tracker.has_pending():
+        rest += tracker.process(np.zeros(0, np.int16))
+    assert started == [True]
+    assert any(isinstance(e, Final) for e in rest)
+    assert not any(isinstance(e, Onset) for e in rest)

@@ -93,3 +93,19 @@ def test_first_clause_is_cut_after_a_few_words_when_no_punctuation_comes():
     out += s.flush()
     assert out[0] == "I am a friendly avatar who"
     assert out[1] == "likes to talk about space travel."
+
+
+def test_second_clause_is_cut_after_twice_the_words_when_no_punctuation_comes():
+    from services.llm.clauses import ClauseSplitter
+
+    splitter = ClauseSplitter(min_first_chars=12, first_words=6)
+    text = ("The day I met the dragon was a day that changed my life and the lives "
+            "of everyone in the village forever and ever. Then we slept.")
+    out = []
+    for word in text.split(" "):
+        out += splitter.feed(word + " ")
+    out += splitter.flush()
+    assert out[0] == "The day I met the dragon"
+    assert out[1] == "was a day that changed my life and the lives of everyone"
+    assert out[2] == "in the village forever and ever."
+    assert out[3] == "Then we slept."

@@ -36,7 +36,7 @@ class EndpointerConfig:
     hysteresis: float = 0.15
     # The guarded onset, while the avatar is audible (see the module docstring).
     guard_threshold: float = 0.7
-    guard_onset_ms: int = 160
+    guard_onset_ms: int = 96
 
 
 class Endpointer:

@@ -26,7 +26,7 @@ class AsrSettings:
     # a longer onset and a level floor, so echo that leaks past the browser's canceller does not
     # interrupt the avatar but a person talking over it does.
     barge_in_threshold: float = 0.7
-    barge_in_onset_ms: int = 160
+    barge_in_onset_ms: int = 96
     barge_in_min_dbfs: float = -35.0
     # Audio kept from before the onset so the first phoneme reaches the recogniser.
     preroll_ms: int = 300
@@ -50,7 +50,7 @@ class AsrSettings:
             vad_threshold=env_float(env, "AVATAR_VAD_THRESHOLD", 0.5, 0.05, 0.99),
             onset_ms=env_int(env, "AVATAR_ONSET_MS", 96, 32, 2000),
             barge_in_threshold=env_float(env, "AVATAR_BARGE_IN_THRESHOLD", 0.7, 0.05, 0.99),
-            barge_in_onset_ms=env_int(env, "AVATAR_BARGE_IN_ONSET_MS", 160, 32, 2000),
+            barge_in_onset_ms=env_int(env, "AVATAR_BARGE_IN_ONSET_MS", 96, 32, 2000),
             barge_in_min_dbfs=env_float(env, "AVATAR_BARGE_IN_MIN_DBFS", -35.0, -90.0, 0.0),
             preroll_ms=env_int(env, "AVATAR_PREROLL_MS", 300, 0, 2000),
             max_utterance_s=env_int(env, "AVATAR_MAX_UTTERANCE_S", 30, 2, 300),

@@ -86,6 +86,8 @@ class UtteranceTracker:
         preroll_windows = max(1, settings.preroll_ms * SAMPLE_RATE // 1000 // VAD_WINDOW_SAMPLES)
         self._preroll: deque[np.ndarray] = deque(maxlen=preroll_windows)
         self._stream: RecognizerStream | None = None
+        # An onset was reported and the recogniser has yet to start (see process()).
+        self._stream_pending = False
         self._speech_samples = 0
         self._last_partial = ""
         # Media time (samples heard) rather than wall time, so results do not depend on how
@@ -97,13 +99,35 @@ class UtteranceTracker:
         self._guard_floor = (32768.0 * 10 ** (settings.barge_in_min_dbfs / 20)) ** 2
 
     def process(self, pcm: np.ndarray, avatar_audible: bool = False) -> list[AsrEvent]:
+        """Feed audio; returns the events it caused.
+
+        Returns early, right after an onset, leaving the rest of the audio pending: starting
+        the recogniser (and feeding it the pre-roll) costs 100+ ms on a busy CPU, and the
+        onset must reach the gateway before that, since it drives barge-in. Call again
+        (with no new audio) while ``has_pending()``.
+        """
         events: list[AsrEvent] = []
-        self._pending = np.concatenate([self._pending, pcm.astype(np.int16, copy=False)])
+        if len(pcm):
+            self._pending = np.concatenate([self._pending, pcm.astype(np.int16, copy=False)])
+        if self._stream_pending:
+            self._start_stream()
         while len(self._pending) >= VAD_WINDOW_SAMPLES:
             window = self._pending[:VAD_WINDOW_SAMPLES]
             self._pending = self._pending[VAD_WINDOW_SAMPLES:]
             events.extend(self._window(window, avatar_audible))
+            if self._stream_pending:
+                break
         return events
+
+    def has_pending(self) -> bool:
+        return self._stream_pending or len(self._pending) >= VAD_WINDOW_SAMPLES
+
+    def _start_stream(self) -> None:
+        self._stream = self._engine.new_stream()
+        for old in self._preroll:
+            self._stream.accept(old)
+        self._preroll.clear()
+        self._stream_pending = False
 
     def _window(self, window: np.ndarray, guarded: bool = False) -> list[AsrEvent]:
         prob = self._vad(window)
@@ -117,14 +141,14 @@ class UtteranceTracker:
             self._last_voiced_end = now
         out: list[AsrEvent] = []
         if event is VadEvent.ONSET:
-            self._stream = self._engine.new_stream()
-            self._speech_samples = 0
-            for old in self._preroll:
-                self._stream.accept(old)
-            self._preroll.clear()
+            # The recogniser starts on the next call, from the pre-roll (this window included).
+            self._preroll.append(window)
+            self._stream_pending = True
+            self._speech_samples = len(window)
             self._last_partial = ""
             self._last_partial_at = now
             out.append(Onset())
+            return out
         if self._stream is None:
             self._preroll.append(window)
             return out

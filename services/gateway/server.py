@@ -33,7 +33,12 @@ from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.session import Session
 from services.gateway.settings import GatewaySettings
-from services.gateway.tracks import AvatarAudioTrack, AvatarVideoTrack, forward_microphone
+from services.gateway.tracks import (
+    AvatarAudioTrack,
+    AvatarVideoTrack,
+    forward_microphone,
+    shorten_mic_jitter_buffer,
+)
 from services.media import frames_for_ms
 from services.transport import Transport
 
@@ -307,6 +312,10 @@ class Gateway:
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            for transceiver in pc.getTransceivers():
+                # Before any media flows (that starts after ICE and DTLS).
+                if transceiver.kind == "audio":
+                    shorten_mic_jitter_buffer(transceiver.receiver)
             pc.addTrack(AvatarAudioTrack(session.media))
             pc.addTrack(AvatarVideoTrack(session.media))
             answer = await pc.createAnswer()

@@ -114,3 +114,23 @@ async def forward_microphone(
             return
         for out in resampler.resample(frame):
             await send(out.to_ndarray().reshape(-1).astype(np.int16, copy=False))
+
+
+# aiortc holds back 4 audio packets (80 ms) before it releases one, to absorb jitter that a
+# LAN or loopback call hardly has; for the microphone those 80 ms go straight into every
+# barge-in and endpoint. One packet of prefetch keeps reordering within 20 ms tolerated.
+MIC_PREFETCH_PACKETS = 1
+
+
+def shorten_mic_jitter_buffer(receiver: object, prefetch: int = MIC_PREFETCH_PACKETS) -> bool:
+    """Give an audio RTCRtpReceiver a shorter jitter buffer; False when aiortc's internals
+    differ from the ones this was written against (then the default stays, and we log it)."""
+    from aiortc.jitterbuffer import JitterBuffer
+
+    name = "_RTCRtpReceiver__jitter_buffer"
+    current = getattr(receiver, name, None)
+    if not isinstance(current, JitterBuffer):
+        logger.warning("aiortc internals changed: microphone jitter buffer left at its default")
+        return False
+    setattr(receiver, name, JitterBuffer(capacity=current.capacity, prefetch=prefetch))
+    return True

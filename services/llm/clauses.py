@@ -1,8 +1,11 @@
 """Cut a stream of LLM text into clauses that TTS can start speaking early.
 
 The first clause is cut eagerly (at a comma once it is long enough, or after a handful of
-words when no punctuation comes) so the avatar starts talking after a few words; later clauses
-wait for sentence ends, which sounds more natural, unless they grow long. Markdown and other unspeakable characters are dropped.
+words when no punctuation comes) so the avatar starts talking after a few words. The second is
+cut a little less eagerly (twice the words): it must be ready before the first has been
+spoken, or the avatar falls silent mid-sentence while the model catches up (seen with a small
+model on a busy CPU). Later clauses wait for sentence ends, which sounds more natural, unless
+they grow long. Markdown and other unspeakable characters are dropped.
 """
 
 from __future__ import annotations
@@ -53,15 +56,17 @@ class ClauseSplitter:
         m = _SENTENCE_END.search(self._buf)
         if m and len(self._buf[: m.end()].strip()) >= 2:
             return m.end()
-        soft_min = self._min_first if self._emitted == 0 else self._max // 2
+        soft_min = (self._min_first, 3 * self._min_first)[self._emitted] if self._emitted < 2 else self._max // 2
         for m in _SOFT_BREAK.finditer(self._buf):
             if m.end() >= soft_min:
                 return m.end()
-        if self._emitted == 0 and self._first_words:
-            words = self._buf.split(" ")
+        if self._emitted < 2 and self._first_words:
+            budget = self._first_words * (1 + self._emitted)
+            words = self._buf.lstrip(" ").split(" ")
             # Only cut once the next word has started, so the last word is complete.
-            if len(words) > self._first_words and len(self._buf) >= self._min_first:
-                return len(" ".join(words[: self._first_words])) + 1
+            if len(words) > budget and len(self._buf) >= self._min_first:
+                lead = len(self._buf) - len(self._buf.lstrip(" "))
+                return lead + len(" ".join(words[:budget])) + 1
         if len(self._buf) > self._max:
             space = self._buf.rfind(" ", 0, self._max)
             return space + 1 if space > 0 else self._max
