@@ -78,10 +78,16 @@ def analyse(conv: Conversation) -> dict:
     # When the gateway's "interrupted" event reached the page: splits the latency into
     # detection (mic -> ASR onset -> gateway) and playout (flush -> silence heard).
     notified = [e["t"] for e in conv.events.get("ws", []) if e["type"] == "interrupted" and e["t"] >= onset - 500]
+    received = None if silent_at is None else round(silent_at - onset, 1)
+    notified_ms = round(notified[0] - onset, 1) if notified else None
+    # The page mutes its audio element the moment the event arrives (client.js), so what the
+    # person hears stops at whichever comes first.
+    heard = min((x for x in (received, notified_ms) if x is not None), default=None)
     return {
         "talking_at_onset": talking_before(conv, onset),
-        "server_notified_ms": round(notified[0] - onset, 1) if notified else None,
-        "barge_in_ms": None if silent_at is None else round(silent_at - onset, 1),
+        "server_notified_ms": notified_ms,
+        "received_audio_silent_ms": received,
+        "barge_in_ms": heard,
         "answer_turns": avatar_turns,
         "first_answer_marked_interrupted": bool(interrupted),
         "second_answer_audio": resumed,
@@ -117,24 +123,31 @@ def run(runs: int, out: Path, base_url: str | None = None, echo_cancellation: bo
                 )
                 r = analyse(conv)
                 results.append(r)
-                print(f"run {i + 1}/{runs}: barge-in {r['barge_in_ms']} ms "
-                      f"(server notified page at {r['server_notified_ms']} ms) "
+                print(f"run {i + 1}/{runs}: barge-in {r['barge_in_ms']} ms heard "
+                      f"(page notified and muted at {r['server_notified_ms']} ms, "
+                      f"received audio silent at {r['received_audio_silent_ms']} ms) "
                       f"(talking at onset: {r['talking_at_onset']}), second answer: {r['second_answer_audio']}, "
                       f"endpoint {r['endpoint_ms']} ms", flush=True)
     finally:
         if proc is not None:
             proc.stop()
     valid = [r for r in results if r["talking_at_onset"] and r["barge_in_ms"] is not None]
+    received = [r["received_audio_silent_ms"] for r in valid if r["received_audio_silent_ms"] is not None]
+    notified = [r["server_notified_ms"] for r in valid if r["server_notified_ms"] is not None]
     endpoint = [r["endpoint_ms"] for r in results if r["endpoint_ms"] is not None]
     report = {
         "benchmark": "barge_in",
         "hardware": hardware(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "method": "page time of the interruption's first voiced sample -> start of >= 800 ms of "
-                  "silence in the avatar's played audio (WebAudio analyser, 10 ms sampling)",
+        "method": "page time of the interruption's first voiced sample -> the earlier of: start of "
+                  ">= 800 ms of silence in the avatar's received audio (WebAudio analyser on the "
+                  "stream, 10 ms sampling), and the 'interrupted' event reaching the page (which "
+                  "mutes the audio element at once)",
         "echo_cancellation": echo_cancellation,
         "runs": results,
         "barge_in_ms": summarise([r["barge_in_ms"] for r in valid]),
+        "page_notified_ms": summarise(notified),
+        "received_audio_silent_ms": summarise(received),
         "invalid_runs": len(results) - len(valid),
         "endpoint_ms": summarise(endpoint),
         "second_answer_rate": sum(r["second_answer_audio"] for r in results) / max(1, len(results)),
@@ -142,8 +155,10 @@ def run(runs: int, out: Path, base_url: str | None = None, echo_cancellation: bo
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     b, e = report["barge_in_ms"], report["endpoint_ms"]
+    r = report["received_audio_silent_ms"]
     print(f"barge-in (user onset -> avatar silent, in the browser) over {b['n']} runs: "
-          f"median {b['median']} ms, worst {b['worst']} ms; endpointing delay median {e['median']} ms, "
+          f"median {b['median']} ms, worst {b['worst']} ms (received audio silent: median "
+          f"{r['median']} ms, worst {r['worst']} ms); endpointing delay median {e['median']} ms, "
           f"worst {e['worst']} ms; wrote {out}")
     return report
 

@@ -222,7 +222,21 @@
     scrollIfNearBottom();
   }
 
+  // The server dropped the interrupted answer before it sent this event; what is still on its
+  // way (the jitter buffer: ~100 ms) would play on over the user. Mute it here until drained;
+  // the next answer cannot start this soon (it waits for the user to finish).
+  const INTERRUPT_MUTE_MS = 300;
+  let unmuteTimer = null;
+
+  function muteInterruptedTail() {
+    ui.audio.muted = true;
+    api.lastMuteAt = performance.now();
+    clearTimeout(unmuteTimer);
+    unmuteTimer = setTimeout(() => { ui.audio.muted = false; }, INTERRUPT_MUTE_MS);
+  }
+
   function onInterrupted(msg) {
+    muteInterruptedTail();
     const turn = Number.isFinite(msg.turn) ? msg.turn : null;
     const heard = typeof msg.heard === "string" ? msg.heard.trim() : "";
     const key = entryKey("avatar", turn);

@@ -6,7 +6,8 @@ an utterance is ``silence_ms`` of consecutive unvoiced windows. A lower "stay vo
 threshold (hysteresis) keeps soft word endings inside the utterance.
 
 While the avatar is audible the onset is *guarded*: a window counts as voiced only with a
-higher probability and a level above a floor, and more of them are needed. The browser's echo
+higher probability and a level above a floor (and the onset may be set to need more of them;
+measured on echoed speech, the level floor is what rejects echo, so by default it does not). The browser's echo
 canceller removes most of the avatar's voice from the microphone; what leaks through is quiet
 and often still looks like speech to the VAD, so the guard keeps it from interrupting the
 avatar, while a person talking over it still gets through in a couple of hundred ms.
