@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tts-engine", choices=("piper", "coqui-vits", "coqui-xtts"), default=None, help="text-to-speech engine")
     parser.add_argument("--lipsync-engine", choices=("animation", "wav2lip", "musetalk"), default=None, help="lip-sync engine")
     parser.add_argument("--wav2lip-checkpoint", default=None, help="your Wav2Lip checkpoint (non-commercial weights; never downloaded)")
-    parser.add_argument("--endpoint-silence-ms", type=int, default=None, help="trailing silence that ends an utterance (default 300)")
+    parser.add_argument("--endpoint-silence-ms", type=int, default=None, help="trailing silence that ends an utterance (default 280, chosen by bench.bench_endpointing)")
     parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
     parser.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for models to load (default 600)")
     return parser
