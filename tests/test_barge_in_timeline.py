@@ -151,6 +151,9 @@ async def test_barge_in_silences_the_avatar_at_once_and_the_next_answer_plays(ti
     assert interrupts[0].turn == 2 and interrupts[0].barge_in
     assert interrupts[0].heard_text == " ".join(CLAUSES[:2])
     assert tl.page_events("interrupted")[-1]["heard"] == " ".join(CLAUSES[:2])
+    # The queued frames were dropped, and /metrics counts them.
+    assert tl.gateway.metrics.frames.labels("dropped")._value.get() >= 1
+    assert tl.gateway.metrics.interrupts._value.get() == 1
 
     # The avatar is silent from the very next frame on, though lip-sync keeps sending turn-1
     # frames for a while (it has not seen the Interrupt yet): those are dropped as stale.

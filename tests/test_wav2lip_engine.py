@@ -11,15 +11,12 @@ import torch
 from services.lipsync.engine import LipsyncModelMissing
 from services.lipsync.settings import LipsyncSettings
 from services.lipsync.wav2lip_engine import Wav2LipEngine
-from wav2lip.model import Wav2Lip
+from tests.wav2lip_helpers import save_random_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(5)
-    path = tmp_path_factory.mktemp("w2l") / "wav2lip_gan.pth"
-    torch.save({"state_dict": Wav2Lip().state_dict(), "global_step": 1}, path)
-    return path
+    return save_random_checkpoint(tmp_path_factory.mktemp("w2l") / "wav2lip_gan.pth", seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,9 @@ class GatewayMetrics:
         self.active_sessions = Gauge("avatar_active_sessions", "Open sessions", registry=r)
         self.queued_frames = Gauge("avatar_queued_frames", "Frames waiting in output queues", registry=r)
         self.frames = Counter(
-            "avatar_frames_total", "Output frames by kind", ["kind"], registry=r,
+            "avatar_frames_total",
+            "Output frames by kind: talking and idle as played, dropped by a barge-in, late (skipped)",
+            ["kind"], registry=r,
         )
         self.delivered_fps = Gauge("avatar_delivered_fps", "Video frames sent per second, all sessions", registry=r)
         self.stale_frames = Counter("avatar_stale_frames_total", "Frames of stale turns dropped on arrival", registry=r)

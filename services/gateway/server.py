@@ -146,11 +146,15 @@ class Gateway:
                 logger.exception("failed to handle %s", type(msg).__name__)
 
     async def _fps_loop(self) -> None:
-        last = {sid: s.media.counters.units for sid, s in self.sessions.items()}
+        # Once a second: delivered fps, and frames skipped because a track fell behind.
+        last = {sid: (s.media.counters.units, s.media.counters.late_units) for sid, s in self.sessions.items()}
         while True:
             await asyncio.sleep(1.0)
-            now = {sid: s.media.counters.units for sid, s in self.sessions.items()}
-            self.metrics.delivered_fps.set(sum(now[sid] - last.get(sid, now[sid]) for sid in now))
+            now = {sid: (s.media.counters.units, s.media.counters.late_units) for sid, s in self.sessions.items()}
+            self.metrics.delivered_fps.set(sum(now[sid][0] - last.get(sid, now[sid])[0] for sid in now))
+            late = sum(now[sid][1] - last.get(sid, now[sid])[1] for sid in now)
+            if late:
+                self.metrics.frames.labels("late").inc(late)
             last = now
 
     async def _on_event(self, msg: object) -> None:
@@ -191,6 +195,8 @@ class Gateway:
         old_turn = session.turn
         session.turn += 1
         dropped = session.media.flush(session.turn)
+        if dropped:
+            self.metrics.frames.labels("dropped").inc(dropped)
         session.heard = []
         await self._control.send(messages.Interrupt(session.id, session.turn, heard, barge_in))
         if barge_in:

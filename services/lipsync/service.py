@@ -82,6 +82,7 @@ class LipsyncService:
                 started = self._first_audio.pop((session, turn), None)
                 if started is not None:
                     ms = (time.monotonic() - started) * 1000
+                    logger.info("Session(%s) turn %d: lipsync first frame after %.0f ms", session, turn, ms)
                     await self._events.send(messages.StageTiming(session, turn, "lipsync", "first_frame", ms))
                 await self._out.send(
                     messages.AvatarFrame(
