@@ -83,6 +83,7 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin avatar \
 COPY --chown=avatar:avatar main.py ./
 COPY --chown=avatar:avatar services/ services/
 COPY --chown=avatar:avatar wav2lip/ wav2lip/
+COPY --chown=avatar:avatar musetalk/ musetalk/
 COPY --chown=avatar:avatar client/ client/
 COPY --chown=avatar:avatar --chmod=755 scripts/docker-entrypoint.sh scripts/docker-entrypoint.sh
 
