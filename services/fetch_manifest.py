@@ -5,8 +5,9 @@ Three kinds of entry:
 - ``UrlArchive`` / ``UrlFile``: one file over HTTPS, checked against a sha256, resumable. Archives
   are unpacked. Where ``sha256`` is None we do not know the published hash: the fetcher checks the
   size (when known), logs the hash it computed, and says so, so that the hash can be pinned here.
-- ``HfSnapshot``: a Hugging Face model repository, fetched with huggingface_hub (which verifies
-  each file against the hub's own etag/sha256), restricted to ``allow_patterns``.
+- ``HfSnapshot``: a Hugging Face model repository, fetched with huggingface_hub (which places
+  files atomically and checks each file's size against the hub's metadata, but does not hash
+  them), restricted to ``allow_patterns``.
 - ``UserSupplied``: never downloaded for the user (Wav2Lip: non-commercial terms). The fetcher
   prints where the user's own file goes and the terms.
 

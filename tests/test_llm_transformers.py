@@ -4,6 +4,7 @@ and the dtype choice."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -21,7 +22,7 @@ QUESTION = [
 @pytest.fixture(scope="module")
 def smollm2():
     torch.set_num_threads(1)
-    return TransformersEngine.from_settings(LlmSettings(max_new_tokens=24))
+    return TransformersEngine.from_settings(LlmSettings.from_env({**os.environ, "AVATAR_LLM_MAX_NEW_TOKENS": "24"}))
 
 
 @pytest.mark.slow
@@ -64,7 +65,7 @@ def test_llm_tiny_random_llama_loads_and_streams(tmp_path):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     # The real architecture at toy size, with SmolLM2's tokenizer (it ships in a package).
-    tok = AutoTokenizer.from_pretrained(converted_smollm2(LlmSettings().cache_dir), local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(converted_smollm2(LlmSettings.from_env().cache_dir), local_files_only=True)
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
