@@ -29,7 +29,8 @@ class LlmSettings:
     # OpenAI-compatible server (vLLM, TGI, Ollama) for engine=openai.
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: str = ""
-    cache_dir: str = ""
+    # Where the packaged SmolLM2 is converted to an HF folder, once.
+    cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "avatar")
     min_clause_chars: int = 12
     # CPU threads for torch; 0 = torch's default (all cores). One is the default because on a
     # small CPU shared with TTS, the video encoder and the browser, two torch threads spend
