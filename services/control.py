@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any, Protocol
 
 from services import messages
+from services.lanes import SessionLanes
 from services.transport import Receiver
 from services.turns import TurnTracker
 
@@ -31,3 +36,44 @@ async def follow_control(
                 on_interrupt(msg)
         else:
             logger.warning("unexpected control message %s", type(msg).__name__)
+
+
+class Stage(Protocol):
+    """What serve_stage needs of a pipeline stage (asr, llm, tts, lipsync)."""
+
+    turns: TurnTracker
+
+    async def handle(self, msg: Any) -> None: ...
+
+    def on_interrupt(self, msg: messages.Interrupt) -> None: ...
+
+    def on_close(self, session: str) -> None: ...
+
+
+async def serve_stage(
+    name: str,
+    stage: Stage,
+    accepts: type,
+    inbox: Receiver,
+    control: Receiver,
+    lanes: SessionLanes[Any],
+    pool: concurrent.futures.Executor,
+) -> None:
+    """A stage's main loop: its input to ``stage.handle``, the control broadcast to its turn
+    bookkeeping, until cancelled; then its lanes and worker pool are shut down."""
+    control_task = asyncio.create_task(
+        follow_control(control, stage.turns, stage.on_interrupt, stage.on_close), name=f"{name}-control"
+    )
+    try:
+        while True:
+            msg = await inbox.recv()
+            if isinstance(msg, accepts):
+                await stage.handle(msg)
+            else:
+                logger.warning("%s ignored unexpected %s", name, type(msg).__name__)
+    finally:
+        control_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await control_task
+        await lanes.aclose()
+        pool.shutdown(wait=False, cancel_futures=True)

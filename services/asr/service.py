@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -18,7 +17,7 @@ from services import messages
 from services.asr.engine import AsrEngine
 from services.asr.settings import AsrSettings
 from services.asr.utterance import Final, Onset, Partial, SpeechProbability, UtteranceTracker
-from services.control import follow_control
+from services.control import serve_stage
 from services.lanes import SessionLanes
 from services.transport import Receiver, Sender
 from services.turns import TurnTracker
@@ -114,19 +113,4 @@ class AsrService:
             )
 
     async def run(self, inbox: Receiver, control: Receiver) -> None:
-        control_task = asyncio.create_task(
-            follow_control(control, self.turns, self.on_interrupt, self.on_close), name="asr-control"
-        )
-        try:
-            while True:
-                msg = await inbox.recv()
-                if isinstance(msg, messages.AudioIn):
-                    await self.handle(msg)
-                else:
-                    logger.warning("asr ignored unexpected %s", type(msg).__name__)
-        finally:
-            control_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await control_task
-            await self._lanes.aclose()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        await serve_stage("asr", self, messages.AudioIn, inbox, control, self._lanes, self._pool)

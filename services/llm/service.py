@@ -9,7 +9,7 @@ import logging
 import time
 
 from services import messages
-from services.control import follow_control
+from services.control import serve_stage
 from services.lanes import SessionLanes, iterate_in_thread
 from services.llm.clauses import ClauseSplitter
 from services.llm.engine import LlmEngine
@@ -112,19 +112,4 @@ class LlmService:
         await self._events.send(messages.StageTiming(session, turn, "llm", name, ms))
 
     async def run(self, inbox: Receiver, control: Receiver) -> None:
-        control_task = asyncio.create_task(
-            follow_control(control, self.turns, self.on_interrupt, self.on_close), name="llm-control"
-        )
-        try:
-            while True:
-                msg = await inbox.recv()
-                if isinstance(msg, messages.UserText):
-                    await self.handle(msg)
-                else:
-                    logger.warning("llm ignored unexpected %s", type(msg).__name__)
-        finally:
-            control_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await control_task
-            await self._lanes.aclose()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        await serve_stage("llm", self, messages.UserText, inbox, control, self._lanes, self._pool)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import time
 
 import numpy as np
 
 from services import messages
-from services.control import follow_control
+from services.control import serve_stage
 from services.lanes import SessionLanes, iterate_in_thread
 from services.transport import Receiver, Sender
 from services.tts.engine import TtsEngine
@@ -91,19 +90,4 @@ class TtsService:
             )
 
     async def run(self, inbox: Receiver, control: Receiver) -> None:
-        control_task = asyncio.create_task(
-            follow_control(control, self.turns, self.on_interrupt, self.on_close), name="tts-control"
-        )
-        try:
-            while True:
-                msg = await inbox.recv()
-                if isinstance(msg, messages.TextChunk):
-                    await self.handle(msg)
-                else:
-                    logger.warning("tts ignored unexpected %s", type(msg).__name__)
-        finally:
-            control_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await control_task
-            await self._lanes.aclose()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        await serve_stage("tts", self, messages.TextChunk, inbox, control, self._lanes, self._pool)
