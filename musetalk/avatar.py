@@ -34,6 +34,7 @@ import numpy as np
 from musetalk.inference import FACE_SIZE, encode_latents
 from musetalk.models import MuseTalkModels
 from services.avatar import AvatarError, load_avatar
+from wav2lip.avatar import largest_face
 
 logger = logging.getLogger(__name__)
 
@@ -84,15 +85,7 @@ def detect_face(
     frame_rgb: np.ndarray, detector: cv2.CascadeClassifier
 ) -> tuple[int, int, int, int] | None:
     """Largest frontal Haar face as (x, y, w, h), or None."""
-    gray = cv2.equalizeHist(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY))
-    min_side = max(24, min(gray.shape) // 10)
-    faces = detector.detectMultiScale(
-        gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
-    )
-    if len(faces) == 0:
-        return None
-    x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
-    return int(x), int(y), int(w), int(h)
+    return largest_face(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY), detector)
 
 
 def face_box_from_haar(haar: tuple[int, int, int, int], height: int, width: int) -> np.ndarray:

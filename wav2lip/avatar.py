@@ -107,11 +107,10 @@ def read_source(
     return frames, fps, len(frames) == 1
 
 
-def detect_face(
-    frame_bgr: np.ndarray, detector: cv2.CascadeClassifier
-) -> tuple[int, int, int, int] | None:
-    """Largest frontal face as (y1, y2, x1, x2), or None."""
-    gray = cv2.equalizeHist(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY))
+def largest_face(gray: np.ndarray, detector: cv2.CascadeClassifier) -> tuple[int, int, int, int] | None:
+    """Largest frontal face in a grey image as (x, y, w, h), or None (shared with MuseTalk)."""
+    gray = cv2.equalizeHist(gray)
+    # Faces smaller than a tenth of the frame are background people, not the avatar.
     min_side = max(24, min(gray.shape) // 10)
     faces = detector.detectMultiScale(
         gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
@@ -119,7 +118,18 @@ def detect_face(
     if len(faces) == 0:
         return None
     x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
-    return int(y), int(y + h), int(x), int(x + w)
+    return int(x), int(y), int(w), int(h)
+
+
+def detect_face(
+    frame_bgr: np.ndarray, detector: cv2.CascadeClassifier
+) -> tuple[int, int, int, int] | None:
+    """Largest frontal face as (y1, y2, x1, x2), or None."""
+    face = largest_face(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY), detector)
+    if face is None:
+        return None
+    x, y, w, h = face
+    return y, y + h, x, x + w
 
 
 def _face_detector() -> cv2.CascadeClassifier:
