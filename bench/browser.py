@@ -196,14 +196,35 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
             browser.close()
 
 
+# The browser's own receive-side figures: jitter buffer delay (network jitter + playout
+# buffering), freezes and drops, from the page's peer connection.
+_RTP_STATS = """async () => {
+  const out = {};
+  if (!window.__pc) return out;
+  (await window.__pc.getStats()).forEach((r) => {
+    if (r.type !== 'inbound-rtp') return;
+    const n = r.jitterBufferEmittedCount || 0;
+    out[r.kind] = {
+      jitter_buffer_ms: n ? 1000 * r.jitterBufferDelay / n : null,
+      jitter_ms: r.jitter !== undefined ? 1000 * r.jitter : null,
+      packets_lost: r.packetsLost, frames_decoded: r.framesDecoded, frames_dropped: r.framesDropped,
+      freeze_count: r.freezeCount, total_freezes_s: r.totalFreezesDuration,
+    };
+  });
+  return out;
+}"""
+
+
 def _collect(page, speech_end_ms: float, screenshot: Path | None = None) -> Conversation:
     samples = page.evaluate("window.__samples")
     transcript = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.transcript))")
     stats = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.stats))")
     ws_events = page.evaluate("window.__wsEvents")
+    rtp = page.evaluate(_RTP_STATS)
     audio = [tuple(x) for x in page.evaluate("window.__audio")]
     return Conversation(
-        speech_end_ms, samples, transcript, {"stats": stats, "ws": ws_events}, str(screenshot or ""),
+        speech_end_ms, samples, transcript, {"stats": stats, "ws": ws_events, "rtp": rtp},
+        str(screenshot or ""),
         audio,
     )
 
