@@ -35,14 +35,15 @@ class _NullEngine:
         return _NullStream()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def vad():
-    return SileroVad()
+    # A fresh VAD per measurement, as each session gets: silero carries state from call to call.
+    return SileroVad
 
 
 def _onset_ms(pcm: np.ndarray, vad, audible) -> float | None:
     """Feed 20 ms chunks; return the media time of the first onset, or None."""
-    tracker = UtteranceTracker(_NullEngine(), vad, AsrSettings())
+    tracker = UtteranceTracker(_NullEngine(), vad(), AsrSettings())
     for start in range(0, len(pcm), CHUNK):
         at_ms = start * 1000 / SAMPLE_RATE
         events = tracker.process(pcm[start : start + CHUNK], audible(at_ms))
