@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 
 from bench.avatar_process import AvatarProcess
-from bench.browser import converse, summary, write_mic_wav
-from tests.speech import mouth_box_of_default_avatar, piper_speech
+from bench.browser import converse, summary
+from tests.speech import mouth_box_of_default_avatar
 from tests.wav2lip_helpers import save_random_checkpoint
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 logger = logging.getLogger(__name__)
 
 OUT = Path(__file__).resolve().parent.parent / "out"
-QUESTION = "Hello there. What is your name?"
-LEAD_S = 3.0  # silence first, so the call is connected before the words start
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +36,6 @@ def wav2lip_avatar(tmp_path_factory):
         yield proc
     finally:
         proc.stop()
-
-
-@pytest.fixture(scope="module")
-def question(tmp_path_factory):
-    path = tmp_path_factory.mktemp("mic") / "question.wav"
-    speech_s = write_mic_wav(path, piper_speech(QUESTION), LEAD_S, tail_s=20.0)
-    return path, LEAD_S + speech_s
 
 
 def test_wav2lip_with_random_weights_runs_end_to_end(wav2lip_avatar, question):
