@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def write_plots(r: dict, out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot([lv["sessions"] for lv in cap["levels"]], [lv["fps_min"] for lv in cap["levels"]], marker="o")
         ax.axhline(24, color="0.6", linestyle="--", linewidth=1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("concurrent sessions")
         ax.set_ylabel("lowest received fps")
         ax.set_title("Capacity (embedded default)")
