@@ -2,7 +2,7 @@
 
 No Coqui model ships in a package, so the test builds a real VITS of the real architecture with
 tiny hidden sizes, saves it as a Coqui model folder (config.json + model_file.pth), and loads it
-through the engine like a fetched model. XTTS-v2 is not built: see the note on the XTTS tests.
+through the engine like a fetched model. XTTS-v2 at toy size: tests/test_coqui_xtts_random.py.
 """
 
 from __future__ import annotations
