@@ -5,7 +5,7 @@
 # starts all five in one container under main.py's supervisor.
 #
 # Version choices (checked against PyPI metadata and the PyTorch release notes, 2026-11):
-# - torch==2.13.0 (constraints.txt). Its PyPI wheel for Linux x86_64 is the CUDA 13.0 build: it
+# - torch==2.13.0 (requirements.txt, locked in locks/cuda.txt). Its PyPI wheel for Linux x86_64 is the CUDA 13.0 build: it
 #   requires cuda-toolkit==13.0.3 and nvidia-cudnn-cu13==9.20.0.48 as pip wheels. PyTorch 2.13
 #   ships CUDA 12.6 and 13.0 as stable, 13.2 as experimental.
 # - The base image therefore carries CUDA 13.0 with cuDNN 9 (the user-space driver libraries come
@@ -60,15 +60,11 @@ RUN python3.11 -m venv "$VIRTUAL_ENV" \
 
 WORKDIR /app
 
-# Dependencies first, so that a code change does not reinstall a multi-GB torch.
-COPY requirements.txt constraints.txt ./
-RUN pip install --no-cache-dir -c constraints.txt -r requirements.txt \
-    && pip install --no-cache-dir -c constraints.txt \
-        torchaudio==2.11.0 \
-        torchcodec==0.14.0 \
-        coqui-tts==0.28.0 \
-        six==1.17.0 \
-        diffusers==0.42.1 \
+# Dependencies first, so that a code change does not reinstall a multi-GB torch. locks/cuda.txt is
+# generated from requirements-gpu.txt (scripts/lock.sh): every package, direct and transitive, at
+# an exact version with its sha256, so pip resolves nothing and refuses a substituted wheel.
+COPY locks/cuda.txt locks/nodeps.txt ./locks/
+RUN pip install --no-cache-dir --no-deps --require-hashes -r locks/cuda.txt -r locks/nodeps.txt \
     && python -c "import torch, torchaudio, torchcodec, TTS, diffusers; \
 assert torch.__version__.startswith('2.13.0'), torch.__version__; \
 assert torch.version.cuda is not None, 'torch is a CPU build'; \

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("TTS", reason="coqui-tts is not installed (scripts/install_coqui.sh)")
+pytest.importorskip("TTS", reason="coqui-tts is not installed (./test.sh installs it from locks/cpu-dev.txt)")
 
 from services.media import SAMPLE_RATE  # noqa: E402
 from services.tts.coqui_engine import (  # noqa: E402
@@ -161,8 +161,12 @@ def test_coqui_split_clauses_cuts_long_sentences_at_commas() -> None:
     assert split_clauses("   ") == []
 
 
-def test_coqui_install_script_is_idempotent_shape() -> None:
-    script = Path(__file__).resolve().parents[1] / "scripts" / "install_coqui.sh"
-    text = script.read_text()
-    assert os.access(script, os.X_OK)
-    assert "-c constraints.txt" in text and "--no-deps torchaudio torchcodec" in text
+def test_coqui_stack_is_locked_for_cpu_and_cuda() -> None:
+    """coqui-tts and its torchaudio/torchcodec pair install from both locks, at the same versions."""
+    root = Path(__file__).resolve().parents[1]
+    for lock in ("locks/cpu-dev.txt", "locks/cuda.txt"):
+        text = (root / lock).read_text()
+        for pin in ("coqui-tts==0.28.0", "torchaudio==2.11.0", "torchcodec==0.14.0", "six=="):
+            assert f"\n{pin}" in text, (lock, pin)
+    setup = (root / "scripts" / "setup.sh").read_text()
+    assert "torchaudio" in setup and "lib/*.so" in setup  # CPU torch: torchaudio runs as pure Python

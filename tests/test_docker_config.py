@@ -281,11 +281,10 @@ def test_dockerfile_copies_only_what_exists_and_pins_the_torch_stack() -> None:
         args = [a for a in line.split() if not a.startswith("--")]
         for source in args[:-1]:
             assert (REPO / source).exists(), f"Dockerfile copies {source}, which does not exist"
-    constraints = (REPO / "constraints.txt").read_text()
-    assert "torch==2.13.0" in constraints
-    assert "-c constraints.txt -r requirements.txt" in text
-    for pin in ("torchaudio==2.11.0", "torchcodec==0.14.0", "coqui-tts==", "diffusers=="):
-        assert pin in text, pin
+    assert "--require-hashes -r locks/cuda.txt -r locks/nodeps.txt" in text
+    cuda = (REPO / "locks" / "cuda.txt").read_text()
+    for pin in ("torch==2.13.0 ", "torchaudio==2.11.0", "torchcodec==0.14.0", "coqui-tts==", "diffusers=="):
+        assert f"\n{pin}" in cuda, pin
     assert re.search(r"^USER \d+", text, re.M), "the image must run as a non-root numeric user"
 
 

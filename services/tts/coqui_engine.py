@@ -11,7 +11,7 @@ Both yield 16 kHz mono int16 (``services.media.SAMPLE_RATE``). Model outputs (22
 24 kHz for XTTS) go through PyAV's stateful resampler, so chunk boundaries inside one stream
 are seamless.
 
-Install coqui-tts with ``scripts/install_coqui.sh`` (it keeps torch pinned). Checkpoints are
+coqui-tts is installed from the locks (``locks/cpu-dev.txt``, ``locks/cuda.txt``). Checkpoints are
 loaded by coqui-tts itself, which calls ``torch.load(weights_only=True)``. ``torchaudio.load``
 does not work in our CPU install, so reference audio for voice cloning is read with soundfile.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,29 @@ from services.tts.engine import TtsModelMissing
 from services.tts.settings import TtsSettings
 
 logger = logging.getLogger(__name__)
+
+# coqui-tts 0.28's XTTS GPT (TTS/tts/layers/xtts/gpt_inference.py) still calls GPT2Model with
+# `past_key_values`, which transformers 5.24 deprecates. That call is theirs, not ours (our LLM
+# passes `cache=`), so silence exactly that message rather than every FutureWarning.
+XTTS_GPT2_DEPRECATION = r"`past_key_values` is deprecated .* for `GPT2Model.forward`"
+warnings.filterwarnings("ignore", message=XTTS_GPT2_DEPRECATION, category=FutureWarning)
+
+
+def _accept_generate_cache(gpt_inference: Any) -> None:
+    """Let coqui-tts 0.28's XTTS GPT run under transformers 5.24's generate().
+
+    5.24's generate() hands the KV cache to the model as ``cache=``; coqui's GPT2InferenceModel
+    only reads ``past_key_values`` (it gets None and fails on the second token). Map the one to the
+    other for this instance only, until coqui-tts follows the new name.
+    """
+    forward = gpt_inference.forward
+
+    def forward_with_cache(*args: Any, cache: Any = None, **kwargs: Any) -> Any:
+        if cache is not None and kwargs.get("past_key_values") is None:
+            kwargs["past_key_values"] = cache
+        return forward(*args, **kwargs)
+
+    gpt_inference.forward = forward_with_cache
 
 FETCH_HINT = "python main.py fetch --profile gpu"
 # Clauses longer than this are cut at commas/semicolons: the first audio comes sooner, and VITS
@@ -287,6 +311,7 @@ class CoquiXttsEngine:
         self._device = pick_device(device)
         model = Xtts(config)
         model.load_checkpoint(config, checkpoint_dir=model_dir, eval=True)
+        _accept_generate_cache(model.gpt.gpt_inference)
         self._model = model.to(self._device)
         self._language = language
         self._output_rate = int(config.model_args.output_sample_rate)
