@@ -77,7 +77,7 @@ async def test_tts_speaks_clauses_in_order_with_text_on_the_first_chunk():
     assert audio[-1].final and len(audio[-1].pcm) == 0
     assert all(a.pcm.dtype == np.int16 for a in audio)
     assert events.of(m.StageTiming)[0].name == "first_audio"
-    await svc._lanes.aclose()
+    await svc.scheduler.aclose()
 
 
 async def test_tts_drops_queued_clauses_on_interrupt():
@@ -91,7 +91,7 @@ async def test_tts_drops_queued_clauses_on_interrupt():
     await asyncio.sleep(0.1)
     assert len(tts.texts) < 20
     assert all(a.turn == 1 for a in out.of(m.SpeechAudio))
-    await svc._lanes.aclose()
+    await svc.scheduler.aclose()
 
 
 def test_audio_units_are_640_samples_and_pad_the_tail():
