@@ -22,8 +22,12 @@ async def follow_control(
     turns: TurnTracker,
     on_interrupt: Callable[[messages.Interrupt], None],
     on_close: Callable[[str], None],
+    on_credit: Callable[[messages.FlowCredit], None] | None = None,
 ) -> None:
-    """Apply control messages to ``turns`` and tell the stage; runs until cancelled."""
+    """Apply control messages to ``turns`` and tell the stage; runs until cancelled.
+
+    Flow credits are for lip-sync only; other stages ignore them (they hear the broadcast too).
+    """
     while True:
         msg = await control.recv()
         if isinstance(msg, messages.SessionOpened):
@@ -34,6 +38,9 @@ async def follow_control(
         elif isinstance(msg, messages.Interrupt):
             if turns.advance(msg.session, msg.turn):
                 on_interrupt(msg)
+        elif isinstance(msg, messages.FlowCredit):
+            if on_credit is not None and not turns.is_closed(msg.session):
+                on_credit(msg)
         else:
             logger.warning("unexpected control message %s", type(msg).__name__)
 
@@ -50,19 +57,27 @@ class Stage(Protocol):
     def on_close(self, session: str) -> None: ...
 
 
+class Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
 async def serve_stage(
     name: str,
     stage: Stage,
     accepts: type,
     inbox: Receiver,
     control: Receiver,
-    lanes: SessionLanes[Any],
+    lanes: SessionLanes[Any] | Closable,
     pool: concurrent.futures.Executor,
 ) -> None:
     """A stage's main loop: its input to ``stage.handle``, the control broadcast to its turn
     bookkeeping, until cancelled; then its lanes and worker pool are shut down."""
     control_task = asyncio.create_task(
-        follow_control(control, stage.turns, stage.on_interrupt, stage.on_close), name=f"{name}-control"
+        follow_control(
+            control, stage.turns, stage.on_interrupt, stage.on_close,
+            getattr(stage, "on_credit", None),
+        ),
+        name=f"{name}-control",
     )
     try:
         while True:

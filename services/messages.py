@@ -98,6 +98,20 @@ class AvatarFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class AvatarText:
+    """The text of an answer chunk for a session without media (lipsync -> gateway).
+
+    Stands in for the AvatarFrames that were not rendered because nobody could watch them, so
+    a WebSocket-only page still gets its answer as text, and the turn still ends.
+    """
+
+    session: str
+    turn: int
+    text: str
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechStarted:
     """The ASR's VAD heard the user start speaking (barge-in trigger)."""
 
@@ -168,6 +182,28 @@ class Interrupt:
     barge_in: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class FlowCredit:
+    """How many frames lip-sync may send for ``session``: per-session backpressure.
+
+    The gateway counts the session's AvatarFrames it has ``received`` (any turn) and the
+    ``room`` left in the session's output queue. Lip-sync, which counts the frames it has sent,
+    may send while ``sent < received + room``: frames still in flight are accounted for, and a
+    lost or repeated credit does no harm (the gateway re-sends it periodically). A lip-sync that
+    restarted (sent < received is impossible otherwise) realigns its count to ``received``.
+
+    ``media`` is False when the session has no playing media (no call yet, ICE failed, the peer
+    closed, or the tracks stopped pulling). Lip-sync then renders nothing for it and sends the
+    answer's text as ``AvatarText`` at once, so it never holds anything up.
+    """
+
+    session: str
+    turn: int
+    received: int
+    room: int
+    media: bool
+
+
 # --- supervision: service -> main.py ----------------------------------------------------------
 
 
@@ -195,6 +231,7 @@ Message = Union[
     TextChunk,
     SpeechAudio,
     AvatarFrame,
+    AvatarText,
     SpeechStarted,
     Transcript,
     StageTiming,
@@ -202,6 +239,7 @@ Message = Union[
     SessionOpened,
     SessionClosed,
     Interrupt,
+    FlowCredit,
     ServiceReady,
     ServiceRestarted,
 ]

@@ -68,16 +68,38 @@ class FakeTts:
 
 
 class FakeLipsync:
+    """A lip-sync engine whose frame ``i`` is filled with ``i % 256``; records its batches."""
+
     name = "fake-lipsync"
     frame_size = (8, 8)
+    max_batch = 8
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[object, int]]] = []
+        self.fail_next = False
+
+    def prepare(self, pcm: np.ndarray, first_index: int):
+        return _FakeJob(first_index, -(-len(pcm) // 640))
+
+    def render(self, items) -> list[np.ndarray]:
+        self.batches.append(list(items))
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("render exploded")
+        return [np.full((8, 8, 3), (job.first_index + k) % 256, dtype=np.uint8) for job, k in items]
 
     def frames(self, pcm: np.ndarray, first_index: int):
-        n = -(-len(pcm) // 640)
-        for i in range(n):
-            yield np.full((8, 8, 3), (first_index + i) % 256, dtype=np.uint8)
+        job = self.prepare(pcm, first_index)
+        yield from self.render([(job, k) for k in range(job.n_frames)])
 
     def idle_frame(self, index: int) -> np.ndarray:
         return np.zeros((8, 8, 3), dtype=np.uint8)
+
+
+class _FakeJob:
+    def __init__(self, first_index: int, n_frames: int) -> None:
+        self.first_index = first_index
+        self.n_frames = n_frames
 
 
 class FakeLlm:

@@ -61,7 +61,11 @@ class _Timeline:
             on_unit=lambda unit: self.gateway._on_unit(self.session, unit),
         )
         self.session = Session("s1", self.page, media)
+        self.session.has_media = lambda: True  # the fake track below plays it
         self.gateway.sessions["s1"] = self.session
+        # The fake lip-sync's view of the control channel: it renders only within its credit.
+        self.lipsync_control = self.transport.subscribe(ep.control)
+        self.credit = {"received": 0, "room": 0, "sent": 0}
         self.played: list[tuple[float, m.AvatarFrame]] = []
         self.tasks: list[asyncio.Task] = []
 
@@ -78,12 +82,21 @@ class _Timeline:
             i += 1
 
     def answer(self, turn: int, clauses: list[str]) -> asyncio.Task:
-        """A lip-sync stage streaming one answer's frames as fast as the sockets take them."""
+        """A lip-sync stage streaming one answer's frames as fast as its flow credit allows."""
+
+        async def wait_for_credit() -> None:
+            credit = self.credit
+            while credit["sent"] >= credit["received"] + credit["room"]:
+                msg = await self.lipsync_control.recv()
+                if isinstance(msg, m.FlowCredit) and msg.session == "s1":
+                    credit["received"], credit["room"] = msg.received, msg.room
 
         async def stream() -> None:
             index = 0
             for c, text in enumerate(clauses):
                 for k in range(FRAMES_PER_CLAUSE):
+                    await wait_for_credit()
+                    self.credit["sent"] += 1
                     last = c == len(clauses) - 1 and k == FRAMES_PER_CLAUSE - 1
                     audio = np.full(SAMPLES_PER_VIDEO_FRAME, 1000 + turn, np.int16)
                     await self.frames_out.send(m.AvatarFrame(
@@ -115,6 +128,10 @@ class _Timeline:
         await self.gateway._shutdown(None)
 
 
+def _no_credits(control: list) -> list:
+    return [c for c in control if not isinstance(c, m.FlowCredit)]
+
+
 @pytest.fixture
 async def timeline():
     tl = _Timeline()
@@ -137,7 +154,7 @@ async def test_barge_in_silences_the_avatar_at_once_and_the_next_answer_plays(ti
     assert len(talking) >= 30 and all(u.turn == 1 for u in talking)
 
     # t=1.6: the user talks over the avatar (the ASR's onset reaches the gateway).
-    control_before = tl.control.pending()
+    control_before = _no_credits(tl.control.pending())
     assert [type(c) for c in control_before] == [m.Interrupt]  # from the first turn, no barge-in
     assert control_before[0].barge_in is False
     t_onset = tl.clock.now()
@@ -187,7 +204,7 @@ async def test_stop_and_typing_interrupt_the_same_way(timeline):
     t_stop = tl.clock.now()
     await tl.gateway._on_client_message(tl.session, json.dumps({"type": "interrupt"}))
     await _settle()
-    [stop] = tl.control.pending()
+    [stop] = _no_credits(tl.control.pending())
     assert stop.barge_in and stop.turn == 2 and stop.heard_text == CLAUSES[0]
     await tl.run_until(1.0)
     assert all(u.idle for t, u in tl.played if t > t_stop + FRAME_S)

@@ -103,6 +103,8 @@ def test_audio_units_are_640_samples_and_pad_the_tail():
 async def test_lipsync_emits_one_frame_per_640_samples_with_the_audio_under_it():
     out, events = RecordingSender(), RecordingSender()
     svc = LipsyncService(FakeLipsync(), out, events)
+    task = asyncio.create_task(svc._schedule())
+    svc.on_credit(m.FlowCredit("s", 1, 0, 100, True))
     pcm = np.arange(1600, dtype=np.int16)
     await svc.handle(m.SpeechAudio("s", 1, 0, "Hello.", pcm, False))
     await svc.handle(m.SpeechAudio("s", 1, 1, "", np.zeros(0, np.int16), True))
@@ -114,18 +116,21 @@ async def test_lipsync_emits_one_frame_per_640_samples_with_the_audio_under_it()
     assert [f.index for f in frames] == [0, 1, 2, 3]
     assert frames[-1].final and not frames[-1].audio.any()
     assert events.of(m.StageTiming)[0].name == "first_frame"
-    await svc._lanes.aclose()
+    task.cancel()
 
 
 async def test_lipsync_stops_a_stale_turn():
     out, events = RecordingSender(), RecordingSender()
     svc = LipsyncService(FakeLipsync(), out, events)
+    task = asyncio.create_task(svc._schedule())
+    svc.on_credit(m.FlowCredit("s", 1, 0, 20, True))
     await svc.handle(m.SpeechAudio("s", 1, 0, "Long.", np.ones(640 * 200, np.int16), False))
-    await _until(lambda: len(out.of(m.AvatarFrame)) > 0)
+    await _until(lambda: len(out.of(m.AvatarFrame)) == 20)
     svc.turns.advance("s", 2)
     svc.on_interrupt(m.Interrupt("s", 2))
+    svc.on_credit(m.FlowCredit("s", 2, 20, 1000, True))  # room again: nothing stale may use it
     await asyncio.sleep(0.05)
     n = len(out.of(m.AvatarFrame))
     await asyncio.sleep(0.05)
     assert len(out.of(m.AvatarFrame)) == n < 200
-    await svc._lanes.aclose()
+    task.cancel()

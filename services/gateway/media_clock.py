@@ -87,16 +87,49 @@ class SessionMedia:
         self._next_unit = 0
         self._t0: float | None = None
         self._last_talking_at: float | None = None
+        # When a track last asked for a unit: a session whose tracks stopped pulling has no
+        # media, and must not be sent frames (they would sit in its queue forever).
+        self.last_pull: float | None = None
+        self._max_queued = max_queued
         self.counters = MediaCounters()
 
     # --- producer side ---------------------------------------------------------------------
 
     async def put(self, unit: OutputUnit) -> None:
-        """Queue a talking unit; waits while the queue holds ``max_queued`` units (backpressure)."""
+        """Queue a talking unit; waits while the queue holds ``max_queued`` units."""
         await self._queue.put(unit)
+
+    def offer(self, unit: OutputUnit) -> bool:
+        """Queue a talking unit without waiting; False (and dropped) when the queue is full.
+
+        The gateway never waits on one session's queue: lip-sync only sends what the session's
+        flow credit allows, so a full queue means a credit was overrun (counted, not fatal).
+        """
+        try:
+            self._queue.put_nowait(unit)
+        except asyncio.QueueFull:
+            self.counters.dropped_units += 1
+            return False
+        return True
 
     def queued(self) -> int:
         return self._queue.qsize()
+
+    def room(self) -> int:
+        """Units the queue can still take: the session's flow credit."""
+        return max(0, self._max_queued - self._queue.qsize())
+
+    def drain(self) -> list[OutputUnit]:
+        """Take every queued unit (a session that lost its media: its text is still delivered)."""
+        units = []
+        while not self._queue.empty():
+            units.append(self._queue.get_nowait())
+        self.counters.dropped_units += len(units)
+        return units
+
+    def pulling(self, within_s: float) -> bool:
+        """Whether a track asked for a unit within the last ``within_s`` seconds."""
+        return self.last_pull is not None and self._clock.now() - self.last_pull <= within_s
 
     def flush(self, keep_turn: int) -> int:
         """Drop every queued unit and silence cached units of turns older than ``keep_turn``."""
@@ -131,6 +164,7 @@ class SessionMedia:
 
     def unit(self, index: int) -> OutputUnit:
         """Unit ``index``: taken from the queue in order the first time, cached after."""
+        self.last_pull = self._clock.now()
         while self._next_unit <= index:
             unit = self._take(self._next_unit)
             self._units[self._next_unit] = unit

@@ -29,6 +29,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from services import messages
 from services.gateway import signaling
+from services.gateway.flow import FlowControl
 from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.session import Session
@@ -72,6 +73,7 @@ class Gateway:
         self._frames = transport.pull(ep.gateway_frames)
         self._events = transport.pull(ep.gateway_events)
         self.sessions: dict[str, Session] = {}
+        self.flow = FlowControl(self._control, lambda: list(self.sessions.values()), self._on_media_lost)
         self._tasks: list[asyncio.Task[None]] = []
         self._fps_frames = 0
 
@@ -111,6 +113,7 @@ class Gateway:
             asyncio.create_task(self._frame_loop(), name="gateway-frames"),
             asyncio.create_task(self._event_loop(), name="gateway-events"),
             asyncio.create_task(self._fps_loop(), name="gateway-fps"),
+            asyncio.create_task(self.flow.run(), name="gateway-flow"),
         ]
 
     async def _shutdown(self, app: web.Application) -> None:
@@ -122,20 +125,63 @@ class Gateway:
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), 3)
 
     async def _frame_loop(self) -> None:
+        # Never awaits a session: each one's backpressure is its flow credit (services/gateway/
+        # flow.py), so one slow or absent consumer cannot stop the frames of the others.
         while True:
-            frame = await self._frames.recv()
-            if not isinstance(frame, messages.AvatarFrame):
-                logger.warning("frames socket got %s", type(frame).__name__)
-                continue
-            session = self.sessions.get(frame.session)
-            if session is None or frame.turn < session.turn:
-                self.metrics.stale_frames.inc()
-                continue
-            # Waits while this session's queue holds ~200 ms: that backpressure travels up
-            # the sockets to lip-sync, TTS and the LLM.
-            await session.media.put(
-                OutputUnit(frame.index, frame.audio, frame.image, frame.turn, frame.text, frame.final, idle=False)
-            )
+            msg = await self._frames.recv()
+            try:
+                self.on_frame_message(msg)
+            except Exception:
+                logger.exception("failed to handle %s", type(msg).__name__)
+
+    def on_frame_message(self, msg: object) -> None:
+        if isinstance(msg, messages.AvatarText):
+            session = self.sessions.get(msg.session)
+            if session is not None and msg.turn >= session.turn:
+                self._deliver_text(session, msg.turn, msg.text, msg.final)
+            return
+        if not isinstance(msg, messages.AvatarFrame):
+            logger.warning("frames socket got %s", type(msg).__name__)
+            return
+        session = self.sessions.get(msg.session)
+        if session is None:
+            self.metrics.stale_frames.inc()
+            return
+        session.frames_received += 1
+        if msg.turn < session.turn:
+            self.metrics.stale_frames.inc()
+            self.flow.poke()  # dropped, so its credit is free again at once
+            return
+        unit = OutputUnit(msg.index, msg.audio, msg.image, msg.turn, msg.text, msg.final, idle=False)
+        if not session.has_media():
+            # Nobody can watch it: drop the frame now, but the page still gets the words.
+            self.metrics.frames.labels("dropped").inc()
+            self.flow.poke()
+            self._deliver_text(session, unit.turn, unit.text, unit.final)
+        elif not session.media.offer(unit):
+            self.metrics.frames.labels("dropped").inc()
+            logger.warning("Session(%s) frame %d beyond its credit: dropped", session.id, msg.index)
+            self._deliver_text(session, unit.turn, unit.text, unit.final)
+
+    def _on_media_lost(self, session: Session) -> None:
+        """The call went away mid-answer: what was queued is not played, but its text is shown."""
+        units = session.media.drain()
+        if units:
+            self.metrics.frames.labels("dropped").inc(len(units))
+            logger.info("Session(%s) lost its media: %d queued frames dropped", session.id, len(units))
+        for unit in units:
+            if unit.turn >= session.turn:
+                self._deliver_text(session, unit.turn, unit.text, unit.final)
+
+    def _deliver_text(self, session: Session, turn: int, text: str, final: bool) -> None:
+        """The answer's words and its end, for a session that does not play them."""
+        if text:
+            session.send({"type": "transcript", "role": "avatar", "text": text, "final": False, "turn": turn})
+        if final:
+            session.send({"type": "transcript", "role": "avatar", "text": "", "final": True, "turn": turn})
+            session.send({"type": "stats", "turn": turn, "stages": session.turn_stats(turn).stages})
+            session.heard = []
+            session.set_state("listening")
 
     async def _event_loop(self) -> None:
         while True:
@@ -195,6 +241,7 @@ class Gateway:
         old_turn = session.turn
         session.turn += 1
         dropped = session.media.flush(session.turn)
+        self.flow.poke()
         if dropped:
             self.metrics.frames.labels("dropped").inc(dropped)
         session.heard = []
@@ -211,6 +258,8 @@ class Gateway:
 
     def _on_unit(self, session: Session, unit: OutputUnit) -> None:
         """Called by the media clock as each unit starts playing (what the user hears now)."""
+        if not unit.idle:
+            self.flow.poke()  # its slot in the queue is free again
         self.metrics.frames.labels("idle" if unit.idle else "talking").inc()
         if unit.idle or unit.turn != session.turn:
             return
@@ -254,6 +303,7 @@ class Gateway:
         self.sessions[sid] = session
         self.metrics.active_sessions.set(len(self.sessions))
         await self._control.send(messages.SessionOpened(sid))
+        self.flow.poke()
         logger.info("Session(%s) opened from %s", sid, request.remote)
         try:
             async for msg in ws:
@@ -312,6 +362,9 @@ class Gateway:
         async def on_state() -> None:
             logger.info("Session(%s) WebRTC %s", session.id, pc.connectionState)
             session.send({"type": "webrtc", "state": pc.connectionState})
+            if pc.connectionState == "connected":
+                session.connected_at = time.monotonic()
+            self.flow.poke()
             if pc.connectionState == "failed":
                 session.error("ice_failed", "the media connection failed (see /selftest.html for a connection check)")
                 await pc.close()

@@ -19,6 +19,11 @@ logger = logging.getLogger(__name__)
 
 # Events to one page; a page that cannot keep up with this many is gone.
 _OUTBOX_SIZE = 256
+# A connected call whose tracks have not asked for media this long has no media (e.g. the
+# encoder stalled or the transport died without a state change yet).
+_PULL_TIMEOUT_S = 1.0
+# Grace after the call connects, before the tracks' first pull.
+_CONNECT_GRACE_S = 2.0
 
 
 @dataclass(slots=True)
@@ -46,6 +51,22 @@ class Session:
         self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=_OUTBOX_SIZE)
         self.writer = asyncio.create_task(self._write(), name=f"ws-writer-{sid}")
         self.opened_at = time.monotonic()
+        # AvatarFrames received for this session (any turn): the base of its flow credit.
+        self.frames_received = 0
+        self.connected_at: float | None = None
+
+    # --- media --------------------------------------------------------------------------------
+
+    def has_media(self) -> bool:
+        """A call is up and its tracks are pulling units: frames for this session can play."""
+        if self.pc is None or self.pc.connectionState != "connected":
+            return False
+        if self.media.pulling(_PULL_TIMEOUT_S):
+            return True
+        return self.connected_at is not None and time.monotonic() - self.connected_at < _CONNECT_GRACE_S
+
+    def room(self) -> int:
+        return self.media.room()
 
     # --- to the page ------------------------------------------------------------------------
 

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from services.avatar import load_avatar
 from services.lipsync.animation import FaceAnimator, MouthEnvelope
+from services.lipsync.engine import frames_in_batches
 from services.lipsync.settings import LipsyncSettings
 from services.media import FRAME_MS, SAMPLES_PER_VIDEO_FRAME
 
 logger = logging.getLogger(__name__)
 
 SECONDS_PER_FRAME = FRAME_MS / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class AnimationJob:
+    first_index: int
+    openness: tuple[float, ...]  # mouth openness per frame, from the clause's loudness envelope
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.openness)
 
 
 class AnimationEngine:
@@ -58,20 +70,34 @@ class AnimationEngine:
         cycle = index % (2 * n - 2)  # ping-pong: 0..n-1, n-2..1
         return self._animators[cycle if cycle < n else 2 * n - 2 - cycle]
 
-    def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
-        """One image per 640 samples of ``pcm`` (the tail padded with silence)."""
+    @property
+    def max_batch(self) -> int:
+        return 8  # no model: a batch only bounds how long one render call holds the thread
+
+    def prepare(self, pcm: np.ndarray, first_index: int) -> AnimationJob:
+        """The mouth envelope over the whole clause (the tail padded with silence)."""
         pcm = np.asarray(pcm, np.int16)
         n_frames = -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME)
-        # A fresh envelope per clause: frames() may run for several sessions in worker threads.
+        # A fresh envelope per clause: clauses of several sessions are prepared in turn.
         envelope = MouthEnvelope()
+        openness = []
         for i in range(n_frames):
             unit = pcm[i * SAMPLES_PER_VIDEO_FRAME : (i + 1) * SAMPLES_PER_VIDEO_FRAME]
             if len(unit) < SAMPLES_PER_VIDEO_FRAME:
                 unit = np.pad(unit, (0, SAMPLES_PER_VIDEO_FRAME - len(unit)))
-            index = first_index + i
-            yield self._animator(index).render(
-                envelope.frame_openness(unit), index * SECONDS_PER_FRAME
-            )
+            openness.append(envelope.frame_openness(unit))
+        return AnimationJob(first_index, tuple(openness))
+
+    def render(self, items: Sequence[tuple[AnimationJob, int]]) -> list[np.ndarray]:
+        out = []
+        for job, k in items:
+            index = job.first_index + k
+            out.append(self._animator(index).render(job.openness[k], index * SECONDS_PER_FRAME))
+        return out
+
+    def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
+        """One image per 640 samples of ``pcm`` (the tail padded with silence)."""
+        return frames_in_batches(self, pcm, first_index)
 
     def idle_frame(self, index: int) -> np.ndarray:
         """The silent avatar at frame ``index``: mouth closed, blinking and breathing."""

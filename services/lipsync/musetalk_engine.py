@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,12 +19,24 @@ from musetalk.audio_features import ClauseFeatures, WhisperFeaturizer, speaking_
 from musetalk.avatar import MuseTalkAvatar, load_or_prepare
 from musetalk.inference import MuseTalkRenderer, blend_face
 from musetalk.models import MuseTalkModels, load_models
+from services.lipsync.engine import frames_in_batches
 from services.lipsync.settings import LipsyncSettings
 from services.media import SAMPLES_PER_VIDEO_FRAME
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SILENCE_DBFS = -50.0
+
+
+@dataclass(frozen=True, slots=True)
+class MuseTalkJob:
+    first_index: int
+    speaking: np.ndarray  # (n,) bool
+    features: ClauseFeatures | None  # whisper features of the clause; None when all silent
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.speaking)
 
 
 class MuseTalkEngine:
@@ -88,28 +101,40 @@ class MuseTalkEngine:
     def idle_frame(self, index: int) -> np.ndarray:
         return self._avatar.frames[self._avatar.loop_index(index)]
 
-    def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
+    @property
+    def max_batch(self) -> int:
+        return self._batch_size
+
+    def prepare(self, pcm: np.ndarray, first_index: int) -> MuseTalkJob:
         n_frames = math.ceil(len(pcm) / SAMPLES_PER_VIDEO_FRAME)
         if n_frames == 0:
-            return
+            return MuseTalkJob(first_index, np.zeros(0, bool), None)
         audio = pcm.astype(np.float32) / 32768.0
-        speaking = speaking_frames(audio, n_frames, self._silence_dbfs)
-        # Whisper only runs when some frame speaks; the features are then sliced per batch.
+        speaking = np.asarray(speaking_frames(audio, n_frames, self._silence_dbfs), bool)
+        # Whisper only runs when some frame speaks; the features are then sliced per frame.
         features = ClauseFeatures(self._featurizer, audio) if speaking.any() else None
+        return MuseTalkJob(first_index, speaking, features)
+
+    def render(self, items: Sequence[tuple[MuseTalkJob, int]]) -> list[np.ndarray]:
+        """Frames of any clauses of any sessions; every talking face goes through one UNet + VAE
+        call (they share the avatar's latents, so only the loop frame and audio window differ)."""
         avatar = self._avatar
-        for start in range(0, n_frames, self._batch_size):
-            stop = min(start + self._batch_size, n_frames)
-            loop = [avatar.loop_index(first_index + i) for i in range(start, stop)]
-            talking = [k for k in range(stop - start) if speaking[start + k]]
-            faces: dict[int, np.ndarray] = {}
-            if talking and features is not None:
-                windows = features.windows(start, stop)[talking]
-                latents = avatar.latents[[loop[k] for k in talking]]
-                faces = dict(zip(talking, self._renderer.generate(latents, windows), strict=True))
-            for k, idx in enumerate(loop):
-                if k in faces:
-                    yield blend_face(
-                        avatar.frames[idx], faces[k], avatar.face_boxes[idx], avatar.masks[idx]
-                    )
-                else:
-                    yield avatar.frames[idx]
+        loop = [avatar.loop_index(job.first_index + k) for job, k in items]
+        talking = [i for i, (job, k) in enumerate(items) if job.speaking[k] and job.features is not None]
+        faces: dict[int, np.ndarray] = {}
+        if talking:
+            windows = np.concatenate(
+                [items[i][0].features.windows(items[i][1], items[i][1] + 1) for i in talking]
+            )
+            latents = avatar.latents[[loop[i] for i in talking]]
+            faces = dict(zip(talking, self._renderer.generate(latents, windows), strict=True))
+        out = []
+        for i, idx in enumerate(loop):
+            if i in faces:
+                out.append(blend_face(avatar.frames[idx], faces[i], avatar.face_boxes[idx], avatar.masks[idx]))
+            else:
+                out.append(avatar.frames[idx])
+        return out
+
+    def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
+        return frames_in_batches(self, pcm, first_index)

@@ -1,9 +1,16 @@
-"""The lip-sync stage: voice in, AvatarFrame units (one image + its 640 samples) out."""
+"""The lip-sync stage: voice in, AvatarFrame units (one image + its 640 samples) out.
+
+One scheduler task serves every session (services/lipsync/schedule.py): it renders only for
+sessions with flow credit from the gateway, earliest deadline first, and puts frames of several
+sessions into one engine call. A session without media gets its answer's text (AvatarText) at
+once and costs no rendering. Voice waits per session; nothing one session does blocks another.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
 
@@ -11,13 +18,17 @@ import numpy as np
 
 from services import messages
 from services.control import serve_stage
-from services.lanes import SessionLanes, iterate_in_thread
 from services.lipsync.engine import LipsyncEngine
-from services.media import SAMPLES_PER_VIDEO_FRAME
+from services.lipsync.schedule import Clause, FrameSlot, SessionFlow, pick_batch
+from services.media import SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
 from services.transport import Receiver, Sender
 from services.turns import TurnTracker
 
 logger = logging.getLogger(__name__)
+
+# Voice waiting per session: far more than any answer; past it the session is told, not stalled.
+MAX_PENDING_FRAMES = 180 * VIDEO_FPS
+_SILENCE = np.zeros(SAMPLES_PER_VIDEO_FRAME, dtype=np.int16)
 
 
 def audio_units(pcm: np.ndarray) -> list[np.ndarray]:
@@ -29,85 +40,162 @@ def audio_units(pcm: np.ndarray) -> list[np.ndarray]:
 
 
 class LipsyncService:
-    def __init__(self, engine: LipsyncEngine, out: Sender, events: Sender) -> None:
+    def __init__(
+        self, engine: LipsyncEngine, out: Sender, events: Sender, max_batch: int | None = None
+    ) -> None:
         self._engine = engine
         self._out = out
         self._events = events
+        self._max_batch = max(1, max_batch or engine.max_batch)
         self.turns = TurnTracker()
-        # Bounded in media time by the sockets' HWM upstream; 32 clause chunks is ample.
-        self._lanes: SessionLanes[messages.SpeechAudio] = SessionLanes(
-            "lipsync", self._animate, maxsize=32
-        )
+        self._flows: dict[str, SessionFlow] = {}
+        # One render at a time: the model is shared, and a batch already spans sessions.
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lipsync")
-        self._frame_index: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self._first_audio: dict[tuple[str, int], float] = {}
+        self.batches: list[int] = []  # sessions per render call, recent ones (for tests/metrics)
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def _flow(self, session: str) -> SessionFlow:
+        flow = self._flows.get(session)
+        if flow is None:
+            flow = self._flows[session] = SessionFlow()
+        return flow
 
     async def handle(self, msg: messages.SpeechAudio) -> None:
         if self.turns.is_stale(msg.session, msg.turn):
             return
+        flow = self._flow(msg.session)
         if self.turns.advance(msg.session, msg.turn):
-            self._lanes.interrupt(msg.session)
+            self._drop(msg.session)
+        clause = Clause.of(msg.session, msg.turn, msg.text, msg.final, msg.pcm)
+        if flow.pending_frames() + clause.n_frames > MAX_PENDING_FRAMES:
+            logger.warning("Session(%s) turn %d: voice backlog full, clause dropped", msg.session, msg.turn)
+            await self._events.send(messages.StageError(
+                msg.session, msg.turn, "lipsync", "the answer is longer than lip-sync can hold; part was dropped"
+            ))
+            if not msg.final:
+                return
+            clause = Clause.of(msg.session, msg.turn, "", True, msg.pcm[:0])
         self._first_audio.setdefault((msg.session, msg.turn), time.monotonic())
-        await self._lanes.put(msg.session, msg)
+        flow.clauses.append(clause)
+        self._wake.set()
+
+    def on_credit(self, msg: messages.FlowCredit) -> None:
+        self._flow(msg.session).apply_credit(msg.received, msg.room, msg.media)
+        self._wake.set()
 
     def on_interrupt(self, msg: messages.Interrupt) -> None:
-        self._lanes.interrupt(msg.session)
+        self._drop(msg.session)
 
     def on_close(self, session: str) -> None:
-        self._lanes.close(session)
-        self._frame_index.pop(session, None)
+        self._flows.pop(session, None)
         for key in [k for k in self._first_audio if k[0] == session]:
             del self._first_audio[key]
 
-    async def _animate(self, speech: messages.SpeechAudio) -> None:
-        session, turn = speech.session, speech.turn
+    def _drop(self, session: str) -> None:
+        """Barge-in: the session's waiting voice goes; a batch in flight is filtered on emit."""
+        flow = self._flows.get(session)
+        if flow is not None:
+            flow.clauses.clear()
 
-        def stale() -> bool:
-            return self.turns.is_stale(session, turn)
+    # --- the scheduler ------------------------------------------------------------------------
 
-        units = audio_units(speech.pcm)
-        if not units:
-            if speech.final and not stale():
-                await self._emit_silence_final(session, turn)
-            return
-        first_index = self._frame_index.get(session, 0)
+    async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
-        frames = iter(self._engine.frames(speech.pcm, first_index))
-        sent = 0
-        try:
-            async for image in iterate_in_thread(loop, self._pool, frames, stale):
-                if sent >= len(units):
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                await self._send_text_only()
+                batch = pick_batch(self._flows, self._max_batch)
+                if not batch:
                     break
-                started = self._first_audio.pop((session, turn), None)
-                if started is not None:
-                    ms = (time.monotonic() - started) * 1000
-                    logger.info("Session(%s) turn %d: lipsync first frame after %.0f ms", session, turn, ms)
-                    await self._events.send(messages.StageTiming(session, turn, "lipsync", "first_frame", ms))
-                await self._out.send(
-                    messages.AvatarFrame(
-                        session, turn, first_index + sent, image, units[sent],
-                        speech.text if sent == 0 else "",
-                        speech.final and sent == len(units) - 1,
-                    )
-                )
-                sent += 1
-        except Exception as exc:
-            logger.exception("Session(%s) turn %d: lip-sync failed", session, turn)
-            await self._events.send(messages.StageError(session, turn, "lipsync", f"lip-sync failed: {exc}"))
-        finally:
-            self._frame_index[session] = first_index + sent
-        if speech.final and sent < len(units) and not stale():
-            await self._emit_silence_final(session, turn)
+                try:
+                    images = await loop.run_in_executor(self._pool, self._render, batch)
+                except Exception as exc:
+                    await self._render_failed(batch, exc)
+                    continue
+                await self._emit(batch, images)
 
-    async def _emit_silence_final(self, session: str, turn: int) -> None:
-        """The answer ended on an empty chunk: one idle frame of silence carries final=True."""
-        index = self._frame_index.get(session, 0)
-        image = await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._engine.idle_frame, index
-        )
-        silence = np.zeros(SAMPLES_PER_VIDEO_FRAME, dtype=np.int16)
-        await self._out.send(messages.AvatarFrame(session, turn, index, image, silence, "", True))
-        self._frame_index[session] = index + 1
+    def _render(self, batch: list[FrameSlot]) -> list[np.ndarray]:
+        """Worker thread: prepare new clauses, then one engine call for every talking frame."""
+        for slot in batch:
+            clause = slot.clause
+            if slot.k is not None and clause.job is None:
+                clause.job = self._engine.prepare(clause.pcm, clause.first_index)
+        talking = [slot for slot in batch if slot.k is not None]
+        rendered = iter(self._engine.render([(s.clause.job, s.k) for s in talking]))
+        return [next(rendered) if s.k is not None else self._engine.idle_frame(s.index) for s in batch]
+
+    async def _emit(self, batch: list[FrameSlot], images: list[np.ndarray]) -> None:
+        self.batches = (self.batches + [len({s.clause.session for s in batch})])[-64:]
+        for slot, image in zip(batch, images, strict=True):
+            clause = slot.clause
+            session, turn = clause.session, clause.turn
+            flow = self._flows.get(session)
+            if flow is None or self.turns.is_stale(session, turn):
+                continue
+            started = self._first_audio.pop((session, turn), None)
+            if started is not None:
+                ms = (time.monotonic() - started) * 1000
+                logger.info("Session(%s) turn %d: lipsync first frame after %.0f ms", session, turn, ms)
+                await self._events.send(messages.StageTiming(session, turn, "lipsync", "first_frame", ms))
+            audio = _SILENCE if slot.k is None else _unit(clause.pcm, slot.k)
+            await self._out.send(
+                messages.AvatarFrame(session, turn, slot.index, image, audio, slot.text, slot.final)
+            )
+            flow.sent += 1
+
+    async def _render_failed(self, batch: list[FrameSlot], exc: Exception) -> None:
+        logger.error("lip-sync render failed: %s", exc, exc_info=exc)
+        for clause in {id(s.clause): s.clause for s in batch}.values():
+            if self.turns.is_stale(clause.session, clause.turn):
+                continue
+            await self._events.send(
+                messages.StageError(clause.session, clause.turn, "lipsync", f"lip-sync failed: {exc}")
+            )
+            flow = self._flows.get(clause.session)
+            if flow is None:
+                continue
+            # Skip the rest of the failed clause; the answer still ends (final) so the page
+            # returns to listening.
+            with contextlib.suppress(ValueError):
+                flow.clauses.remove(clause)
+            if clause.final:
+                flow.clauses.appendleft(Clause.of(clause.session, clause.turn, "", True, clause.pcm[:0]))
+
+    async def _send_text_only(self) -> None:
+        """Sessions without media: their answer as text, now, with no rendering."""
+        for session, flow in list(self._flows.items()):
+            if not flow.credited or flow.media or not flow.clauses:
+                continue
+            while flow.clauses:
+                clause = flow.clauses.popleft()
+                # A clause cut off mid-way by lost media already sent its text with frame 0.
+                text = clause.text if clause.scheduled == 0 else ""
+                if self.turns.is_stale(session, clause.turn) or not (text or clause.final):
+                    continue
+                await self._out.send(messages.AvatarText(session, clause.turn, text, clause.final))
+                flow.next_index += clause.n_frames - clause.scheduled
+
+    # --- lifetime ------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def run(self, inbox: Receiver, control: Receiver) -> None:
-        await serve_stage("lipsync", self, messages.SpeechAudio, inbox, control, self._lanes, self._pool)
+        self._task = asyncio.create_task(self._schedule(), name="lipsync-schedule")
+        await serve_stage("lipsync", self, messages.SpeechAudio, inbox, control, self, self._pool)
+
+
+def _unit(pcm: np.ndarray, k: int) -> np.ndarray:
+    unit = pcm[k * SAMPLES_PER_VIDEO_FRAME : (k + 1) * SAMPLES_PER_VIDEO_FRAME]
+    if len(unit) < SAMPLES_PER_VIDEO_FRAME:
+        unit = np.pad(unit, (0, SAMPLES_PER_VIDEO_FRAME - len(unit)))
+    return np.ascontiguousarray(unit, dtype=np.int16)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from services.lipsync.engine import LipsyncModelMissing
+from services.lipsync.engine import LipsyncModelMissing, frames_in_batches
 from services.lipsync.settings import LipsyncSettings
 from services.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
 from wav2lip.audio import mel_windows, melspectrogram, pcm16_to_float
@@ -35,6 +36,17 @@ logger = logging.getLogger(__name__)
 
 # Frame i's mel window covers [t_i, t_i + 200 ms]; the clause's last frames need that much after it.
 LOOKAHEAD_SAMPLES = SAMPLE_RATE // 5
+
+
+@dataclass(frozen=True, slots=True)
+class Wav2LipJob:
+    first_index: int
+    windows: np.ndarray  # (n, 80, 16) mel window per frame
+    speaking: np.ndarray  # (n,) bool: the frame's 200 ms window is not silent
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.windows)
 
 
 def missing_checkpoint_message(path: str) -> str:
@@ -89,19 +101,30 @@ class Wav2LipEngine:
         """RGB frame ``index`` of the avatar's forward idle loop."""
         return cv2.cvtColor(self._avatar.frames[index % len(self._avatar)], cv2.COLOR_BGR2RGB)
 
-    def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
+    @property
+    def max_batch(self) -> int:
+        return self._generator.batch_size
+
+    def prepare(self, pcm: np.ndarray, first_index: int) -> Wav2LipJob:
         n_frames = math.ceil(len(pcm) / SAMPLES_PER_VIDEO_FRAME)
         if n_frames == 0:
-            return
+            return Wav2LipJob(first_index, np.zeros((0, 80, 16), np.float32), np.zeros(0, bool))
         audio = np.zeros(n_frames * SAMPLES_PER_VIDEO_FRAME + LOOKAHEAD_SAMPLES, dtype=np.float32)
         audio[: len(pcm)] = pcm16_to_float(pcm)
         windows = mel_windows(melspectrogram(audio), n_frames, VIDEO_FPS)
         speaking = active_frames(audio, n_frames, VIDEO_FPS, SAMPLE_RATE, self._silence_dbfs)
-        batch = self._generator.batch_size
-        for start in range(0, n_frames, batch):
-            stop = min(start + batch, n_frames)
-            loop_idx = [(first_index + i) % len(self._avatar) for i in range(start, stop)]
-            for frame in render_batch(
-                self._generator, self._avatar, loop_idx, windows[start:stop], speaking[start:stop]
-            ):
-                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        return Wav2LipJob(first_index, windows, np.asarray(speaking, bool))
+
+    def render(self, items: Sequence[tuple[Wav2LipJob, int]]) -> list[np.ndarray]:
+        """Frames of any clauses of any sessions: the generator sees them as one batch (they
+        share the avatar, so only the loop frame and the mel window differ per item)."""
+        if not items:
+            return []
+        loop_idx = [(job.first_index + k) % len(self._avatar) for job, k in items]
+        windows = np.stack([job.windows[k] for job, k in items])
+        speaking = np.array([bool(job.speaking[k]) for job, k in items])
+        frames = render_batch(self._generator, self._avatar, loop_idx, windows, speaking)
+        return [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in frames]
+
+    def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
+        return frames_in_batches(self, pcm, first_index)
