@@ -18,6 +18,7 @@ import tempfile
 
 from services.endpoints import Endpoints
 from services.runner import setup_logging
+from services.gateway.access import AccessConfigError, resolve_token
 from services.supervisor import Supervisor
 
 logger = logging.getLogger("main")
@@ -82,6 +83,17 @@ def run(argv: list[str]) -> int:
     scheme = "https" if env.get("AVATAR_TLS_CERT") else "http"
     shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
     url = f"{scheme}://{shown_host}:{args.port}/"
+    # Off localhost the gateway requires a token; resolve it here so the printed URL carries it
+    # and the gateway (a child) uses the same one.
+    cache_dir = env.get("AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar"))
+    try:
+        token = resolve_token(env.get("AVATAR_HOST", args.host), env, cache_dir)
+    except AccessConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if token:
+        env["AVATAR_ACCESS_TOKEN"] = token
+        url += f"?token={token}"
 
     def on_ready() -> None:
         # The one line a person (and the tests) look for; stdout on purpose.

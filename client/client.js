@@ -440,9 +440,39 @@
     + "the microphone. Open it via http://localhost:<port>/ on this machine, or serve it over "
     + "HTTPS.";
 
+  // The access token (needed off localhost) comes in the URL the server printed. The server
+  // also sets a cookie when the page loads with it; this copy covers browsers that drop it.
+  const TOKEN_KEY = "avatar-token";
+  (function keepToken() {
+    const fromUrl = new URLSearchParams(window.location.search).get("token");
+    try {
+      if (fromUrl) window.sessionStorage.setItem(TOKEN_KEY, fromUrl);
+    } catch (err) { /* storage disabled: the cookie still works */ }
+  })();
+
+  function tokenQuery() {
+    let token = new URLSearchParams(window.location.search).get("token");
+    try {
+      token = token || window.sessionStorage.getItem(TOKEN_KEY);
+    } catch (err) { /* ignore */ }
+    return token ? `?token=${encodeURIComponent(token)}` : "";
+  }
+
   function wsUrl() {
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${window.location.host}/ws`;
+    return `${scheme}//${window.location.host}/ws${tokenQuery()}`;
+  }
+
+  // A refused WebSocket shows no reason to the page; the same check over HTTP says why.
+  async function refusalReason() {
+    try {
+      const response = await fetch(`/api/ice-servers${tokenQuery()}`, { cache: "no-store" });
+      if (response.ok) return null;
+      const body = await response.json();
+      return typeof body.message === "string" ? body.message : `the server refused (HTTP ${response.status})`;
+    } catch (err) {
+      return null;
+    }
   }
 
   function send(c, message) {
@@ -475,8 +505,11 @@
       c.ws = ws;
       api.ws = ws;
       ws.addEventListener("open", () => resolve(ws), { once: true });
-      ws.addEventListener("error", () => reject(new Error(`Could not connect to ${wsUrl()}.`)),
-        { once: true });
+      ws.addEventListener("error", async () => {
+        const reason = await refusalReason();
+        reject(new Error(reason ? `The server refused the connection: ${reason}.`
+          : `Could not connect to ${window.location.host}.`));
+      }, { once: true });
       ws.addEventListener("message", (event) => onSocketMessage(c, event));
       ws.addEventListener("close", (event) => onSocketClose(c, event));
     });

@@ -123,7 +123,7 @@
   async function checkIceServers() {
     let servers;
     try {
-      const response = await withTimeout(fetch("/api/ice-servers", { cache: "no-store" }), 5000, "answer");
+      const response = await withTimeout(fetch(`/api/ice-servers${window.location.search}`, { cache: "no-store" }), 5000, "answer");
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const body = await response.json();
       if (!body || !Array.isArray(body.iceServers)) throw new Error("the answer has no iceServers list");
@@ -256,7 +256,8 @@
 
   function wsUrl() {
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${window.location.host}/ws`;
+    const token = new URLSearchParams(window.location.search).get("token");
+    return `${scheme}//${window.location.host}/ws${token ? `?token=${encodeURIComponent(token)}` : ""}`;
   }
 
   // Opens /ws, says hello and resolves with {ws, config, messages} once the config arrives.

@@ -38,7 +38,9 @@ def serve() -> ServiceMain:
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context(settings))
         await site.start()
         scheme = "https" if settings.tls_cert else "http"
-        logger.info("serving %s://%s:%d/", scheme, settings.host, settings.port)
+        # Jupyter-style: the URL to open carries the token when one is required.
+        query = f"?token={settings.access_token}" if settings.access_token else ""
+        logger.info("serving %s://%s:%d/%s", scheme, settings.host, settings.port, query)
         await ready()
         try:
             await asyncio.Event().wait()

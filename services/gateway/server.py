@@ -28,8 +28,10 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.sdp import candidate_from_sdp
 
 from services import messages
-from services.gateway import signaling
+from services.gateway import signaling, turn
+from services.gateway.access import TOKEN_COOKIE, AccessPolicy
 from services.gateway.flow import FlowControl
+from services.gateway.limits import AddressCounter, SessionLimits
 from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.session import Session
@@ -76,11 +78,13 @@ class Gateway:
         self.flow = FlowControl(self._control, lambda: list(self.sessions.values()), self._on_media_lost)
         self._tasks: list[asyncio.Task[None]] = []
         self._fps_frames = 0
+        self.access = AccessPolicy(settings.access_token, settings.allowed_origins)
+        self._per_address = AddressCounter(settings.limits.sessions_per_address)
 
     # --- HTTP ------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_security_headers])
+        app = web.Application(middlewares=[_security_headers, self._require_token])
         client = self.settings.client_dir
         app.router.add_get("/", self._index)
         app.router.add_get("/ws", self._websocket)
@@ -93,7 +97,29 @@ class Gateway:
         return app
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(os.path.join(self.settings.client_dir, "client.html"))
+        response = web.FileResponse(os.path.join(self.settings.client_dir, "client.html"))
+        offered = request.query.get("token")
+        if self.access.token and offered and self.access.token_ok(offered):
+            # The page keeps the token: same-site requests (/ws, /api/*) carry it from now on.
+            response.set_cookie(
+                TOKEN_COOKIE, offered, httponly=True, samesite="Strict",
+                secure=request.scheme == "https", max_age=30 * 24 * 3600,
+            )
+        return response
+
+    @web.middleware
+    async def _require_token(self, request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
+        path = request.path
+        if self.access.token and (path in ("/ws", "/metrics") or path.startswith("/api/")):
+            if not self.access.token_ok(_offered_token(request)):
+                self.metrics.client_errors.labels("no_token").inc()
+                return web.json_response(
+                    {"type": "error", "code": "token_required",
+                     "message": "this avatar needs its access token: open the URL it printed at start "
+                                "(it ends in ?token=...)"},
+                    status=401,
+                )
+        return await handler(request)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "sessions": len(self.sessions)})
@@ -104,7 +130,14 @@ class Gateway:
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _ice_servers(self, request: web.Request) -> web.Response:
-        return web.json_response({"iceServers": list(self.settings.ice_servers)})
+        # Only reached past the token check; TURN credentials are minted fresh and expire.
+        return web.json_response({"iceServers": self._client_ice_servers("api-" + secrets.token_urlsafe(6))})
+
+    def _client_ice_servers(self, session_id: str) -> list[dict]:
+        servers = list(self.settings.ice_servers)
+        if self.settings.turn.enabled:
+            servers.append(turn.mint(self.settings.turn, session_id))
+        return servers
 
     # --- background loops ---------------------------------------------------------------------
 
@@ -114,6 +147,7 @@ class Gateway:
             asyncio.create_task(self._event_loop(), name="gateway-events"),
             asyncio.create_task(self._fps_loop(), name="gateway-fps"),
             asyncio.create_task(self.flow.run(), name="gateway-flow"),
+            asyncio.create_task(self._idle_loop(), name="gateway-idle"),
         ]
 
     async def _shutdown(self, app: web.Application) -> None:
@@ -190,6 +224,19 @@ class Gateway:
                 await self._on_event(msg)
             except Exception:
                 logger.exception("failed to handle %s", type(msg).__name__)
+
+    async def _idle_loop(self) -> None:
+        """Close sessions that have had no media and sent nothing for the idle timeout."""
+        timeout = self.settings.limits.idle_timeout_s
+        while True:
+            await asyncio.sleep(min(5.0, timeout / 4))
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if not session.has_media() and now - session.last_message_at > timeout:
+                    logger.info("Session(%s) idle for %.0f s without media: closing", session.id, timeout)
+                    session.error("idle_timeout", f"closed after {timeout:.0f} s without a call or a message; press Start to talk again")
+                    await session.flush_events()
+                    await session.ws.close()
 
     async def _fps_loop(self) -> None:
         # Once a second: delivered fps, and frames skipped because a track fell behind.
@@ -283,13 +330,28 @@ class Gateway:
 
     # --- WebSocket ----------------------------------------------------------------------------
 
-    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if not self.access.origin_ok(origin, request.scheme, request.host):
+            self.metrics.client_errors.labels("bad_origin").inc()
+            logger.info("refused a WebSocket from origin %r (serving %s://%s)", origin, request.scheme, request.host)
+            return web.json_response(
+                {"type": "error", "code": "bad_origin", "message": "this origin may not use the avatar"},
+                status=403,
+            )
         # A generous transport limit, so an oversized message gets our clear error instead of
         # a bare close code; signaling.parse enforces the real limit.
         ws = web.WebSocketResponse(heartbeat=20, max_msg_size=4 * signaling.MAX_MESSAGE_BYTES)
         await ws.prepare(request)
+        address = request.remote or "?"
+        refusal = None
         if len(self.sessions) >= self.settings.max_sessions:
-            await ws.send_json({"type": "error", "code": "busy", "message": "the avatar is busy: too many sessions, try again later"})
+            refusal = ("busy", "the avatar is busy: too many sessions, try again later")
+        elif not self._per_address.acquire(address):
+            refusal = ("too_many_sessions", f"at most {self.settings.limits.sessions_per_address} sessions per address")
+        if refusal is not None:
+            self.metrics.client_errors.labels(refusal[0]).inc()
+            await ws.send_json({"type": "error", "code": refusal[0], "message": refusal[1]})
             await ws.close()
             return ws
         sid = secrets.token_urlsafe(9)
@@ -300,31 +362,51 @@ class Gateway:
             on_unit=lambda unit: self._on_unit(session, unit),
         )
         session = Session(sid, ws, media)
+        session.address = address
+        session.limits = SessionLimits(self.settings.limits)
         self.sessions[sid] = session
         self.metrics.active_sessions.set(len(self.sessions))
         await self._control.send(messages.SessionOpened(sid))
         self.flow.poke()
-        logger.info("Session(%s) opened from %s", sid, request.remote)
+        logger.info("Session(%s) opened from %s", sid, address)
         try:
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    await self._on_client_message(session, msg.data)
+                    try:
+                        await self._on_client_message(session, msg.data)
+                    except Exception as exc:  # never let one message end the session
+                        logger.exception("Session(%s) failed to handle a message", sid)
+                        session.error("internal", f"the server could not handle that message: {exc}")
                 elif msg.type == WSMsgType.ERROR:
                     logger.info("Session(%s) websocket error: %s", sid, ws.exception())
         finally:
             await self._close_session(session)
         return ws
 
+    def _refuse(self, session: Session, code: str, message: str) -> None:
+        self.metrics.client_errors.labels(code).inc()
+        logger.info("Session(%s) refused a message: %s", session.id, message)
+        session.error(code, message)
+
     async def _on_client_message(self, session: Session, raw: str | bytes) -> None:
+        session.last_message_at = time.monotonic()
+        limits = session.limits
+        if not limits.message.take():
+            self._refuse(session, "rate_limited", "too many messages: slow down")
+            return
         try:
             msg = signaling.parse(raw)
         except signaling.ClientMessageError as exc:
-            self.metrics.client_errors.labels(exc.code).inc()
-            logger.info("Session(%s) refused a message: %s", session.id, exc)
-            session.error(exc.code, str(exc))
+            self._refuse(session, exc.code, str(exc))
+            return
+        if isinstance(msg, signaling.Text) and not limits.text.take():
+            self._refuse(session, "rate_limited", f"too many questions: wait {limits.text.retry_after_s():.0f} s")
+            return
+        if isinstance(msg, signaling.Offer) and not limits.offer.take():
+            self._refuse(session, "rate_limited", f"too many calls: wait {limits.offer.retry_after_s():.0f} s")
             return
         if isinstance(msg, signaling.Hello):
-            session.send({"type": "config", "session": session.id, "iceServers": list(self.settings.ice_servers)})
+            session.send({"type": "config", "session": session.id, "iceServers": self._client_ice_servers(session.id)})
             session.set_state("idle")
         elif isinstance(msg, signaling.Offer):
             await self._on_offer(session, msg)
@@ -405,11 +487,20 @@ class Gateway:
     async def _close_session(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is None:
             return
+        self._per_address.release(session.address)
         session.media.flush(session.turn + 1)
         await self._control.send(messages.SessionClosed(session.id))
         await session.close()
         self.metrics.active_sessions.set(len(self.sessions))
         logger.info("Session(%s) closed", session.id)
+
+
+def _offered_token(request: web.Request) -> str | None:
+    """The token from the query, an ``Authorization: token ...`` header, or the page's cookie."""
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("token "):
+        return auth[6:].strip()
+    return request.query.get("token") or request.cookies.get(TOKEN_COOKIE)
 
 
 @web.middleware

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
+from services.gateway.limits import LimitSettings, SessionLimits
 from services.gateway.media_clock import SessionMedia
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class Session:
         # AvatarFrames received for this session (any turn): the base of its flow credit.
         self.frames_received = 0
         self.connected_at: float | None = None
+        self.address = "?"
+        self.limits = SessionLimits(LimitSettings())
+        self.last_message_at = time.monotonic()
 
     # --- media --------------------------------------------------------------------------------
 
@@ -84,6 +88,12 @@ class Session:
         if state != self.state:
             self.state = state
             self.send({"type": "state", "state": state})
+
+    async def flush_events(self, timeout_s: float = 1.0) -> None:
+        """Wait (briefly) until queued events are written, e.g. an error before closing."""
+        deadline = time.monotonic() + timeout_s
+        while not self._outbox.empty() and time.monotonic() < deadline and not self.writer.done():
+            await asyncio.sleep(0.01)
 
     async def _write(self) -> None:
         while True:

@@ -7,7 +7,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.settings_util import SettingsError, env_int, env_str
+from services.gateway.access import AccessConfigError, parse_origins, resolve_token
+from services.gateway.limits import LimitSettings
+from services.gateway.turn import TurnSettings
+from services.settings_util import SettingsError, env_float, env_int, env_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,11 @@ class GatewaySettings:
     # How long after the avatar's last sound the microphone may still carry its echo.
     echo_tail_ms: int = 400
     metrics: bool = True
+    # Security (services/gateway/access.py): "" = no token needed (bound to loopback).
+    access_token: str = ""
+    allowed_origins: tuple[str, ...] = ()
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    turn: TurnSettings = field(default_factory=TurnSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "GatewaySettings":
@@ -40,8 +48,28 @@ class GatewaySettings:
         if not all(isinstance(s, dict) and "urls" in s for s in ice):
             raise SettingsError("AVATAR_ICE_SERVERS must be a JSON list of {\"urls\": ...} objects")
         here = os.path.dirname(os.path.abspath(__file__))
+        host = env_str(env, "AVATAR_HOST", "127.0.0.1")
+        cache_dir = env_str(env, "AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar"))
+        try:
+            token = resolve_token(host, env, cache_dir)
+            origins = parse_origins(env.get("AVATAR_ALLOWED_ORIGINS", ""))
+        except AccessConfigError as exc:
+            raise SettingsError(str(exc)) from exc
+        turn_urls = tuple(u.strip() for u in env.get("AVATAR_TURN_URLS", "").split(",") if u.strip())
+        turn_secret = env.get("AVATAR_TURN_SECRET", "")
+        if turn_urls and not turn_secret:
+            raise SettingsError("AVATAR_TURN_URLS needs AVATAR_TURN_SECRET (coturn's static-auth-secret)")
+        defaults = LimitSettings()
+        limits = LimitSettings(
+            text_burst=env_int(env, "AVATAR_TEXT_BURST", defaults.text_burst, 1, 1000),
+            text_per_min=env_int(env, "AVATAR_TEXT_PER_MIN", defaults.text_per_min, 1, 10000),
+            offer_burst=env_int(env, "AVATAR_OFFER_BURST", defaults.offer_burst, 1, 1000),
+            offer_per_min=env_int(env, "AVATAR_OFFER_PER_MIN", defaults.offer_per_min, 1, 10000),
+            sessions_per_address=env_int(env, "AVATAR_SESSIONS_PER_ADDRESS", defaults.sessions_per_address, 1, 1000),
+            idle_timeout_s=env_float(env, "AVATAR_IDLE_TIMEOUT_S", defaults.idle_timeout_s, 5.0, 86400.0),
+        )
         return cls(
-            host=env_str(env, "AVATAR_HOST", "127.0.0.1"),
+            host=host,
             port=env_int(env, "AVATAR_PORT", 8080, 1, 65535),
             client_dir=env_str(
                 env, "AVATAR_CLIENT_DIR", os.path.normpath(os.path.join(here, "..", "..", "client"))
@@ -53,4 +81,8 @@ class GatewaySettings:
             max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 8, 1, 1000),
             queue_ms=env_int(env, "AVATAR_QUEUE_MS", 200, 40, 5000),
             echo_tail_ms=env_int(env, "AVATAR_ECHO_TAIL_MS", 400, 0, 5000),
+            access_token=token,
+            allowed_origins=origins,
+            limits=limits,
+            turn=TurnSettings(turn_urls, turn_secret, env_int(env, "AVATAR_TURN_TTL_S", 3600, 60, 86400)),
         )

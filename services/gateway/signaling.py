@@ -67,6 +67,9 @@ def parse(raw: str | bytes) -> ClientMessage:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ClientMessageError("bad_json", f"message is not JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from exc
+    except RecursionError as exc:
+        # json's C decoder recurses per nesting level: "[" * 5000 exhausts the stack.
+        raise ClientMessageError("bad_json", "message is nested too deeply") from exc
     if not isinstance(data, dict):
         raise ClientMessageError("bad_message", "message must be a JSON object")
     kind = data.get("type")
