@@ -450,6 +450,38 @@
     } catch (err) { /* storage disabled: the cookie still works */ }
   })();
 
+  // The conversation id the server gave us: sent with hello, so a reconnect (or a restarted
+  // server) continues the same conversation instead of starting over.
+  const CONVERSATION_KEY = "avatar-conversation";
+
+  function keptConversation() {
+    try {
+      return window.sessionStorage.getItem(CONVERSATION_KEY) || "";
+    } catch (err) {
+      return "";
+    }
+  }
+
+  function keepConversation(id) {
+    try {
+      if (typeof id === "string" && id) window.sessionStorage.setItem(CONVERSATION_KEY, id);
+    } catch (err) { /* storage disabled: a reconnect starts a new conversation */ }
+  }
+
+  // After a reconnect the server sends what was said so far; show it once, as finished lines.
+  function showHistory(history) {
+    if (!Array.isArray(history) || ui.transcript.childElementCount > 0) return;
+    for (const item of history) {
+      if (!item || typeof item.text !== "string" || !item.text.trim()) continue;
+      const record = makeEntry(item.role === "user" ? "user" : "avatar", null);
+      record.text = item.text.trim();
+      record.final = true;
+      appendEntry(record);
+      syncRecord(record);
+    }
+    ui.transcript.scrollTop = ui.transcript.scrollHeight;
+  }
+
   function tokenQuery() {
     let token = new URLSearchParams(window.location.search).get("token");
     try {
@@ -529,6 +561,10 @@
       case "config":
         c.session = typeof msg.session === "string" ? msg.session : null;
         api.session = c.session;
+        keepConversation(msg.conversation);
+        api.conversation = typeof msg.conversation === "string" ? msg.conversation : null;
+        showHistory(msg.history);
+        reconnectAttempts = 0;
         c.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
         c.resolveConfig();
         break;
@@ -573,12 +609,29 @@
     }
   }
 
+  // A connection lost by accident (server restart, network blip) comes back by itself, with
+  // the same conversation; one the server closed on purpose (1000: busy, idle, refused) does not.
+  const RECONNECT_MAX_ATTEMPTS = 30;
+  const RECONNECT_MAX_DELAY_MS = 5000;
+  let reconnectAttempts = 0;
+  let reconnectTimer = null;
+
   function onSocketClose(c, event) {
     if (c.closed) return;
     const reason = event.reason ? `: ${event.reason}` : "";
+    const accidental = event.code !== 1000 && c.session !== null;
+    endCall(c, accidental ? "connecting" : (event.code === 1000 ? "closed" : "disconnected"));
+    if (accidental && reconnectAttempts < RECONNECT_MAX_ATTEMPTS) {
+      const delay = Math.min(RECONNECT_MAX_DELAY_MS, 500 * 2 ** reconnectAttempts);
+      reconnectAttempts += 1;
+      showError(`The connection to the server was lost (code ${event.code}${reason}); `
+        + `reconnecting in ${(delay / 1000).toFixed(1)} s...`, "reconnecting");
+      clearTimeout(reconnectTimer);
+      reconnectTimer = setTimeout(() => { startCall({ reconnect: true }); }, delay);
+      return;
+    }
     showError(`The connection to the server closed (code ${event.code}${reason}). `
       + "Press Start to connect again.");
-    endCall(c, event.code === 1000 ? "closed" : "disconnected");
   }
 
   function onTrack(c, event) {
@@ -635,8 +688,11 @@
     }
   }
 
-  async function startCall() {
+  async function startCall(options = {}) {
     if (call && !call.closed) return;
+    clearTimeout(reconnectTimer);
+    if (!options.reconnect) reconnectAttempts = 0;
+    else api.reconnects = (api.reconnects || 0) + 1;
     clearError();
     if (!window.isSecureContext || !navigator.mediaDevices
         || !navigator.mediaDevices.getUserMedia) {
@@ -665,8 +721,8 @@
     api.session = null;
     for (const key of Object.keys(api.stats)) delete api.stats[key];
     renderStages();
-    // A new session numbers its turns from the start again: keep the old lines on screen but
-    // never update them from the new session.
+    // A new session numbers its turns anew: keep the old lines on screen but never update them
+    // from the new session.
     entries.clear();
     setConnState("connecting");
     setAvatarState("idle");
@@ -691,13 +747,21 @@
       await openSocket(c);
     } catch (err) {
       if (c.closed) return;
-      showError(`${err.message} Is the server running?`, "websocket");
       endCall(c, "failed");
+      if (options.reconnect && reconnectAttempts < RECONNECT_MAX_ATTEMPTS) {
+        // The server is still restarting: keep trying, with the same backoff.
+        const delay = Math.min(RECONNECT_MAX_DELAY_MS, 500 * 2 ** reconnectAttempts);
+        reconnectAttempts += 1;
+        showError(`${err.message} Reconnecting in ${(delay / 1000).toFixed(1)} s...`, "reconnecting");
+        reconnectTimer = setTimeout(() => { startCall({ reconnect: true }); }, delay);
+        return;
+      }
+      showError(`${err.message} Is the server running?`, "websocket");
       return;
     }
     if (c.closed) return;
     refreshConnState();
-    send(c, { type: "hello", version: PROTOCOL_VERSION });
+    send(c, { type: "hello", version: PROTOCOL_VERSION, conversation: keptConversation() });
     c.pingTimer = setInterval(() => send(c, { type: "ping", t: Date.now() }), PING_INTERVAL_MS);
     c.statsTimer = setInterval(() => pollStats(c), STATS_INTERVAL_MS);
 
@@ -752,6 +816,8 @@
   });
 
   ui.hangup.addEventListener("click", () => {
+    clearTimeout(reconnectTimer);
+    reconnectAttempts = RECONNECT_MAX_ATTEMPTS;  // a hang-up is on purpose: no reconnect
     if (call) endCall(call, "closed");
   });
 

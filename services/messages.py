@@ -53,6 +53,9 @@ class UserText:
     source: str  # "speech" | "typed"
     # Wall-clock time (time.time()) at which the user stopped speaking; 0.0 when typed.
     speech_end_unix_s: float = 0.0
+    # The conversation before this turn, as a JSON list of {"role", "content"} chat messages.
+    # The gateway owns it and sends it every time, so a restarted LLM loses nothing.
+    history: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +228,17 @@ class ServiceRestarted:
     exit_code: int
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceHeartbeat:
+    """Sent every second from a service's event loop: silence means the loop is stuck."""
+
+    session: str  # always ""
+    turn: int
+    service: str
+    pid: int
+    at: float  # time.time() when sent
+
+
 Message = Union[
     AudioIn,
     UserText,
@@ -242,6 +256,7 @@ Message = Union[
     FlowCredit,
     ServiceReady,
     ServiceRestarted,
+    ServiceHeartbeat,
 ]
 
 _REGISTRY: dict[str, type] = {cls.__name__: cls for cls in get_args(Message)}

@@ -218,8 +218,14 @@ async def test_stop_and_typing_interrupt_the_same_way(timeline):
     await _settle()
     [typed] = [c for c in tl.control.pending() if isinstance(c, m.Interrupt)]
     assert typed.barge_in and typed.turn == 3
-    [question] = llm.pending()
-    assert question.text == "never mind" and question.turn == 3
+    spoken, question = llm.pending()  # the gateway asks the LLM for spoken and typed turns alike
+    assert (spoken.text, spoken.source, spoken.turn) == ("tell me a story", "speech", 1)
+    assert question.text == "never mind" and question.turn == 3 and question.source == "typed"
+    # The history sent with it: what the user said, and only what they heard of each answer.
+    assert json.loads(question.history) == [
+        {"role": "user", "content": "tell me a story"},
+        {"role": "assistant", "content": CLAUSES[0] + " ..."},  # cut off by Stop after clause 1
+    ]
     t_typed = tl.clock.now()
     await tl.run_until(2.0)
     assert all(u.idle for t, u in tl.played if t > t_typed + FRAME_S)

@@ -32,7 +32,6 @@ async def test_two_people_asking_at_once_both_hear_an_answer(avatar):
     assert slower <= 4 * faster + 6, first_audio
 
 
-@pytest.mark.xfail(strict=False, reason="issue 12: gateway flow control pending")
 async def test_a_typing_client_that_never_calls_does_not_block_a_real_one(avatar):
     # The WS-only client's answer has no media clock to play it; it must not hold up the
     # frames of the session that does.

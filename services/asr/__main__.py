@@ -26,9 +26,7 @@ def serve() -> ServiceMain:
         engine = await asyncio.to_thread(build_engine, settings)
         await asyncio.to_thread(SileroVad)  # load once now so the first session starts fast
         ep = transport.endpoints
-        service = AsrService(
-            engine, SileroVad, settings, transport.push(ep.llm_in), transport.push(ep.gateway_events)
-        )
+        service = AsrService(engine, SileroVad, settings, transport.push(ep.gateway_events))
         inbox, control = transport.pull(ep.asr_in), transport.subscribe(ep.control)
         await ready()
         await service.run(inbox, control)

@@ -1,7 +1,8 @@
 """The ASR stage: microphone audio in; speech onsets, transcripts and finished utterances out.
 
 Onsets go to the gateway at once (they drive barge-in); partial and final transcripts go to
-the gateway for the page; finished utterances go down the chain to the LLM.
+the gateway, which shows them and, for a final one, asks the LLM with the conversation so far
+(the gateway owns the conversation, so it is the one that sends the question on).
 """
 
 from __future__ import annotations
@@ -33,13 +34,11 @@ class AsrService:
         engine: AsrEngine,
         make_vad: Callable[[], SpeechProbability],
         settings: AsrSettings,
-        out: Sender,
         events: Sender,
     ) -> None:
         self._engine = engine
         self._make_vad = make_vad
         self._settings = settings
-        self._out = out
         self._events = events
         self.turns = TurnTracker()
         self._trackers: dict[str, UtteranceTracker] = {}
@@ -107,10 +106,6 @@ class AsrService:
         )
         await self._events.send(messages.StageTiming(session, turn, "asr", "endpoint", event.endpoint_ms))
         await self._events.send(messages.StageTiming(session, turn, "asr", "final", event.decode_ms))
-        if event.text:
-            await self._out.send(
-                messages.UserText(session, turn, event.text, "speech", event.speech_end_unix_s)
-            )
 
     async def run(self, inbox: Receiver, control: Receiver) -> None:
         await serve_stage("asr", self, messages.AudioIn, inbox, control, self._lanes, self._pool)

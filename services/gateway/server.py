@@ -2,13 +2,15 @@
 messages between the browser and the pipeline.
 
     browser --ws/json--> Gateway --AudioIn--> asr        (data, PUSH)
-                         Gateway --UserText--> llm       (typed text, PUSH)
+                         Gateway --UserText--> llm       (spoken or typed, with the history)
                          Gateway <--AvatarFrame-- lipsync (data, PULL)
                          Gateway <--events-- every stage (PULL)
                          Gateway --control--> every stage (PUB)
 
 The gateway owns the turn of each session: it bumps it when the user starts speaking, types,
-or presses Stop, broadcasts ``Interrupt`` and flushes its own output queue at once.
+or presses Stop, broadcasts ``Interrupt`` and flushes its own output queue at once. It owns the
+conversation too (services/gateway/conversation.py): what the user said and what they heard,
+kept on disk and sent with every LLM request.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from aiortc.sdp import candidate_from_sdp
 from services import messages
 from services.gateway import signaling, turn
 from services.gateway.access import TOKEN_COOKIE, AccessPolicy
+from services.gateway.conversation import ConversationStore
 from services.gateway.flow import FlowControl
 from services.gateway.limits import AddressCounter, SessionLimits
 from services.gateway.media_clock import OutputUnit, SessionMedia
@@ -80,6 +83,7 @@ class Gateway:
         self._fps_frames = 0
         self.access = AccessPolicy(settings.access_token, settings.allowed_origins)
         self._per_address = AddressCounter(settings.limits.sessions_per_address)
+        self.conversations = ConversationStore(settings.conversations_db)
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -208,14 +212,25 @@ class Gateway:
                 self._deliver_text(session, unit.turn, unit.text, unit.final)
 
     def _deliver_text(self, session: Session, turn: int, text: str, final: bool) -> None:
-        """The answer's words and its end, for a session that does not play them."""
+        """The answer's words and its end, for a session that does not play them (it reads them)."""
         if text:
+            session.heard.append(text)
             session.send({"type": "transcript", "role": "avatar", "text": text, "final": False, "turn": turn})
         if final:
-            session.send({"type": "transcript", "role": "avatar", "text": "", "final": True, "turn": turn})
-            session.send({"type": "stats", "turn": turn, "stages": session.turn_stats(turn).stages})
-            session.heard = []
-            session.set_state("listening")
+            self._answer_done(session, turn)
+
+    def _answer_done(self, session: Session, turn: int) -> None:
+        self.conversations.record_answer(session.conversation, turn, " ".join(session.heard), interrupted=False)
+        session.send({"type": "transcript", "role": "avatar", "text": "", "final": True, "turn": turn})
+        session.send({"type": "stats", "turn": turn, "stages": session.turn_stats(turn).stages})
+        session.heard = []
+        session.set_state("listening")
+
+    async def _ask(self, session: Session, turn: int, text: str, source: str, speech_end_unix_s: float) -> None:
+        """Record the question and send it to the LLM with the conversation so far."""
+        history = session.conversation.history_json(before_turn=turn)
+        self.conversations.record_user(session.conversation, turn, text)
+        await self._llm.send(messages.UserText(session.id, turn, text, source, speech_end_unix_s, history))
 
     async def _event_loop(self) -> None:
         while True:
@@ -269,6 +284,7 @@ class Gateway:
                 session.turn_stats(msg.turn).speech_end_unix_s = msg.speech_end_unix_s
                 if msg.text:
                     session.set_state("thinking")
+                    await self._ask(session, msg.turn, msg.text, "speech", msg.speech_end_unix_s)
         elif isinstance(msg, messages.StageTiming):
             self.metrics.stage_latency.labels(msg.stage, msg.name).observe(msg.ms)
             key = _STAGE_KEYS.get((msg.stage, msg.name), f"{msg.stage}_{msg.name}_ms")
@@ -292,6 +308,8 @@ class Gateway:
         if dropped:
             self.metrics.frames.labels("dropped").inc(dropped)
         session.heard = []
+        if barge_in:
+            self.conversations.record_answer(session.conversation, old_turn, heard, interrupted=True)
         await self._control.send(messages.Interrupt(session.id, session.turn, heard, barge_in))
         if barge_in:
             self.metrics.interrupts.inc()
@@ -323,10 +341,7 @@ class Gateway:
             session.heard.append(unit.text)
             session.send({"type": "transcript", "role": "avatar", "text": unit.text, "final": False, "turn": unit.turn})
         if unit.final:
-            session.send({"type": "transcript", "role": "avatar", "text": "", "final": True, "turn": unit.turn})
-            session.send({"type": "stats", "turn": unit.turn, "stages": stats.stages})
-            session.heard = []
-            session.set_state("listening")
+            self._answer_done(session, unit.turn)
 
     # --- WebSocket ----------------------------------------------------------------------------
 
@@ -364,6 +379,7 @@ class Gateway:
         session = Session(sid, ws, media)
         session.address = address
         session.limits = SessionLimits(self.settings.limits)
+        session.conversation = self.conversations.open(None)
         self.sessions[sid] = session
         self.metrics.active_sessions.set(len(self.sessions))
         await self._control.send(messages.SessionOpened(sid))
@@ -382,6 +398,16 @@ class Gateway:
         finally:
             await self._close_session(session)
         return ws
+
+    def _resume(self, session: Session, conversation_id: str) -> None:
+        """Continue the page's conversation (after a reconnect or a gateway restart), or start one."""
+        if session.conversation.id and session.conversation.id == conversation_id:
+            return
+        session.conversation = self.conversations.open(conversation_id or None)
+        if session.conversation.exchanges:
+            # Turn numbers continue, so stored exchanges are never overwritten.
+            session.turn = max(session.turn, session.conversation.exchanges[-1].turn)
+            logger.info("Session(%s) continues a conversation of %d exchanges", session.id, len(session.conversation.exchanges))
 
     def _refuse(self, session: Session, code: str, message: str) -> None:
         self.metrics.client_errors.labels(code).inc()
@@ -406,7 +432,11 @@ class Gateway:
             self._refuse(session, "rate_limited", f"too many calls: wait {limits.offer.retry_after_s():.0f} s")
             return
         if isinstance(msg, signaling.Hello):
-            session.send({"type": "config", "session": session.id, "iceServers": self._client_ice_servers(session.id)})
+            self._resume(session, msg.conversation)
+            session.send({
+                "type": "config", "session": session.id, "iceServers": self._client_ice_servers(session.id),
+                "conversation": session.conversation.id, "history": session.conversation.transcript(),
+            })
             session.set_state("idle")
         elif isinstance(msg, signaling.Offer):
             await self._on_offer(session, msg)
@@ -417,7 +447,7 @@ class Gateway:
             session.send({"type": "transcript", "role": "user", "text": msg.text, "final": True, "turn": turn})
             session.turn_stats(turn).speech_end_unix_s = time.time()
             session.set_state("thinking")
-            await self._llm.send(messages.UserText(session.id, turn, msg.text, "typed", time.time()))
+            await self._ask(session, turn, msg.text, "typed", time.time())
         elif isinstance(msg, signaling.InterruptRequest):
             await self.new_turn(session, reason="stop button")
         elif isinstance(msg, signaling.Ping):

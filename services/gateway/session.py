@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
+from services.gateway.conversation import Conversation
 from services.gateway.limits import LimitSettings, SessionLimits
 from services.gateway.media_clock import SessionMedia
 
@@ -58,6 +59,8 @@ class Session:
         self.address = "?"
         self.limits = SessionLimits(LimitSettings())
         self.last_message_at = time.monotonic()
+        # Replaced by the stored one when the page says hello with the id it kept.
+        self.conversation = Conversation("")
 
     # --- media --------------------------------------------------------------------------------
 

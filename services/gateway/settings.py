@@ -36,6 +36,8 @@ class GatewaySettings:
     allowed_origins: tuple[str, ...] = ()
     limits: LimitSettings = field(default_factory=LimitSettings)
     turn: TurnSettings = field(default_factory=TurnSettings)
+    # Conversations (services/gateway/conversation.py); ":memory:" keeps them in this process only.
+    conversations_db: str = ":memory:"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "GatewaySettings":
@@ -85,4 +87,5 @@ class GatewaySettings:
             allowed_origins=origins,
             limits=limits,
             turn=TurnSettings(turn_urls, turn_secret, env_int(env, "AVATAR_TURN_TTL_S", 3600, 60, 86400)),
+            conversations_db=env_str(env, "AVATAR_CONVERSATIONS_DB", os.path.join(cache_dir, "conversations.sqlite3")),
         )

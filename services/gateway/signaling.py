@@ -28,6 +28,7 @@ class ClientMessageError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Hello:
     version: int
+    conversation: str = ""  # the id the page kept, to continue a conversation after a reconnect
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,12 @@ def _hello(data: dict[str, Any]) -> Hello:
     version = data.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version != 1:
         raise ClientMessageError("bad_version", "unsupported protocol version (this server speaks 1)")
-    return Hello(version)
+    conversation = data.get("conversation", "")
+    if conversation is None:
+        conversation = ""
+    if not isinstance(conversation, str) or len(conversation) > 64:
+        raise ClientMessageError("bad_field", "'hello' field 'conversation' must be a short string")
+    return Hello(version, conversation)
 
 
 def _offer(data: dict[str, Any]) -> Offer:
