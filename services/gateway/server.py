@@ -454,6 +454,12 @@ class Gateway:
             session.send({"type": "pong", "t": msg.t})
 
     async def _on_offer(self, session: Session, offer: signaling.Offer) -> None:
+        calls = sum(1 for s in self.sessions.values() if s.pc is not None and s is not session)
+        if calls >= self.settings.max_calls:
+            # Admission: one more call would take every call below 25 fps. Typing still works.
+            self._refuse(session, "busy", f"the avatar is busy: {calls} calls at once is all this machine can hold at "
+                                          "full frame rate; try again shortly (typed questions still work)")
+            return
         if session.pc is not None:
             # A new offer replaces the call (e.g. the page restarted it).
             old, session.pc = session.pc, None

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 from services.gateway.access import AccessConfigError, parse_origins, resolve_token
 from services.gateway.limits import LimitSettings
 from services.gateway.turn import TurnSettings
-from services.settings_util import SettingsError, env_float, env_int, env_str
+from services.settings_util import SettingsError, env_float, env_int, env_str, profile
+
+
+# Calls one box holds at 25 fps each. cpu: the embedded default on a 2-core CPU, measured with
+# `python -m bench.bench_concurrency` (3 calls kept >= 24 fps; a 4th pushed everyone below).
+# gpu: on paper from cross-session batched Wav2Lip (docs/capacity.md); measure on your card.
+DEFAULT_MAX_CALLS = {"cpu": 3, "gpu": 8}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +31,11 @@ class GatewaySettings:
     # RTCIceServer dicts handed to the browser and to aiortc, e.g. a coturn TURN server.
     ice_servers: tuple[dict, ...] = field(default_factory=tuple)
     avatar: str = ""
-    max_sessions: int = 8
+    max_sessions: int = 16
+    # Calls (sessions with media) at once: past this the box cannot hold 25 fps for everyone,
+    # so a new call gets "busy" and the admitted ones do not degrade. Measured defaults: see
+    # DEFAULT_MAX_CALLS.
+    max_calls: int = 3
     # Output queue per session, in media time (backpressure bound).
     queue_ms: int = 200
     # How long after the avatar's last sound the microphone may still carry its echo.
@@ -80,7 +90,8 @@ class GatewaySettings:
             tls_key=env_str(env, "AVATAR_TLS_KEY", ""),
             ice_servers=ice,
             avatar=env_str(env, "AVATAR_IMAGE", ""),
-            max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 8, 1, 1000),
+            max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 16, 1, 1000),
+            max_calls=env_int(env, "AVATAR_MAX_CALLS", DEFAULT_MAX_CALLS[profile(env)], 1, 1000),
             queue_ms=env_int(env, "AVATAR_QUEUE_MS", 200, 40, 5000),
             echo_tail_ms=env_int(env, "AVATAR_ECHO_TAIL_MS", 400, 0, 5000),
             access_token=token,
