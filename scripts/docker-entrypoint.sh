@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Container entrypoint: make sure the gateway has a TLS certificate, then run the command.
+# Container entrypoint: make sure the gateway has a TLS certificate, then run the command; a
+# service that stops on a configuration error parks instead of restart-looping.
 #
 # Browsers give a page the microphone only in a secure context, and a GPU box is reached from
 # another machine, so the gateway serves HTTPS. When AVATAR_TLS_CERT and AVATAR_TLS_KEY name
@@ -11,6 +12,17 @@
 #   AVATAR_TLS_CERT, AVATAR_TLS_KEY  certificate and key paths (both, or neither)
 #   AVATAR_PUBLIC_HOST               host name or IP browsers use; added to the certificate
 #   AVATAR_TLS_DAYS                  validity of a generated certificate (default 825)
+#
+# Configuration errors. docker-compose.yml restarts a stage service that exits (`restart:
+# unless-stopped`, so that crashes heal and everything comes back after a reboot), but a wrong
+# setting fails the same way on every start: Docker would loop on it forever, burying the reason
+# in repeated logs. So `python -m services.<stage>` runs as a child of this script, and when it
+# exits with a status that means "configuration error", the reason stays the last thing in the
+# log and the container waits idle instead (it shows as unhealthy) until it is recreated or
+# restarted. Those statuses:
+#   2   a bad AVATAR_* setting (services/cli.py) or command line (argparse)
+#   78  EX_CONFIG: the GPU profile cannot use CUDA (services/cuda_check.py), or AVATAR_LIPSYNC_ENGINE
+#       is wav2lip and there is no Wav2Lip checkpoint (checked here, before Python loads a model)
 set -euo pipefail
 
 log() { printf 'docker-entrypoint: %s\n' "$*" >&2; }
@@ -73,9 +85,80 @@ ensure_certificate() {
     log "browsers will warn once about this certificate; accept it to continue"
 }
 
+EX_CONFIG=78
+
+# Prints the checkpoint path when the lip-sync settings ask for Wav2Lip and the file is missing.
+# The project's own settings code resolves engine and path (profile defaults included); if it
+# cannot parse them, print nothing and let the service report the bad setting itself.
+missing_wav2lip_checkpoint() {
+    python - <<'PY' 2>/dev/null || true
+import os
+from services.lipsync.settings import LipsyncSettings
+s = LipsyncSettings.from_env()
+if s.engine == "wav2lip" and not os.path.isfile(s.wav2lip_checkpoint):
+    print(s.wav2lip_checkpoint or "(none configured)")
+PY
+}
+
+# Logs why, then waits for `docker stop` (the container's init passes SIGTERM on to sleep).
+park() {
+    local service="$1" status="$2"
+    log "$service stopped on a configuration error (exit status $status, reason above)."
+    log "Restarting cannot fix that, so this container now waits idle instead of restart-looping."
+    log "Fix it (.env, the host's GPU setup or the files in AVATAR_DATA_DIR), then run"
+    log "  docker compose up -d          (after editing .env: recreates what changed)"
+    log "  docker compose restart $service   (after fixing the host or adding a file)"
+    exec sleep infinity
+}
+
+# Runs a stage service as a child, passing on the signals Docker sends, and parks on a
+# configuration error; any other status is this script's own, so restart policies still apply.
+run_stage() {
+    local service="$1"
+    shift
+    if [[ "$service" == "lipsync" ]]; then
+        local missing
+        missing="$(missing_wav2lip_checkpoint)"
+        if [[ -n "$missing" ]]; then
+            log "lipsync: AVATAR_LIPSYNC_ENGINE=wav2lip, but there is no Wav2Lip checkpoint at $missing."
+            log "Wav2Lip's weights are licensed for non-commercial use only and never downloaded for you:"
+            log "get wav2lip_gan.pth from https://github.com/Rudrabha/Wav2Lip and put it in AVATAR_DATA_DIR"
+            log "on the host (mounted at /data; AVATAR_WAV2LIP_CHECKPOINT names the file), or set"
+            log "AVATAR_LIPSYNC_ENGINE=musetalk in .env (MIT weights, fetched automatically)."
+            park "$service" "$EX_CONFIG"
+        fi
+    fi
+    # Docker stops a container with SIGTERM to this script (under `init: true`, tini passes it
+    # on); the service needs it for its phased shutdown. Background children ignore SIGINT, so
+    # both become SIGTERM. Trapped before the start, so that an early signal is not lost.
+    local child="" stopping="" status
+    trap 'stopping=1; [[ -z "$child" ]] || kill -TERM "$child" 2>/dev/null || true' TERM INT
+    "$@" &
+    child=$!
+    if [[ -n "$stopping" ]]; then
+        kill -TERM "$child" 2>/dev/null || true
+    fi
+    # `wait` returns early when a trapped signal arrives; the child may still be shutting down.
+    while kill -0 "$child" 2>/dev/null; do
+        wait "$child" || true
+    done
+    status=0
+    wait "$child" || status=$?  # bash keeps the status of a reaped child
+    trap - TERM INT
+    # Not after `docker stop`: a service that stops then is done, whatever its status.
+    if [[ -z "$stopping" && ( "$status" == 2 || "$status" == "$EX_CONFIG" ) ]]; then
+        park "$service" "$status"
+    fi
+    exit "$status"
+}
+
 # Only the process that serves HTTPS needs a certificate; the other services share this script.
 if [[ "$*" == *"services.gateway"* || "$*" == *"main.py"* && "$*" != *"main.py fetch"* ]]; then
     ensure_certificate
+fi
+
+if [[ "$*" =~ services\.(gateway|asr|llm|tts|lipsync) ]]; then
+    run_stage "${BASH_REMATCH[1]}" "$@"
 fi
 
 exec "$@"

@@ -168,9 +168,27 @@ def test_every_service_setting_parses_with_the_services_own_code(config: dict) -
     tts = TtsSettings.from_env(_container_env(services["tts"]))
     assert tts.engine.startswith("coqui") and tts.voice.startswith("/models/")
     lipsync = LipsyncSettings.from_env(_container_env(services["lipsync"]))
-    assert lipsync.engine == "wav2lip"
-    assert lipsync.wav2lip_checkpoint.startswith("/data/")
+    # A first start runs with what `fetch` downloads: MuseTalk, not Wav2Lip (never fetched).
+    assert lipsync.engine == "musetalk"
     assert lipsync.musetalk_dir.startswith("/models/")
+    assert lipsync.wav2lip_checkpoint.startswith("/data/")
+
+
+def test_wav2lip_is_one_uncommented_line_away(tmp_path: Path) -> None:
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    assert "# AVATAR_LIPSYNC_ENGINE=wav2lip" in lines
+    env = tmp_path / ".env"
+    env.write_text("\n".join(
+        "AVATAR_LIPSYNC_ENGINE=wav2lip" if line == "# AVATAR_LIPSYNC_ENGINE=wav2lip"
+        else line for line in lines if not line.startswith("AVATAR_LIPSYNC_ENGINE=")
+    ) + "\n")
+    result = _compose(["config", "--format", "json"], env)
+    assert result.returncode == 0, result.stderr
+    lipsync = LipsyncSettings.from_env(_container_env(json.loads(result.stdout)["services"]["lipsync"]))
+    assert lipsync.engine == "wav2lip"
+    assert lipsync.wav2lip_checkpoint == "/data/wav2lip_gan.pth"
+    documented = next(line for line in lines if "AVATAR_DATA_DIR/wav2lip_gan.pth" in line)
+    assert documented.startswith("#"), "the comment says where the file goes"
 
 
 def test_gateway_is_published_on_8443_and_told_about_turn(config: dict) -> None:
@@ -321,6 +339,81 @@ def test_entrypoint_generates_a_certificate_once_and_runs_the_command(tmp_path: 
     before = cert.read_bytes()
     again = _run_entrypoint(tmp_path, "sh", "-c", "exit 0", "services.gateway", **tls)
     assert again.returncode == 0 and cert.read_bytes() == before, "a certificate is made only once"
+
+
+def _entrypoint_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    # The venv's python first: the lip-sync preflight runs `python` with the project's settings.
+    return {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "HOME": str(tmp_path), **env}
+
+
+def _entrypoint_status(tmp_path: Path, *command: str, **env: str) -> int:
+    return subprocess.run(
+        ["bash", str(ENTRYPOINT), *command], cwd=REPO, capture_output=True, text=True,
+        timeout=30, check=False, env=_entrypoint_env(tmp_path, **env),
+    ).returncode
+
+
+def _parked_log(tmp_path: Path, *command: str, **env: str) -> str:
+    """The entrypoint's log once it parks: it must still be running, and stop on SIGTERM."""
+    with subprocess.Popen(
+        ["bash", str(ENTRYPOINT), *command], cwd=REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, env=_entrypoint_env(tmp_path, **env),
+    ) as proc:
+        assert proc.stderr is not None
+        log = []
+        for line in proc.stderr:  # blocks on the pipe until the script writes; no polling
+            log.append(line)
+            if "docker compose restart" in line:
+                break
+        still_running = proc.poll() is None
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert still_running, "".join(log)
+    return "".join(log)
+
+
+@pytest.mark.parametrize("status", [2, 78])
+def test_entrypoint_parks_a_stage_that_stops_on_a_configuration_error(tmp_path: Path, status: int) -> None:
+    # 2 = bad setting (services/cli.py), 78 = EX_CONFIG (services/cuda_check.py): a restart
+    # policy would loop on them, so the container waits with the reason as its last words.
+    log = _parked_log(tmp_path, "sh", "-c", f"echo no CUDA here >&2; exit {status}", "services.llm")
+    assert "no CUDA here" in log
+    assert f"configuration error (exit status {status}" in log
+    assert "docker compose restart llm" in log
+
+
+def test_entrypoint_passes_crashes_and_sigterm_through(tmp_path: Path) -> None:
+    assert _entrypoint_status(tmp_path, "sh", "-c", "exit 1", "services.tts") == 1, (
+        "a crash is left to the restart policy"
+    )
+    script = (
+        "import signal, sys\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))\n"
+        "print('up', flush=True)\n"
+        "signal.pause()\n"
+    )
+    with subprocess.Popen(
+        ["bash", str(ENTRYPOINT), sys.executable, "-c", script, "services.llm"], cwd=REPO,
+        stdout=subprocess.PIPE, text=True, env=_entrypoint_env(tmp_path),
+    ) as proc:
+        assert proc.stdout is not None and proc.stdout.readline() == "up\n"
+        proc.terminate()  # what `docker stop` does (tini passes it to the script)
+        proc.communicate(timeout=10)
+    assert proc.returncode == 3, "the service gets SIGTERM and its status comes back"
+
+
+def test_entrypoint_parks_lipsync_without_its_wav2lip_checkpoint(tmp_path: Path) -> None:
+    missing = tmp_path / "wav2lip_gan.pth"
+    wav2lip = {"AVATAR_PROFILE": "gpu", "AVATAR_LIPSYNC_ENGINE": "wav2lip",
+               "AVATAR_WAV2LIP_CHECKPOINT": str(missing)}
+    log = _parked_log(tmp_path, "sh", "-c", "echo started >&2", "services.lipsync", **wav2lip)
+    assert "started" not in log, "the service must not even start"
+    assert f"no Wav2Lip checkpoint at {missing}" in log and "AVATAR_LIPSYNC_ENGINE=musetalk" in log
+    missing.write_bytes(b"a checkpoint")
+    assert _entrypoint_status(tmp_path, "sh", "-c", "exit 0", "services.lipsync", **wav2lip) == 0
+    assert _entrypoint_status(tmp_path, "sh", "-c", "exit 0", "services.lipsync",
+                              AVATAR_PROFILE="gpu", AVATAR_LIPSYNC_ENGINE="musetalk") == 0
 
 
 def test_entrypoint_leaves_other_services_and_half_configs_alone(tmp_path: Path) -> None:

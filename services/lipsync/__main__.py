@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from services.cli import service_main
+from services.cuda_check import require_cuda
 from services.lipsync.engines import build_engine
 from services.lipsync.service import LipsyncService
 from services.lipsync.settings import LipsyncSettings
@@ -36,6 +37,7 @@ def check() -> None:
 
 
 if __name__ == "__main__":
+    require_cuda("lipsync")  # first: on the GPU profile, no CUDA = a clear exit before any model loads
     sys.exit(
         service_main(
             "lipsync", "Lip-sync: avatar frames with their audio (animation, Wav2Lip, MuseTalk).",

@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from services.cli import service_main
+from services.cuda_check import require_cuda
 from services.llm.engines import build_engine
 from services.llm.service import LlmService
 from services.llm.settings import LlmSettings
@@ -32,4 +33,5 @@ def check() -> None:
 
 
 if __name__ == "__main__":
+    require_cuda("llm")  # first: on the GPU profile, no CUDA = a clear exit before any model loads
     sys.exit(service_main("llm", "Language model: streamed answers cut into clauses.", check, serve))

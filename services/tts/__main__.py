@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from services.cli import service_main
+from services.cuda_check import require_cuda
 from services.runner import Ready, ServiceMain
 from services.transport import Transport
 from services.tts.engines import build_engine
@@ -32,4 +33,5 @@ def check() -> None:
 
 
 if __name__ == "__main__":
+    require_cuda("tts")  # first: on the GPU profile, no CUDA = a clear exit before any model loads
     sys.exit(service_main("tts", "Text to speech per clause: Piper or Coqui, at 16 kHz.", check, serve))
