@@ -19,17 +19,20 @@ def serve() -> ServiceMain:
 
     async def main(transport: Transport, ready: Ready) -> None:
         engine = await asyncio.to_thread(build_engine, settings)
-        ep = transport.endpoints
-        service = LlmService(engine, settings, transport.push(ep.tts_in), transport.push(ep.gateway_events))
-        inbox, control = transport.pull(ep.llm_in), transport.subscribe(ep.control)
-        await ready()
-        await service.run(inbox, control)
+        try:
+            ep = transport.endpoints
+            service = LlmService(engine, settings, transport.push(ep.tts_in), transport.push(ep.gateway_events))
+            inbox, control = transport.pull(ep.llm_in), transport.subscribe(ep.control)
+            await ready()
+            await service.run(inbox, control)
+        finally:
+            engine.close()
 
     return main
 
 
 def check() -> None:
-    build_engine(LlmSettings.from_env())
+    build_engine(LlmSettings.from_env()).close()
 
 
 if __name__ == "__main__":

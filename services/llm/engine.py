@@ -1,8 +1,10 @@
 """The language-model engine interface.
 
 ``stream`` is a blocking generator run in a worker thread. It must check ``should_stop``
-between tokens (a StoppingCriteria for transformers, a closed HTTP stream for a server) so that
-a barge-in stops generation within a token or two.
+between tokens (every decode step of the transformers engine's batch, a closed HTTP stream for a
+server) so that a barge-in stops generation within a token or two. Engines serve many sessions
+at once: ``stream`` may be called from several threads concurrently and no call waits for
+another's answer. ``close`` releases what the engine owns (threads, connections).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ class LlmEngine(Protocol):
     name: str
 
     def stream(
-        self, messages: list[ChatMessage], should_stop: Callable[[], bool]
+        self,
+        messages: list[ChatMessage],
+        should_stop: Callable[[], bool],
+        max_new_tokens: int | None = None,
     ) -> Iterator[str]:
         """Yield pieces of the answer as they are generated."""
 
@@ -26,6 +31,9 @@ class LlmEngine(Protocol):
 
     @property
     def context_tokens(self) -> int: ...
+
+    def close(self) -> None:
+        """Stop what the engine owns; later streams fail."""
 
 
 class LlmModelMissing(RuntimeError):

@@ -132,13 +132,18 @@ class OpenAiEngine:
     # --- the main method -----------------------------------------------------------------
 
     def stream(
-        self, messages: list[ChatMessage], should_stop: Callable[[], bool]
+        self,
+        messages: list[ChatMessage],
+        should_stop: Callable[[], bool],
+        max_new_tokens: int | None = None,
     ) -> Iterator[str]:
+        # Every stream has its own connection and nothing here is shared while streaming, so
+        # concurrent sessions reach the server concurrently and it batches them.
         body = {
             "model": self._resolve_model(),
             "messages": messages,
             "stream": True,
-            "max_tokens": self._max_new_tokens,
+            "max_tokens": max_new_tokens or self._max_new_tokens,
             "temperature": self._temperature,
         }
         path = f"{self._address.base_path}/chat/completions"
@@ -170,6 +175,9 @@ class OpenAiEngine:
             # The response holds its own reference to the socket, so close both.
             resp.close()
             conn.close()
+
+    def close(self) -> None:
+        """Nothing to release: each stream closes its own connection."""
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         if self._tokenize_supported is False:

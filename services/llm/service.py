@@ -30,8 +30,13 @@ class LlmService:
         self.turns = TurnTracker()
         self._histories: dict[str, History] = {}
         self._lanes: SessionLanes[messages.UserText] = SessionLanes("llm", self._answer, maxsize=4)
-        # Generation itself runs on the engine's thread; this pool only steps its streamer.
-        self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="llm-stream")
+        # Generation itself runs on the engine's thread(s); this pool only waits for each
+        # stream's next piece, so it must never be what makes one session wait for another:
+        # one thread per admitted session for its answer, plus one for the last step of an
+        # interrupted answer that is still leaving.
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            2 * settings.max_sessions, thread_name_prefix="llm-stream"
+        )
 
     def history(self, session: str) -> History:
         hist = self._histories.get(session)
@@ -100,9 +105,9 @@ class LlmService:
             await self._events.send(messages.StageError(session, turn, "llm", f"LLM failed: {exc}"))
             await self._out.send(messages.TextChunk(session, turn, index, "", True))
         finally:
-            # Closing the generator joins the generate thread (the stale check ends it). If a
-            # step is still running in the pool (we were cancelled mid-step), that step sees
-            # the stale turn and finishes by itself.
+            # Closing the generator takes the request out of the engine's batch. If a step is
+            # still running in the pool (we were cancelled mid-step), that step sees the stale
+            # turn and finishes by itself within one decode step.
             with contextlib.suppress(ValueError):
                 await loop.run_in_executor(self._pool, stream.close)
 

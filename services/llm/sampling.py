@@ -1,0 +1,56 @@
+"""Next-token choice for a batch of rows, the way ``model.generate()`` makes it.
+
+Repetition penalty is applied from a per-row "seen" mask over the vocabulary instead of from
+padded ``input_ids``: rows of a batch have different lengths, and a pad id would be penalised
+as if it had been said. The arithmetic is transformers' RepetitionPenaltyLogitsProcessor's,
+so greedy choices match generate() with the same penalty. Sampling adds temperature, top-k
+and top-p with transformers' own warpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float = 0.0  # 0 = greedy
+    repetition_penalty: float = 1.1
+    # generate()'s defaults when the model's generation_config sets none.
+    top_k: int = 50
+    top_p: float = 1.0
+
+
+class Sampler:
+    def __init__(self, sampling: Sampling) -> None:
+        self.sampling = sampling
+        self._warpers = []
+        if sampling.temperature > 0:
+            if sampling.top_k > 0:
+                self._warpers.append(TopKLogitsWarper(sampling.top_k))
+            if sampling.top_p < 1.0:
+                self._warpers.append(TopPLogitsWarper(sampling.top_p))
+
+    def penalize(self, logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """Float32 scores with the repetition penalty applied. ``logits`` [B, V] (any float
+        dtype); ``seen`` [B, V] bool marks the tokens already in each row's prompt or answer."""
+        scores = logits.float()
+        penalty = self.sampling.repetition_penalty
+        if penalty == 1.0:
+            return scores
+        penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
+        return torch.where(seen, penalized, scores)
+
+    def pick(self, logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+        """One token id per row (see ``penalize`` for the arguments)."""
+        scores = self.penalize(logits, seen)
+        if self.sampling.temperature <= 0:
+            return scores.argmax(dim=-1)
+        scores = scores / self.sampling.temperature
+        for warp in self._warpers:
+            scores = warp(None, scores)  # these warpers look at the scores only
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, num_samples=1).squeeze(1)
