@@ -115,7 +115,10 @@ class FakeLlm:
     def count_tokens(self, messages) -> int:
         return sum(len(m["content"]) // 4 + 1 for m in messages)
 
-    def stream(self, messages, should_stop):
+    def close(self) -> None:
+        pass
+
+    def stream(self, messages, should_stop, max_new_tokens=None):
         self.prompts.append(messages)
         for i, word in enumerate(self.answer.split(" ")):
             if should_stop():

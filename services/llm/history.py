@@ -1,56 +1,68 @@
-"""Per-session conversation history, trimmed to the model's context window."""
+"""The prompt for one answer: the persona, the conversation so far, the question.
+
+The gateway owns the conversation (services/gateway/conversation.py) and sends it with every
+request (``UserText.history``), already holding only what the user actually heard of each
+answer. So this stage keeps no conversation state and a restart loses nothing; it only trims
+the history to the model's context window.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from services.llm.engine import ChatMessage
 
+logger = logging.getLogger(__name__)
 
-@dataclass(slots=True)
-class Exchange:
-    turn: int
-    user: str
-    assistant: str = ""
-    interrupted: bool = False
+_ROLES = ("user", "assistant")
+_MAX_MESSAGES = 128  # far more than the gateway keeps (32 exchanges); the rest is garbage
 
 
-@dataclass(slots=True)
-class History:
-    persona: str
-    exchanges: list[Exchange] = field(default_factory=list)
-    max_exchanges: int = 32
+def parse_history(raw: str) -> list[ChatMessage]:
+    """The gateway's JSON history as chat messages; anything malformed is skipped, not fatal."""
+    if not raw:
+        return []
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        logger.warning("ignoring a history that is not JSON")
+        return []
+    if not isinstance(data, list):
+        return []
+    out: list[ChatMessage] = []
+    for item in data[-_MAX_MESSAGES:]:
+        if isinstance(item, dict) and item.get("role") in _ROLES and isinstance(item.get("content"), str):
+            out.append({"role": item["role"], "content": item["content"]})
+    return out
 
-    def start(self, turn: int, user: str) -> Exchange:
-        ex = Exchange(turn, user)
-        self.exchanges.append(ex)
-        del self.exchanges[: -self.max_exchanges]
-        return ex
 
-    def heard_only(self, before_turn: int, heard: str) -> None:
-        """Barge-in: the answer older than ``before_turn`` keeps only what the user heard."""
-        for ex in reversed(self.exchanges):
-            if ex.turn < before_turn:
-                if not ex.interrupted:
-                    ex.assistant = heard.strip()
-                    ex.interrupted = True
-                return
+def build_prompt(
+    persona: str,
+    history: list[ChatMessage],
+    question: str,
+    count_tokens: Callable[[list[ChatMessage]], int],
+    budget: int,
+) -> list[ChatMessage]:
+    """System prompt + as many recent exchanges as fit in ``budget`` tokens + the question.
 
-    def messages(self, count_tokens: Callable[[list[ChatMessage]], int], budget: int) -> list[ChatMessage]:
-        """System prompt + as many recent exchanges as fit in ``budget`` tokens.
-
-        The newest exchange (the question being answered) is always kept.
-        """
-        system: list[ChatMessage] = [{"role": "system", "content": self.persona}]
-        kept: list[ChatMessage] = []
-        for i, ex in enumerate(reversed(self.exchanges)):
-            msgs: list[ChatMessage] = [{"role": "user", "content": ex.user}]
-            if ex.assistant and i > 0:
-                text = ex.assistant + (" ..." if ex.interrupted else "")
-                msgs.append({"role": "assistant", "content": text})
-            candidate = msgs + kept
-            if i > 0 and count_tokens(system + candidate) > budget:
-                break
-            kept = candidate
-        return system + kept
+    Whole exchanges are dropped from the oldest end, so the model never sees an answer without
+    the question it answered. The question itself is always kept.
+    """
+    system: list[ChatMessage] = [{"role": "system", "content": persona}]
+    asked: list[ChatMessage] = [{"role": "user", "content": question}]
+    # Group into exchanges: a user message and the assistant messages that follow it.
+    exchanges: list[list[ChatMessage]] = []
+    for msg in history:
+        if msg["role"] == "user" or not exchanges:
+            exchanges.append([msg])
+        else:
+            exchanges[-1].append(msg)
+    kept: list[ChatMessage] = []
+    for exchange in reversed(exchanges):
+        candidate = exchange + kept
+        if count_tokens(system + candidate + asked) > budget:
+            break
+        kept = candidate
+    return system + kept + asked

@@ -13,7 +13,7 @@ from services.control import serve_stage
 from services.lanes import SessionLanes, iterate_in_thread
 from services.llm.clauses import ClauseSplitter
 from services.llm.engine import LlmEngine
-from services.llm.history import History
+from services.llm.history import build_prompt, parse_history
 from services.llm.settings import LlmSettings
 from services.transport import Receiver, Sender
 from services.turns import TurnTracker
@@ -28,7 +28,6 @@ class LlmService:
         self._out = out
         self._events = events
         self.turns = TurnTracker()
-        self._histories: dict[str, History] = {}
         self._lanes: SessionLanes[messages.UserText] = SessionLanes("llm", self._answer, maxsize=4)
         # Generation itself runs on the engine's thread(s); this pool only waits for each
         # stream's next piece, so it must never be what makes one session wait for another:
@@ -37,12 +36,6 @@ class LlmService:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             2 * settings.max_sessions, thread_name_prefix="llm-stream"
         )
-
-    def history(self, session: str) -> History:
-        hist = self._histories.get(session)
-        if hist is None:
-            hist = self._histories[session] = History(self._settings.persona)
-        return hist
 
     async def handle(self, msg: messages.UserText) -> None:
         if self.turns.is_stale(msg.session, msg.turn):
@@ -54,19 +47,17 @@ class LlmService:
 
     def on_interrupt(self, msg: messages.Interrupt) -> None:
         self._lanes.interrupt(msg.session)
-        if msg.barge_in:
-            self.history(msg.session).heard_only(msg.turn, msg.heard_text)
 
     def on_close(self, session: str) -> None:
         self._lanes.close(session)
-        self._histories.pop(session, None)
 
     async def _answer(self, msg: messages.UserText) -> None:
         session, turn = msg.session, msg.turn
-        hist = self.history(session)
-        exchange = hist.start(turn, msg.text)
         budget = max(256, self._engine.context_tokens - self._settings.max_new_tokens)
-        chat = hist.messages(self._engine.count_tokens, budget)
+        # The conversation comes with the question (the gateway owns it): nothing kept here.
+        chat = build_prompt(
+            self._settings.persona, parse_history(msg.history), msg.text, self._engine.count_tokens, budget
+        )
 
         def stale() -> bool:
             return self.turns.is_stale(session, turn)
@@ -75,7 +66,6 @@ class LlmService:
         index = 0
         started = time.monotonic()
         first_token = True
-        answer: list[str] = []
         loop = asyncio.get_running_loop()
         stream = self._engine.stream(chat, stale)
         try:
@@ -83,7 +73,6 @@ class LlmService:
                 if first_token:
                     first_token = False
                     await self._timing(session, turn, "first_token", started)
-                answer.append(piece)
                 for clause in splitter.feed(piece):
                     if index == 0:
                         await self._timing(session, turn, "first_clause", started)
@@ -95,7 +84,6 @@ class LlmService:
                 await self._out.send(messages.TextChunk(session, turn, index, clause, False))
                 index += 1
             await self._out.send(messages.TextChunk(session, turn, index, "", True))
-            exchange.assistant = "".join(answer).strip()
             logger.info(
                 "Session(%s) turn %d: %d clauses in %.0f ms", session, turn, index,
                 (time.monotonic() - started) * 1000,

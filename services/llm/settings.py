@@ -39,7 +39,7 @@ class LlmSettings:
     threads: int = 1
     # Sessions the gateway admits (the same AVATAR_MAX_SESSIONS): each may stream an answer at
     # the same time, so the service sizes its stream threads by it.
-    max_sessions: int = 8
+    max_sessions: int = 16
     # Answers decoded together in one batched step; later ones wait FIFO for a slot.
     max_batch: int = 16
 
@@ -63,6 +63,6 @@ class LlmSettings:
                 env, "AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar")
             ),
             threads=env_int(env, "AVATAR_LLM_THREADS", 0 if gpu else 1, 0, 256),
-            max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 8, 1, 1000),
+            max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 16, 1, 1000),
             max_batch=env_int(env, "AVATAR_LLM_MAX_BATCH", 16, 1, 256),
         )
