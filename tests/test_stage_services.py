@@ -1,5 +1,6 @@
-import json
 """LLM, TTS and lip-sync stages on fake engines: streaming, ordering, staleness, barge-in."""
+
+import json
 
 import asyncio
 import threading

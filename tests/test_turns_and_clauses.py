@@ -1,5 +1,6 @@
-import json
 """Turn tracking (stale work is dropped) and clause cutting of streamed LLM text."""
+
+import json
 
 from services.llm.clauses import ClauseSplitter, clean_for_speech
 from services.llm.history import build_prompt, parse_history
