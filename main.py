@@ -2,7 +2,8 @@
 
 ``python main.py`` starts the five services (gateway, asr, llm, tts, lipsync) as separate
 processes, waits until every one is ready, prints the URL to open, restarts a service that
-dies, and stops everything cleanly on Ctrl-C / SIGTERM.
+dies or hangs (no heartbeat for AVATAR_HEARTBEAT_TIMEOUT_S, default 10 s), and stops
+everything cleanly on Ctrl-C / SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import sys
 import tempfile
 
 from services.endpoints import Endpoints
-from services.runner import setup_logging
 from services.gateway.access import AccessConfigError, resolve_token
+from services.heartbeat import heartbeat_timeout_s
+from services.runner import setup_logging
+from services.settings_util import SettingsError
 from services.supervisor import Supervisor
 
 logger = logging.getLogger("main")
@@ -77,9 +80,16 @@ def run(argv: list[str]) -> int:
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TRANSFORMERS_OFFLINE", "1")
     setup_logging("main")
+    try:
+        heartbeat_timeout = heartbeat_timeout_s(env)
+    except SettingsError as exc:
+        print(f"main: bad setting: {exc}", file=sys.stderr)
+        return 2
     run_dir = tempfile.mkdtemp(prefix="avatar-")
     endpoints = Endpoints.from_env({**env, "AVATAR_RUN_DIR": run_dir, "AVATAR_SUPERVISOR": f"ipc://{run_dir}/supervisor.sock"})
     env.update(endpoints.to_env())
+    # The services' heartbeat files (services/health.py) go in this run's folder too.
+    env["AVATAR_RUN_DIR"] = run_dir
     scheme = "https" if env.get("AVATAR_TLS_CERT") else "http"
     shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
     url = f"{scheme}://{shown_host}:{args.port}/"
@@ -99,7 +109,9 @@ def run(argv: list[str]) -> int:
         # The one line a person (and the tests) look for; stdout on purpose.
         print(f"Avatar ready: open {url}", flush=True)
 
-    supervisor = Supervisor(env, endpoints, ready_timeout_s=args.ready_timeout)
+    supervisor = Supervisor(
+        env, endpoints, ready_timeout_s=args.ready_timeout, heartbeat_timeout_s=heartbeat_timeout
+    )
 
     async def main() -> int:
         loop = asyncio.get_running_loop()

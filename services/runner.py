@@ -1,9 +1,11 @@
-"""What every service process does around its own work: logging, signals, readiness.
+"""What every service process does around its own work: logging, signals, readiness, heartbeats.
 
 A service's entry point builds its settings, then calls ``run_service(name, main)`` where
 ``main(transport, ready)`` is its top-level coroutine and calls ``ready()`` once its models are
-loaded and its sockets are bound. SIGTERM and SIGINT cancel ``main`` (phased shutdown: the
-coroutine's ``finally`` blocks run), then the sockets close.
+loaded and its sockets are bound. ``ready()`` tells the supervisor and starts the heartbeat
+(services/heartbeat.py), a task on this loop that beats until the service stops. SIGTERM and
+SIGINT cancel ``main`` (phased shutdown: the coroutine's ``finally`` blocks run), then the
+heartbeat, then the sockets close.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from collections.abc import Awaitable, Callable
 
 from services import messages
 from services.endpoints import Endpoints
+from services.health import heartbeat_path, remove_record
+from services.heartbeat import Heartbeat
 from services.transport import Transport
 
 logger = logging.getLogger(__name__)
 
 Ready = Callable[[], Awaitable[None]]
+_HEARTBEAT_STOP_S = 1.0
 ServiceMain = Callable[[Transport, Ready], Awaitable[None]]
 
 
@@ -51,11 +56,22 @@ async def _run(service: str, main: ServiceMain, endpoints: Endpoints) -> None:
     loop = asyncio.get_running_loop()
     transport = Transport(endpoints)
     supervisor = transport.push(endpoints.supervisor) if endpoints.supervisor else None
+    beat_file = heartbeat_path(service)
+    # A file left by an earlier run (a container restart keeps /tmp) would say "healthy" for a
+    # process that is still loading, with a pid that may now be someone else's.
+    remove_record(beat_file)
+    heartbeat: asyncio.Task[None] | None = None
 
     async def ready() -> None:
+        nonlocal heartbeat
+        if heartbeat is not None:
+            return
         logger.info("%s ready (pid %d)", service, os.getpid())
         if supervisor is not None:
             await supervisor.send(messages.ServiceReady("", 0, service, os.getpid()))
+        heartbeat = asyncio.create_task(
+            Heartbeat(service, supervisor, beat_file).run(), name=f"{service}-heartbeat"
+        )
 
     task = asyncio.create_task(main(transport, ready), name=f"{service}-main")
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -64,5 +80,10 @@ async def _run(service: str, main: ServiceMain, endpoints: Endpoints) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(_HEARTBEAT_STOP_S):
+                    await heartbeat
         transport.close()
         logger.info("%s stopped", service)
