@@ -202,6 +202,15 @@
     const final = msg.final === true;
     const key = entryKey(role, turn);
     let record = entries.get(key);
+    if (msg.merged === true) {
+      // The user went on speaking before the answer started: this line joined the next turn,
+      // which the server shows whole.
+      if (record) {
+        record.el.remove();
+        entries.delete(key);
+      }
+      return;
+    }
     if (!record && role === "user") record = adoptPendingUserEntry(turn, text);
     if (!record) {
       // An avatar answer that ends with nothing said leaves no empty bubble behind.

@@ -116,6 +116,12 @@ class ConversationStore:
                 self._write(conv, ex)
                 return
 
+    def discard(self, conv: Conversation, turn: int) -> None:
+        """Forget an unanswered question (it joined the next turn: one thought, one turn)."""
+        conv.exchanges = [e for e in conv.exchanges if e.turn != turn]
+        with self._lock:
+            self._db.execute("DELETE FROM exchanges WHERE conversation = ? AND turn = ?", (conv.id, turn))
+
     def _write(self, conv: Conversation, ex: Exchange) -> None:
         with self._lock:
             self._db.execute(

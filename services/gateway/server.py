@@ -230,6 +230,7 @@ class Gateway:
         """Record the question and send it to the LLM with the conversation so far."""
         history = session.conversation.history_json(before_turn=turn)
         self.conversations.record_user(session.conversation, turn, text)
+        session.asked = (turn, text)
         await self._llm.send(messages.UserText(session.id, turn, text, source, speech_end_unix_s, history))
 
     async def _event_loop(self) -> None:
@@ -282,9 +283,14 @@ class Gateway:
             session.send({"type": "transcript", "role": "user", "text": msg.text, "final": msg.final, "turn": msg.turn})
             if msg.final:
                 session.turn_stats(msg.turn).speech_end_unix_s = msg.speech_end_unix_s
-                if msg.text:
+                # What was said before a pause that the avatar had not answered yet joins in.
+                text = " ".join(t for t in (session.carry, msg.text) if t)
+                session.carry = ""
+                if text:
+                    if text != msg.text:
+                        session.send({"type": "transcript", "role": "user", "text": text, "final": True, "turn": msg.turn})
                     session.set_state("thinking")
-                    await self._ask(session, msg.turn, msg.text, "speech", msg.speech_end_unix_s)
+                    await self._ask(session, msg.turn, text, "speech", msg.speech_end_unix_s)
         elif isinstance(msg, messages.StageTiming):
             self.metrics.stage_latency.labels(msg.stage, msg.name).observe(msg.ms)
             key = _STAGE_KEYS.get((msg.stage, msg.name), f"{msg.stage}_{msg.name}_ms")
@@ -298,10 +304,24 @@ class Gateway:
     # --- turns ------------------------------------------------------------------------------
 
     async def new_turn(self, session: Session, reason: str) -> int:
-        """Start a new turn; if the avatar was answering, cut it off (barge-in)."""
-        barge_in = session.state in ("thinking", "speaking")
+        """Start a new turn; if the avatar was answering, cut it off (barge-in).
+
+        One turn for one thought: if the user speaks again while the avatar is still thinking
+        (its voice has not started), that is the same thought continuing, not a barge-in on an
+        answer nobody heard: the answer in flight is dropped, and the question asked so far is
+        carried into the new turn, to be asked again together with what is said now.
+        """
+        continuation = reason == "speech" and session.state == "thinking" and session.asked is not None
+        barge_in = session.state in ("thinking", "speaking") and not continuation
         heard = " ".join(session.heard).strip()
         old_turn = session.turn
+        if continuation:
+            asked_turn, asked_text = session.asked
+            session.carry = f"{session.carry} {asked_text}".strip() if session.carry else asked_text
+            self.conversations.discard(session.conversation, asked_turn)
+            session.send({"type": "transcript", "role": "user", "text": "", "final": True, "turn": asked_turn, "merged": True})
+            logger.info("Session(%s) turn %d continues in turn %d (spoke again before the answer)", session.id, old_turn, old_turn + 1)
+        session.asked = None
         session.turn += 1
         dropped = session.media.flush(session.turn)
         self.flow.poke()
@@ -331,6 +351,7 @@ class Gateway:
         stats = session.turn_stats(unit.turn)
         if not stats.first_audio_sent:
             stats.first_audio_sent = True
+            session.asked = None  # the answer is audible now: speaking again is a barge-in
             session.set_state("speaking")
             if stats.speech_end_unix_s:
                 ms = (time.time() - stats.speech_end_unix_s) * 1000

@@ -61,6 +61,10 @@ class Session:
         self.last_message_at = time.monotonic()
         # Replaced by the stored one when the page says hello with the id it kept.
         self.conversation = Conversation("")
+        # The question of the current turn while its answer is not audible yet (turn, text), and
+        # what carries over when the user goes on speaking before the answer starts.
+        self.asked: tuple[int, str] | None = None
+        self.carry = ""
 
     # --- media --------------------------------------------------------------------------------
 
