@@ -14,9 +14,10 @@ Three kinds of entry:
 Destinations are relative to the models folder and match the defaults in the services'
 settings (``services/*/settings.py``), so a fetched model is found without further config.
 
-Known hashes: none of the archive hashes below are pinned yet (we could not obtain them from a
-trusted source offline), so every ``sha256`` is None = "verify the size if known and report the
-hash". Pin them after a first verified download (the fetcher prints them).
+Known hashes: the archive hashes below are not pinned yet (we could not obtain them from a
+trusted source offline), so their ``sha256`` is None = "verify the size if known and report the
+hash". Pin them after a first verified download (the fetcher prints them). The S3FD weights are
+pinned: see the note at their entry.
 """
 
 from __future__ import annotations
@@ -191,6 +192,23 @@ MANIFEST: tuple[Entry, ...] = (
         license="Apache-2.0",
         profiles=("gpu",),
         note="audio features for MuseTalk",
+    ),
+    # The face detector Wav2Lip and MuseTalk prepare avatars with (services/face). The file
+    # name carries the first 10 hex digits of its sha256 (torch.hub's naming convention); the
+    # full hash and size are the ones several independent projects record for this URL, and
+    # they agree with that prefix. services/face checks the hash again before loading.
+    UrlFile(
+        name="s3fd",
+        url="https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth",
+        dest="face/s3fd-619a316812.pth",
+        sha256="619a31681264d3f7f7fc7a16a42cbbe8b23f31a256f75a366e5a1bcd59b33543",
+        size_bytes=89_843_225,
+        license="BSD-3-Clause (face-alignment)",
+        profiles=("gpu",),
+        note=(
+            "S3FD face detector weights as published by 1adrianb/face-alignment (BSD-3-Clause), "
+            "converted from sfzhang15/SFD, trained on WIDER FACE; about 90 MB"
+        ),
     ),
     UserSupplied(
         name="wav2lip",
