@@ -76,9 +76,11 @@ class FakeLipsync:
 
     def __init__(self) -> None:
         self.batches: list[list[tuple[object, int]]] = []
+        self.contexts: list[tuple[int | None, int | None]] = []  # (len(before), len(after)) per prepare
         self.fail_next = False
 
-    def prepare(self, pcm: np.ndarray, first_index: int):
+    def prepare(self, pcm: np.ndarray, first_index: int, before=None, after=None):
+        self.contexts.append((None if before is None else len(before), None if after is None else len(after)))
         return _FakeJob(first_index, -(-len(pcm) // 640))
 
     def render(self, items) -> list[np.ndarray]:

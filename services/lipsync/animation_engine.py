@@ -74,19 +74,16 @@ class AnimationEngine:
     def max_batch(self) -> int:
         return 8  # no model: a batch only bounds how long one render call holds the thread
 
-    def prepare(self, pcm: np.ndarray, first_index: int) -> AnimationJob:
+    def prepare(
+        self, pcm: np.ndarray, first_index: int, before: np.ndarray | None = None, after: np.ndarray | None = None
+    ) -> AnimationJob:
         """The mouth envelope over the whole clause (the tail padded with silence)."""
-        pcm = np.asarray(pcm, np.int16)
-        n_frames = -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME)
-        # A fresh envelope per clause: clauses of several sessions are prepared in turn.
+        # A fresh envelope per clause (clauses of several sessions are prepared in turn), warmed
+        # on the voice before it so the mouth does not snap shut where a stream was cut.
         envelope = MouthEnvelope()
-        openness = []
-        for i in range(n_frames):
-            unit = pcm[i * SAMPLES_PER_VIDEO_FRAME : (i + 1) * SAMPLES_PER_VIDEO_FRAME]
-            if len(unit) < SAMPLES_PER_VIDEO_FRAME:
-                unit = np.pad(unit, (0, SAMPLES_PER_VIDEO_FRAME - len(unit)))
-            openness.append(envelope.frame_openness(unit))
-        return AnimationJob(first_index, tuple(openness))
+        for unit in _units(before):
+            envelope.frame_openness(unit)
+        return AnimationJob(first_index, tuple(envelope.frame_openness(u) for u in _units(pcm)))
 
     def render(self, items: Sequence[tuple[AnimationJob, int]]) -> list[np.ndarray]:
         out = []
@@ -102,3 +99,14 @@ class AnimationEngine:
     def idle_frame(self, index: int) -> np.ndarray:
         """The silent avatar at frame ``index``: mouth closed, blinking and breathing."""
         return self._animator(index).render(0.0, index * SECONDS_PER_FRAME)
+
+
+def _units(pcm: np.ndarray | None) -> list[np.ndarray]:
+    """640-sample units; the last one padded with silence."""
+    if pcm is None or len(pcm) == 0:
+        return []
+    pcm = np.asarray(pcm, np.int16)
+    n = -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME)
+    padded = np.zeros(n * SAMPLES_PER_VIDEO_FRAME, np.int16)
+    padded[: len(pcm)] = pcm
+    return list(padded.reshape(n, SAMPLES_PER_VIDEO_FRAME))

@@ -43,11 +43,20 @@ class LipsyncEngine(Protocol):
     def max_batch(self) -> int:
         """Frames per ``render`` call that the engine runs best at."""
 
-    def prepare(self, pcm: np.ndarray, first_index: int) -> ClauseJob:
+    def prepare(
+        self,
+        pcm: np.ndarray,
+        first_index: int,
+        before: np.ndarray | None = None,
+        after: np.ndarray | None = None,
+    ) -> ClauseJob:
         """Per-clause work for 16 kHz int16 ``pcm``: ceil(len(pcm) / 640) frames.
 
         ``first_index`` is the running frame counter of the session, so an engine that walks an
-        avatar video loop continues where the last clause stopped.
+        avatar video loop continues where the last clause stopped. ``before`` (a whole number of
+        640-sample units) and ``after`` are the voice around ``pcm`` when it is one piece of a
+        longer stream (streaming TTS): the engine's look-behind and look-ahead windows see the
+        real neighbouring audio instead of silence, so piece boundaries leave no trace.
         """
 
     def render(self, items: Sequence[tuple[ClauseJob, int]]) -> list[np.ndarray]:

@@ -33,6 +33,7 @@ class MuseTalkJob:
     first_index: int
     speaking: np.ndarray  # (n,) bool
     features: ClauseFeatures | None  # whisper features of the clause; None when all silent
+    skip: int = 0  # frames of look-behind context encoded before the clause's first frame
 
     @property
     def n_frames(self) -> int:
@@ -105,15 +106,25 @@ class MuseTalkEngine:
     def max_batch(self) -> int:
         return self._batch_size
 
-    def prepare(self, pcm: np.ndarray, first_index: int) -> MuseTalkJob:
+    def prepare(
+        self, pcm: np.ndarray, first_index: int, before: np.ndarray | None = None, after: np.ndarray | None = None
+    ) -> MuseTalkJob:
         n_frames = math.ceil(len(pcm) / SAMPLES_PER_VIDEO_FRAME)
         if n_frames == 0:
-            return MuseTalkJob(first_index, np.zeros(0, bool), None)
-        audio = pcm.astype(np.float32) / 32768.0
-        speaking = np.asarray(speaking_frames(audio, n_frames, self._silence_dbfs), bool)
+            return MuseTalkJob(first_index, np.zeros(0, bool), None, 0)
+        # Frame i's window is [t - 80 ms, t + 120 ms]: encode the neighbouring voice of a stream
+        # with the clause, and slice this clause's frames out of it.
+        lead = len(before) // SAMPLES_PER_VIDEO_FRAME * SAMPLES_PER_VIDEO_FRAME if before is not None else 0
+        body = n_frames * SAMPLES_PER_VIDEO_FRAME
+        tail = after if after is not None and len(pcm) == body else np.zeros(0, np.int16)
+        parts = [before[len(before) - lead :] if lead else np.zeros(0, np.int16), pcm, tail]
+        audio = np.concatenate([np.asarray(p, np.int16) for p in parts]).astype(np.float32) / 32768.0
+        skip = lead // SAMPLES_PER_VIDEO_FRAME
+        total = math.ceil(len(audio) / SAMPLES_PER_VIDEO_FRAME)
+        speaking = np.asarray(speaking_frames(audio, total, self._silence_dbfs), bool)[skip : skip + n_frames]
         # Whisper only runs when some frame speaks; the features are then sliced per frame.
         features = ClauseFeatures(self._featurizer, audio) if speaking.any() else None
-        return MuseTalkJob(first_index, speaking, features)
+        return MuseTalkJob(first_index, speaking, features, skip)
 
     def render(self, items: Sequence[tuple[MuseTalkJob, int]]) -> list[np.ndarray]:
         """Frames of any clauses of any sessions; every talking face goes through one UNet + VAE
@@ -124,7 +135,8 @@ class MuseTalkEngine:
         faces: dict[int, np.ndarray] = {}
         if talking:
             windows = np.concatenate(
-                [items[i][0].features.windows(items[i][1], items[i][1] + 1) for i in talking]
+                [items[i][0].features.windows(items[i][0].skip + items[i][1], items[i][0].skip + items[i][1] + 1)
+                 for i in talking]
             )
             latents = avatar.latents[[loop[i] for i in talking]]
             faces = dict(zip(talking, self._renderer.generate(latents, windows), strict=True))

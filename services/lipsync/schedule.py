@@ -22,19 +22,32 @@ from services.media import SAMPLES_PER_VIDEO_FRAME
 
 @dataclass(slots=True, eq=False)
 class Clause:
+    """A piece of a session's voice, rendered as ``n_frames`` frames.
+
+    ``texts`` maps a frame to the words that start under it (a streamed clause's pieces are
+    re-cut into whole frames, so a clause's text may start inside one). ``before``/``after`` are
+    the voice around the piece, for the engine's look-behind and look-ahead windows.
+    """
+
     session: str
     turn: int
-    text: str
+    texts: dict[int, str]
     final: bool
     pcm: np.ndarray
     n_frames: int
+    before: np.ndarray | None = None
+    after: np.ndarray | None = None
     first_index: int = -1  # the session's running index of frame 0, set when first scheduled
     job: ClauseJob | None = None  # prepared in the worker thread before its first render
     scheduled: int = 0  # frames handed to a batch so far
 
     @classmethod
     def of(cls, session: str, turn: int, text: str, final: bool, pcm: np.ndarray) -> Clause:
-        return cls(session, turn, text, final, pcm, -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME))
+        return cls(session, turn, {0: text} if text else {}, final, pcm, -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME))
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.texts[k] for k in sorted(self.texts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +65,7 @@ class FrameSlot:
 
     @property
     def text(self) -> str:
-        return self.clause.text if self.k in (0, None) else ""
+        return self.clause.texts.get(0 if self.k is None else self.k, "")
 
 
 @dataclass(slots=True)

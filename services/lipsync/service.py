@@ -20,6 +20,7 @@ from services import messages
 from services.control import serve_stage
 from services.lipsync.engine import LipsyncEngine
 from services.lipsync.schedule import Clause, FrameSlot, SessionFlow, pick_batch
+from services.lipsync.voice_stream import HOLD_MAX_S, VoiceStream
 from services.media import SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
 from services.transport import Receiver, Sender
 from services.turns import TurnTracker
@@ -49,6 +50,7 @@ class LipsyncService:
         self._max_batch = max(1, max_batch or engine.max_batch)
         self.turns = TurnTracker()
         self._flows: dict[str, SessionFlow] = {}
+        self._streams: dict[str, VoiceStream] = {}
         # One render at a time: the model is shared, and a batch already spans sessions.
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lipsync")
         self._wake = asyncio.Event()
@@ -70,18 +72,32 @@ class LipsyncService:
         flow = self._flow(msg.session)
         if self.turns.advance(msg.session, msg.turn):
             self._drop(msg.session)
-        clause = Clause.of(msg.session, msg.turn, msg.text, msg.final, msg.pcm)
-        if flow.pending_frames() + clause.n_frames > MAX_PENDING_FRAMES:
-            logger.warning("Session(%s) turn %d: voice backlog full, clause dropped", msg.session, msg.turn)
-            await self._events.send(messages.StageError(
-                msg.session, msg.turn, "lipsync", "the answer is longer than lip-sync can hold; part was dropped"
-            ))
-            if not msg.final:
-                return
-            clause = Clause.of(msg.session, msg.turn, "", True, msg.pcm[:0])
+        stream = self._streams.get(msg.session)
+        if stream is None:
+            stream = self._streams[msg.session] = VoiceStream(msg.session)
         self._first_audio.setdefault((msg.session, msg.turn), time.monotonic())
-        flow.clauses.append(clause)
+        for clause in stream.feed(msg.turn, msg.text, msg.pcm, msg.final):
+            await self._queue(flow, clause)
         self._wake.set()
+
+    async def _queue(self, flow: SessionFlow, clause: Clause) -> None:
+        if flow.pending_frames() + clause.n_frames > MAX_PENDING_FRAMES:
+            logger.warning("Session(%s) turn %d: voice backlog full, clause dropped", clause.session, clause.turn)
+            await self._events.send(messages.StageError(
+                clause.session, clause.turn, "lipsync", "the answer is longer than lip-sync can hold; part was dropped"
+            ))
+            if not clause.final:
+                return
+            clause = Clause.of(clause.session, clause.turn, "", True, clause.pcm[:0])
+        flow.clauses.append(clause)
+
+    async def _flush_held(self) -> None:
+        """Streams whose next TTS chunk is overdue: render their held tail now."""
+        for session, stream in list(self._streams.items()):
+            clause = stream.flush_stale()
+            flow = self._flows.get(session)
+            if clause is not None and flow is not None and not self.turns.is_stale(session, clause.turn):
+                await self._queue(flow, clause)
 
     def on_credit(self, msg: messages.FlowCredit) -> None:
         self._flow(msg.session).apply_credit(msg.received, msg.room, msg.media)
@@ -92,6 +108,7 @@ class LipsyncService:
 
     def on_close(self, session: str) -> None:
         self._flows.pop(session, None)
+        self._streams.pop(session, None)
         for key in [k for k in self._first_audio if k[0] == session]:
             del self._first_audio[key]
 
@@ -100,15 +117,22 @@ class LipsyncService:
         flow = self._flows.get(session)
         if flow is not None:
             flow.clauses.clear()
+        stream = self._streams.get(session)
+        if stream is not None:
+            stream.reset(-1)
 
     # --- the scheduler ------------------------------------------------------------------------
 
     async def _schedule(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            held = any(s.held_since is not None for s in self._streams.values())
+            # A held stream tail must be released on time even if nothing else happens.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), HOLD_MAX_S / 2 if held else None)
             self._wake.clear()
             while True:
+                await self._flush_held()
                 await self._send_text_only()
                 batch = pick_batch(self._flows, self._max_batch)
                 if not batch:
@@ -125,7 +149,7 @@ class LipsyncService:
         for slot in batch:
             clause = slot.clause
             if slot.k is not None and clause.job is None:
-                clause.job = self._engine.prepare(clause.pcm, clause.first_index)
+                clause.job = self._engine.prepare(clause.pcm, clause.first_index, clause.before, clause.after)
         talking = [slot for slot in batch if slot.k is not None]
         rendered = iter(self._engine.render([(s.clause.job, s.k) for s in talking]))
         return [next(rendered) if s.k is not None else self._engine.idle_frame(s.index) for s in batch]
@@ -174,8 +198,8 @@ class LipsyncService:
                 continue
             while flow.clauses:
                 clause = flow.clauses.popleft()
-                # A clause cut off mid-way by lost media already sent its text with frame 0.
-                text = clause.text if clause.scheduled == 0 else ""
+                # A clause cut off mid-way by lost media already sent the text of its rendered frames.
+                text = " ".join(t for k, t in sorted(clause.texts.items()) if k >= clause.scheduled)
                 if self.turns.is_stale(session, clause.turn) or not (text or clause.final):
                     continue
                 await self._out.send(messages.AvatarText(session, clause.turn, text, clause.final))

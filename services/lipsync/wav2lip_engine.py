@@ -105,14 +105,27 @@ class Wav2LipEngine:
     def max_batch(self) -> int:
         return self._generator.batch_size
 
-    def prepare(self, pcm: np.ndarray, first_index: int) -> Wav2LipJob:
+    def prepare(
+        self, pcm: np.ndarray, first_index: int, before: np.ndarray | None = None, after: np.ndarray | None = None
+    ) -> Wav2LipJob:
         n_frames = math.ceil(len(pcm) / SAMPLES_PER_VIDEO_FRAME)
         if n_frames == 0:
             return Wav2LipJob(first_index, np.zeros((0, 80, 16), np.float32), np.zeros(0, bool))
-        audio = np.zeros(n_frames * SAMPLES_PER_VIDEO_FRAME + LOOKAHEAD_SAMPLES, dtype=np.float32)
-        audio[: len(pcm)] = pcm16_to_float(pcm)
-        windows = mel_windows(melspectrogram(audio), n_frames, VIDEO_FPS)
-        speaking = active_frames(audio, n_frames, VIDEO_FPS, SAMPLE_RATE, self._silence_dbfs)
+        # Frame i's window is [t_i, t_i + 200 ms]: the last frames need what follows the clause
+        # (the next piece of a stream, else silence); the spectrogram's first columns need a
+        # little of what came before.
+        lead = len(before) // SAMPLES_PER_VIDEO_FRAME * SAMPLES_PER_VIDEO_FRAME if before is not None else 0
+        body = n_frames * SAMPLES_PER_VIDEO_FRAME
+        audio = np.zeros(lead + body + LOOKAHEAD_SAMPLES, dtype=np.float32)
+        if lead:
+            audio[:lead] = pcm16_to_float(before[len(before) - lead :])
+        audio[lead : lead + len(pcm)] = pcm16_to_float(pcm)
+        if after is not None and len(pcm) == body:
+            tail = after[:LOOKAHEAD_SAMPLES]
+            audio[lead + body : lead + body + len(tail)] = pcm16_to_float(tail)
+        skip = lead // SAMPLES_PER_VIDEO_FRAME
+        windows = mel_windows(melspectrogram(audio), skip + n_frames, VIDEO_FPS)[skip:]
+        speaking = active_frames(audio[lead:], n_frames, VIDEO_FPS, SAMPLE_RATE, self._silence_dbfs)
         return Wav2LipJob(first_index, windows, np.asarray(speaking, bool))
 
     def render(self, items: Sequence[tuple[Wav2LipJob, int]]) -> list[np.ndarray]:
