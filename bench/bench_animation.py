@@ -19,7 +19,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from services.avatar import load_avatar  # noqa: E402
-from services.lipsync.animation import FaceAnimator, MouthEnvelope  # noqa: E402
+from services.avatar.animation import FaceAnimator, MouthEnvelope  # noqa: E402
 from services.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS  # noqa: E402
 
 

@@ -16,9 +16,10 @@ Per loop frame we keep:
   inscribed in the face box (cheeks, mouth and chin; no background corners); the rest is the
   same. Stored as uint8 256x256 in face-box coordinates, i.e. aligned with the generated face.
 
-A video avatar becomes a ping-pong loop (forward, then backward, as upstream's realtime mode), so
-the loop never jumps; only the unique frames are stored. Results are cached in an ``.npz`` keyed
-by hashes of the source file and of the VAE weights (the latents depend on both).
+The frames come from the lip-sync service's shared avatar (``services.avatar``: normalised,
+25 fps, a forward loop with a crossfaded wrap), the same pictures the gateway shows while idle;
+running frame i is loop frame i % N for every engine. Results are cached in an ``.npz`` keyed by
+hashes of the source file and of the VAE weights (the latents depend on both).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -33,12 +35,14 @@ import numpy as np
 
 from musetalk.inference import FACE_SIZE, encode_latents
 from musetalk.models import MuseTalkModels
-from services.avatar import AvatarError, load_avatar
 from wav2lip.avatar import largest_face
+from wav2lip.errors import AvatarError
 
 logger = logging.getLogger(__name__)
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: frames from the shared forward loop
+
+FaceFinder = Callable[[list[np.ndarray]], list[tuple[int, int, int, int] | None]]
 CROP_EXPAND = 1.5
 UPPER_BOUNDARY_RATIO = 0.5
 BLUR_FRACTION = 0.1
@@ -54,17 +58,12 @@ class MuseTalkAvatar:
     masks: np.ndarray  # (N, 256, 256) uint8, face-box coordinates
 
     def __len__(self) -> int:
-        """Length of the idle cycle (ping-pong: 2N - 2 frames for N > 1)."""
-        n = len(self.frames)
-        return 1 if n == 1 else 2 * n - 2
+        """Length of the idle cycle: the forward loop."""
+        return len(self.frames)
 
     def loop_index(self, index: int) -> int:
-        """Stored frame shown at running frame ``index`` of the ping-pong cycle."""
-        n = len(self.frames)
-        if n == 1:
-            return 0
-        k = index % (2 * n - 2)
-        return k if k < n else 2 * n - 2 - k
+        """Stored frame shown at running frame ``index`` (the shared forward loop)."""
+        return index % len(self.frames)
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -153,13 +152,22 @@ def _fill_missing(
 
 
 def prepare_avatar(
-    source: str, models: MuseTalkModels, batch_size: int = 8
+    source: str,
+    frames_rgb: list[np.ndarray],
+    models: MuseTalkModels,
+    batch_size: int = 8,
+    find_faces: FaceFinder | None = None,
 ) -> MuseTalkAvatar:
-    """Read ``source`` ("" = astronaut), find faces, and compute latents and masks."""
-    frames = np.stack(load_avatar(source))
+    """Find faces in the avatar's frames (RGB) and compute latents and masks. ``find_faces``
+    gives each frame's largest face as (x, y, w, h) or None; OpenCV's Haar when not given."""
+    frames = np.stack(frames_rgb)
     height, width = frames.shape[1:3]
-    detector = _face_detector()
-    haar = _fill_missing([detect_face(f, detector) for f in frames], source)
+    if find_faces is not None:
+        found = list(find_faces(list(frames)))
+    else:
+        detector = _face_detector()
+        found = [detect_face(f, detector) for f in frames]
+    haar = _fill_missing(found, source)
     face_boxes = np.stack([face_box_from_haar(b, height, width) for b in haar])
     crop_boxes = np.stack([crop_box_for(b) for b in face_boxes])
     crops = np.stack([face_crop(f, b) for f, b in zip(frames, face_boxes, strict=True)])
@@ -176,8 +184,9 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def cache_key(source: str, vae_weights: str) -> str:
+def cache_key(source: str, vae_weights: str, variant: str = "") -> str:
     digest = hashlib.sha256()
+    digest.update(variant.encode())
     digest.update(file_digest(source).encode() if source else b"skimage.data.astronaut")
     digest.update(file_digest(vae_weights).encode())
     digest.update(repr((_CACHE_VERSION, CROP_EXPAND, UPPER_BOUNDARY_RATIO, BLUR_FRACTION)).encode())
@@ -212,18 +221,23 @@ def read_avatar(path: str) -> MuseTalkAvatar:
 
 def load_or_prepare(
     source: str,
+    frames_rgb: list[np.ndarray],
     models: MuseTalkModels,
     vae_weights: str,
     cache_dir: str,
     batch_size: int = 8,
+    find_faces: FaceFinder | None = None,
+    variant: str = "",
 ) -> MuseTalkAvatar:
-    """The prepared avatar, from ``cache_dir`` when this source and VAE were seen before."""
+    """The prepared avatar, from ``cache_dir`` when this source and VAE were seen before.
+
+    ``variant`` names how the frames and faces were made (face detector), part of the key."""
     if source and not os.path.isfile(source):
         raise AvatarError(f"avatar {source}: no such file (give a photo or a short video)")
     if not cache_dir:
-        return prepare_avatar(source, models, batch_size)
+        return prepare_avatar(source, frames_rgb, models, batch_size, find_faces)
     os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, f"musetalk-avatar-{cache_key(source, vae_weights)}.npz")
+    path = os.path.join(cache_dir, f"musetalk-avatar-{cache_key(source, vae_weights, variant)}.npz")
     if os.path.isfile(path):
         try:
             avatar = read_avatar(path)
@@ -234,7 +248,7 @@ def load_or_prepare(
             return avatar
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("MuseTalk avatar cache %s unreadable (%s); rebuilding", path, exc)
-    avatar = prepare_avatar(source, models, batch_size)
+    avatar = prepare_avatar(source, frames_rgb, models, batch_size, find_faces)
     save_avatar(avatar, path)
     logger.info(
         "MuseTalkAvatar(%s): prepared %d frames, cached in %s",

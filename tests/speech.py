@@ -19,7 +19,7 @@ def piper_speech(text: str) -> np.ndarray:
 def mouth_box_of_default_avatar() -> tuple[float, float, float, float]:
     """The default avatar's mouth and jaw region as fractions (x, y, w, h) of the frame."""
     from services.avatar import load_avatar
-    from services.lipsync.face_geometry import detect_face_geometry
+    from services.avatar.face_geometry import detect_face_geometry
 
     image = load_avatar("")[0]
     h, w = image.shape[:2]

@@ -12,9 +12,9 @@ import pytest
 import skimage.data
 
 from services.avatar import AvatarError, load_avatar
-from services.lipsync.animation import FaceAnimator, MouthEnvelope
+from services.avatar.animation import FaceAnimator, MouthEnvelope
 from services.lipsync.animation_engine import AnimationEngine
-from services.lipsync.face_geometry import detect_face_geometry
+from services.avatar.face_geometry import detect_face_geometry
 from services.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME
 
 

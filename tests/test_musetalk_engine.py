@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import musetalk.avatar as avatar_mod
+from services.avatar import load_loop
 from musetalk.avatar import MuseTalkAvatar, blend_mask, crop_box_for, load_or_prepare
 from musetalk.inference import blend_face
 from musetalk.models import find_files, load_models
@@ -41,8 +42,12 @@ def engine(tiny_dir, tmp_path_factory):
     return build_engine(settings)  # the one-line switch: engine="musetalk"
 
 
+def _frames(source: str) -> list[np.ndarray]:
+    return list(load_loop(source).frames)
+
+
 def test_astronaut_avatar_shapes_and_mask(models):
-    avatar = load_or_prepare("", models, "", "")
+    avatar = load_or_prepare("", _frames(""), models, "", "")
     assert avatar.frames.shape == (1, 512, 512, 3)
     assert avatar.latents.shape == (1, 8, 32, 32) and avatar.latents.dtype == np.float32
     assert avatar.masks.shape == (1, 256, 256) and avatar.masks.dtype == np.uint8
@@ -81,7 +86,7 @@ def test_blend_face_respects_mask():
 
 def test_avatar_cache_round_trip(models, tiny_dir, tmp_path, monkeypatch):
     vae = find_files(tiny_dir).vae_weights
-    first = load_or_prepare("", models, vae, str(tmp_path))
+    first = load_or_prepare("", _frames(""), models, vae, str(tmp_path))
     cached = [f for f in os.listdir(tmp_path) if f.endswith(".npz")]
     assert len(cached) == 1
 
@@ -89,14 +94,14 @@ def test_avatar_cache_round_trip(models, tiny_dir, tmp_path, monkeypatch):
         raise AssertionError("cache was not used")
 
     monkeypatch.setattr(avatar_mod, "prepare_avatar", refuse)
-    second = load_or_prepare("", models, vae, str(tmp_path))
+    second = load_or_prepare("", _frames(""), models, vae, str(tmp_path))
     for name in ("frames", "face_boxes", "crop_boxes", "latents", "masks"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
     # Other VAE weights -> other latents -> another cache entry.
     other = tmp_path / "other-vae.safetensors"
     other.write_bytes(b"different weights")
     with pytest.raises(AssertionError, match="cache was not used"):
-        load_or_prepare("", models, str(other), str(tmp_path))
+        load_or_prepare("", _frames(""), models, str(other), str(tmp_path))
 
 
 def test_video_avatar_prepares_every_frame(models, tmp_path):
@@ -112,20 +117,20 @@ def test_video_avatar_prepares_every_frame(models, tmp_path):
             frame = av.VideoFrame.from_ndarray(np.roll(photo, shift, axis=1), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
-    avatar = load_or_prepare(path, models, "", "")
+    avatar = load_or_prepare(path, _frames(path), models, "", "")
     assert avatar.frames.shape[0] == 3 and avatar.latents.shape == (3, 8, 32, 32)
-    assert len(avatar) == 4  # ping-pong: 0 1 2 1
+    assert len(avatar) == 3  # the shared forward loop: 0 1 2 0 1 2
     assert avatar.face_boxes[2, 0] - avatar.face_boxes[0, 0] == pytest.approx(8, abs=3)
 
 
-def test_ping_pong_loop_index():
+def test_forward_loop_index_like_every_engine():
     frames = np.zeros((4, 2, 2, 3), dtype=np.uint8)
     avatar = MuseTalkAvatar(
         frames, np.zeros((4, 4), np.int32), np.zeros((4, 4), np.int32),
         np.zeros((4, 8, 32, 32), np.float32), np.zeros((4, 256, 256), np.uint8),
     )
-    assert len(avatar) == 6
-    assert [avatar.loop_index(i) for i in range(8)] == [0, 1, 2, 3, 2, 1, 0, 1]
+    assert len(avatar) == 4
+    assert [avatar.loop_index(i) for i in range(8)] == [0, 1, 2, 3, 0, 1, 2, 3]
 
 
 def test_engine_one_second_gives_25_frames(engine):
@@ -134,7 +139,7 @@ def test_engine_one_second_gives_25_frames(engine):
     frames = list(engine.frames(pcm, first_index=0))
     assert len(frames) == 25
     assert all(f.shape == (*engine.frame_size, 3) and f.dtype == np.uint8 for f in frames)
-    idle = engine.idle_frame(0)
+    idle = engine.idle_frame(10)  # the idle picture at the same running frame
     assert idle.shape == (512, 512, 3)
     changed = np.argwhere((frames[10] != idle).any(axis=2))
     assert len(changed) > 100  # the random model repainted the mouth

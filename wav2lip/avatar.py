@@ -16,6 +16,7 @@ backwards). The result is cached in an ``.npz`` keyed by the source's content ha
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 import logging
 import os
 from dataclasses import dataclass
@@ -217,12 +218,32 @@ def crop_faces(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return crops
 
 
+FaceFinder = Callable[[list[np.ndarray]], list[tuple[int, int, int, int] | None]]
+
+
 def prepare_avatar(source: str, options: AvatarOptions = AvatarOptions()) -> Avatar:
     """Read ``source`` (""= astronaut), find the face per frame and build the idle loop."""
     raw, fps, still = read_source(source, options.max_frames)
+    return prepare_from_frames(raw, fps, still, source, options, crossfade=not still)
+
+
+def prepare_from_frames(
+    raw: list[np.ndarray],
+    fps: float,
+    still: bool,
+    source: str,
+    options: AvatarOptions = AvatarOptions(),
+    crossfade: bool = False,
+    find_faces: FaceFinder | None = None,
+) -> Avatar:
+    """The avatar from BGR frames already read (and, for the lip-sync service, already made
+    into the shared loop, so ``crossfade`` is off). ``find_faces`` gives each frame's largest
+    face as (x, y, w, h) or None; OpenCV's Haar cascade when not given."""
     height, width = raw[0].shape[:2]
     if options.box is not None:
         found: list[tuple[int, int, int, int] | None] = [options.box] * len(raw)
+    elif find_faces is not None:
+        found = [None if f is None else (f[1], f[1] + f[3], f[0], f[0] + f[2]) for f in find_faces(raw)]
     else:
         detector = _face_detector()
         # A still image gives one box; video frames each get their own.
@@ -233,7 +254,7 @@ def prepare_avatar(source: str, options: AvatarOptions = AvatarOptions()) -> Ava
     if options.smooth:
         boxes = smooth_boxes(boxes)
     frames = np.stack(raw)
-    if not still:
+    if crossfade:
         frames, boxes = crossfade_loop(frames, boxes, options.crossfade_frames)
     int_boxes = np.rint(boxes).astype(np.int32)
     if np.any(int_boxes[:, 1] <= int_boxes[:, 0]) or np.any(int_boxes[:, 3] <= int_boxes[:, 2]):
@@ -241,8 +262,9 @@ def prepare_avatar(source: str, options: AvatarOptions = AvatarOptions()) -> Ava
     return Avatar(frames=frames, boxes=int_boxes, crops=crop_faces(frames, int_boxes), fps=fps)
 
 
-def _cache_key(source: str, options: AvatarOptions) -> str:
+def _cache_key(source: str, options: AvatarOptions, extra: str = "") -> str:
     digest = hashlib.sha256()
+    digest.update(extra.encode())
     if source:
         with open(source, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -275,15 +297,31 @@ def load_avatar(path: str) -> Avatar:
 
 
 def load_or_prepare(
-    source: str, cache_dir: str, options: AvatarOptions = AvatarOptions()
+    source: str,
+    cache_dir: str,
+    options: AvatarOptions = AvatarOptions(),
+    frames: list[np.ndarray] | None = None,
+    find_faces: FaceFinder | None = None,
+    variant: str = "",
 ) -> Avatar:
-    """Prepared avatar from ``cache_dir`` when the same source+options were seen before."""
+    """Prepared avatar from ``cache_dir`` when the same source+options were seen before.
+
+    With ``frames`` (BGR, the lip-sync service's shared, already looped avatar), those are used
+    instead of reading ``source``; ``variant`` names how they and the faces were made (loader
+    version, face detector), so a change of either rebuilds the cache.
+    """
     if source and not os.path.isfile(source):
         raise AvatarError(f"avatar {source}: no such file (give a photo or a short video)")
+
+    def build() -> Avatar:
+        if frames is None:
+            return prepare_avatar(source, options)
+        return prepare_from_frames(frames, 25.0, len(frames) == 1, source, options, False, find_faces)
+
     if not cache_dir:
-        return prepare_avatar(source, options)
+        return build()
     os.makedirs(cache_dir, exist_ok=True)
-    cache_path = os.path.join(cache_dir, f"wav2lip-avatar-{_cache_key(source, options)}.npz")
+    cache_path = os.path.join(cache_dir, f"wav2lip-avatar-{_cache_key(source, options, variant)}.npz")
     if os.path.isfile(cache_path):
         try:
             avatar = load_avatar(cache_path)
@@ -296,7 +334,7 @@ def load_or_prepare(
             return avatar
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("Avatar cache %s unreadable (%s); rebuilding", cache_path, exc)
-    avatar = prepare_avatar(source, options)
+    avatar = build()
     save_avatar(avatar, cache_path)
     logger.info(
         "Avatar(%s): prepared %d frames, cached in %s",

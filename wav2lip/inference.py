@@ -165,9 +165,12 @@ def render_batch(
     loop_indices: list[int],
     windows: np.ndarray,
     speaking: np.ndarray,
+    backgrounds: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """BGR frames for one batch: loop frame ``loop_indices[k]`` with the mouth generated from
-    ``windows[k]`` where ``speaking[k]``; silent frames skip the model and show the loop frame."""
+    ``windows[k]`` where ``speaking[k]``; silent frames skip the model and show the loop frame.
+    ``backgrounds[k]`` (BGR, the avatar's size) replaces the loop frame as the picture the mouth
+    goes into: a photo's idle-motion frame, so talking continues the picture shown while idle."""
     talking = [k for k in range(len(loop_indices)) if speaking[k]]
     patches: dict[int, np.ndarray] = {}
     if talking:
@@ -175,6 +178,6 @@ def render_batch(
         patches = dict(zip(talking, generator.generate(crops, windows[talking]), strict=True))
     out = []
     for k, idx in enumerate(loop_indices):
-        frame = avatar.frames[idx]
+        frame = avatar.frames[idx] if backgrounds is None else backgrounds[k]
         out.append(paste_back(frame, patches[k], avatar.boxes[idx]) if k in patches else frame)
     return out

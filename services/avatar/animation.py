@@ -25,7 +25,7 @@ import math
 import cv2
 import numpy as np
 
-from services.lipsync.face_geometry import EyeGeometry, FaceGeometry, detect_face_geometry
+from services.avatar.face_geometry import EyeGeometry, FaceGeometry, detect_face_geometry
 from services.media import SAMPLES_PER_VIDEO_FRAME, rms_dbfs
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from aiohttp import web
 from services.cli import service_main
 from services.gateway.server import Gateway, ssl_context
 from services.gateway.settings import GatewaySettings
-from services.lipsync.animation_engine import AnimationEngine
+from services.avatar import load_loop
+from services.avatar.idle import IdleAvatar
 from services.lipsync.settings import LipsyncSettings
 from services.runner import Ready, ServiceMain
 from services.transport import Transport
@@ -28,10 +29,11 @@ def serve() -> ServiceMain:
     settings = GatewaySettings.from_env()
 
     async def main(transport: Transport, ready: Ready) -> None:
-        # Idle pictures come from the same avatar the lip-sync stage animates.
-        idle = await asyncio.to_thread(
-            AnimationEngine.from_settings, LipsyncSettings.from_env()
-        )
+        # Idle pictures come from the same prepared avatar the lip-sync engine draws on, so
+        # idle and talking frames have one size and one loop (services/avatar/).
+        lipsync = LipsyncSettings.from_env()
+        loop = await asyncio.to_thread(load_loop, lipsync.avatar)
+        idle = IdleAvatar.for_engine(loop, lipsync.engine)
         gateway = Gateway(settings, transport, idle.idle_frame)
         runner = web.AppRunner(gateway.app(), access_log=None)
         await runner.setup()

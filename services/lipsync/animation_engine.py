@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.avatar import load_avatar
-from services.lipsync.animation import FaceAnimator, MouthEnvelope
+from services.avatar import AvatarLoop, load_loop
+from services.avatar.animation import FaceAnimator, MouthEnvelope
+from services.avatar.idle import IdleAvatar
 from services.lipsync.engine import frames_in_batches
 from services.lipsync.settings import LipsyncSettings
 from services.media import FRAME_MS, SAMPLES_PER_VIDEO_FRAME
@@ -30,45 +31,41 @@ class AnimationJob:
 
 
 class AnimationEngine:
-    """One animator per avatar loop frame; a photo is a loop of one.
+    """The photo animation over the shared avatar loop (``services.avatar``).
 
     Face geometry is detected once on the first frame and shared by the loop (a short avatar
-    clip is expected to hold the head still), so the per-frame cost stays one warp. Loop frames
-    are walked forwards then backwards, so the clip never jumps at its end.
+    clip is expected to hold the head still), so the per-frame cost stays one warp. Running
+    frame i shows loop frame i % len, as every engine and the gateway's idle frames do.
     """
 
     name = "animation"
 
-    def __init__(self, frames: list[np.ndarray]):
-        if not frames:
+    def __init__(self, frames: list[np.ndarray] | AvatarLoop):
+        loop = frames if isinstance(frames, AvatarLoop) else AvatarLoop(tuple(frames), "")
+        if not loop.frames:
             raise ValueError("AnimationEngine needs at least one avatar frame")
-        first = FaceAnimator(frames[0])
-        self._animators = [first] + [first.with_image(f) for f in frames[1:]]
+        self._idle = IdleAvatar(loop, animated=True)
+        geometry = self._idle.animator(0).geometry
         logger.info(
             "AnimationEngine: %d loop frame(s) of %dx%d, face %s detected=%s",
-            len(frames), frames[0].shape[1], frames[0].shape[0],
-            first.geometry.face_box, first.geometry.detected,
+            len(loop), loop.frame_size[1], loop.frame_size[0], geometry.face_box, geometry.detected,
         )
 
     @classmethod
     def from_settings(cls, settings: LipsyncSettings) -> "AnimationEngine":
-        return cls(load_avatar(settings.avatar))
+        return cls(load_loop(settings.avatar))
 
     @classmethod
     def default(cls) -> "AnimationEngine":
         """The astronaut photo that ships with scikit-image."""
-        return cls(load_avatar(""))
+        return cls(load_loop(""))
 
     @property
     def frame_size(self) -> tuple[int, int]:
-        return self._animators[0].frame_size
+        return self._idle.frame_size
 
     def _animator(self, index: int) -> FaceAnimator:
-        n = len(self._animators)
-        if n == 1:
-            return self._animators[0]
-        cycle = index % (2 * n - 2)  # ping-pong: 0..n-1, n-2..1
-        return self._animators[cycle if cycle < n else 2 * n - 2 - cycle]
+        return self._idle.animator(index)
 
     @property
     def max_batch(self) -> int:
@@ -98,7 +95,7 @@ class AnimationEngine:
 
     def idle_frame(self, index: int) -> np.ndarray:
         """The silent avatar at frame ``index``: mouth closed, blinking and breathing."""
-        return self._animator(index).render(0.0, index * SECONDS_PER_FRAME)
+        return self._idle.idle_frame(index)
 
 
 def _units(pcm: np.ndarray | None) -> list[np.ndarray]:

@@ -19,6 +19,9 @@ from musetalk.audio_features import ClauseFeatures, WhisperFeaturizer, speaking_
 from musetalk.avatar import MuseTalkAvatar, load_or_prepare
 from musetalk.inference import MuseTalkRenderer, blend_face
 from musetalk.models import MuseTalkModels, load_models
+from services.avatar import load_loop
+from services.avatar.idle import IdleAvatar
+from services.face import face_detector
 from services.lipsync.engine import frames_in_batches
 from services.lipsync.settings import LipsyncSettings
 from services.media import SAMPLES_PER_VIDEO_FRAME
@@ -50,10 +53,14 @@ class MuseTalkEngine:
         batch_size: int = 8,
         whisper_window: str = "clause",
         silence_dbfs: float = DEFAULT_SILENCE_DBFS,
+        idle: IdleAvatar | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self._avatar = avatar
+        # The shared avatar's idle pictures: a photo's face is blended into its idle-motion
+        # frame, so idle (the gateway's) and talking are one picture.
+        self._idle = idle
         self._batch_size = batch_size
         self._silence_dbfs = silence_dbfs
         self._featurizer = WhisperFeaturizer(
@@ -65,14 +72,17 @@ class MuseTalkEngine:
     @classmethod
     def from_settings(cls, settings: LipsyncSettings) -> MuseTalkEngine:
         models, files = load_models(settings.musetalk_dir, settings.device)
+        loop = load_loop(settings.avatar)
+        detector = face_detector(settings.face_detector, settings.models_dir, settings.device)
         avatar = load_or_prepare(
-            settings.avatar, models, files.vae_weights, settings.cache_dir, settings.batch_size
+            settings.avatar, list(loop.frames), models, files.vae_weights, settings.cache_dir,
+            settings.batch_size, lambda fs: detector.largest_faces(fs, color="rgb"), detector.name,
         )
         logger.info(
             "MuseTalkEngine: %s %s, batch %d, avatar %d loop frames",
             models.precision.device, models.precision.dtype, settings.batch_size, len(avatar),
         )
-        return cls(models, avatar, settings.batch_size)
+        return cls(models, avatar, settings.batch_size, idle=IdleAvatar(loop, animated=False))
 
     @classmethod
     def from_modules(
@@ -88,8 +98,9 @@ class MuseTalkEngine:
         key needs ``vae_weights``, the VAE weight file the latents came from."""
         if cache_dir and not vae_weights:
             raise ValueError("an avatar cache needs the VAE weights path for its key")
-        avatar = load_or_prepare(avatar_source, models, vae_weights, cache_dir, batch_size)
-        return cls(models, avatar, batch_size, whisper_window)
+        loop = load_loop(avatar_source)
+        avatar = load_or_prepare(avatar_source, list(loop.frames), models, vae_weights, cache_dir, batch_size)
+        return cls(models, avatar, batch_size, whisper_window, idle=IdleAvatar(loop, animated=False))
 
     @property
     def avatar(self) -> MuseTalkAvatar:
@@ -100,6 +111,8 @@ class MuseTalkEngine:
         return self._avatar.frame_size
 
     def idle_frame(self, index: int) -> np.ndarray:
+        if self._idle is not None:
+            return self._idle.idle_frame(index)
         return self._avatar.frames[self._avatar.loop_index(index)]
 
     @property
@@ -140,12 +153,15 @@ class MuseTalkEngine:
             )
             latents = avatar.latents[[loop[i] for i in talking]]
             faces = dict(zip(talking, self._renderer.generate(latents, windows), strict=True))
+        still = self._idle is not None and self._idle.loop.still
         out = []
         for i, idx in enumerate(loop):
+            job, k = items[i]
+            background = self._idle.idle_frame(job.first_index + k) if still else avatar.frames[idx]
             if i in faces:
-                out.append(blend_face(avatar.frames[idx], faces[i], avatar.face_boxes[idx], avatar.masks[idx]))
+                out.append(blend_face(background, faces[i], avatar.face_boxes[idx], avatar.masks[idx]))
             else:
-                out.append(avatar.frames[idx])
+                out.append(background)
         return out
 
     def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:

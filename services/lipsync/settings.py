@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from services.settings_util import env_choice, env_int, env_str, models_dir, profile
 
 ENGINES = ("animation", "wav2lip", "musetalk")
+FACE_DETECTORS = ("auto", "s3fd", "haar")  # services/face: auto = S3FD when fetched, else Haar
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +24,16 @@ class LipsyncSettings:
     device: str = "auto"  # auto | cpu | cuda
     batch_size: int = 8
     cache_dir: str = ""
+    # Face boxes for Wav2Lip/MuseTalk avatars. Haar is fine for the embedded default; the gpu
+    # profile prefers S3FD (fetched) and falls back to Haar with a warning.
+    face_detector: str = "haar"
+    models_dir: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "LipsyncSettings":
         env = os.environ if env is None else env
-        default_engine = "wav2lip" if profile(env) == "gpu" else "animation"
+        # MuseTalk on the gpu profile: its weights are what `fetch` gets (Wav2Lip's never are).
+        default_engine = "musetalk" if profile(env) == "gpu" else "animation"
         models = models_dir(env)
         return cls(
             engine=env_choice(env, "AVATAR_LIPSYNC_ENGINE", default_engine, ENGINES),
@@ -41,4 +47,8 @@ class LipsyncSettings:
             cache_dir=env_str(
                 env, "AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar")
             ),
+            face_detector=env_choice(
+                env, "AVATAR_FACE_DETECTOR", "auto" if profile(env) == "gpu" else "haar", FACE_DETECTORS
+            ),
+            models_dir=models,
         )

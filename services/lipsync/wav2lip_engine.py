@@ -21,6 +21,9 @@ from services.lipsync.engine import LipsyncModelMissing, frames_in_batches
 from services.lipsync.settings import LipsyncSettings
 from services.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
 from wav2lip.audio import mel_windows, melspectrogram, pcm16_to_float
+from services.avatar import load_loop
+from services.avatar.idle import IdleAvatar
+from services.face import face_detector
 from wav2lip.avatar import Avatar, AvatarOptions, load_or_prepare
 from wav2lip.checkpoint import load_generator
 from wav2lip.errors import Wav2LipCheckpointError
@@ -68,10 +71,14 @@ class Wav2LipEngine:
         generator: Wav2LipGenerator,
         avatar: Avatar,
         silence_dbfs: float = DEFAULT_SILENCE_DBFS,
+        idle: IdleAvatar | None = None,
     ) -> None:
         self._generator = generator
         self._avatar = avatar
         self._silence_dbfs = silence_dbfs
+        # The shared avatar's idle pictures (what the gateway shows while silent). A photo's
+        # mouth is pasted into its idle-motion frame, so idle and talking are one picture.
+        self._idle = idle
 
     @classmethod
     def from_settings(cls, settings: LipsyncSettings) -> Wav2LipEngine:
@@ -90,15 +97,17 @@ class Wav2LipEngine:
             " channels_last" if precision.channels_last else "",
             settings.batch_size,
         )
-        avatar = load_or_prepare(settings.avatar, settings.cache_dir, AvatarOptions())
-        return cls(Wav2LipGenerator(model, precision, settings.batch_size), avatar)
+        avatar, idle = prepare_shared_avatar(settings)
+        return cls(Wav2LipGenerator(model, precision, settings.batch_size), avatar, idle=idle)
 
     @property
     def frame_size(self) -> tuple[int, int]:
         return self._avatar.frame_size
 
     def idle_frame(self, index: int) -> np.ndarray:
-        """RGB frame ``index`` of the avatar's forward idle loop."""
+        """RGB frame ``index`` of the avatar's idle: the same picture the gateway shows."""
+        if self._idle is not None:
+            return self._idle.idle_frame(index)
         return cv2.cvtColor(self._avatar.frames[index % len(self._avatar)], cv2.COLOR_BGR2RGB)
 
     @property
@@ -136,8 +145,27 @@ class Wav2LipEngine:
         loop_idx = [(job.first_index + k) % len(self._avatar) for job, k in items]
         windows = np.stack([job.windows[k] for job, k in items])
         speaking = np.array([bool(job.speaking[k]) for job, k in items])
-        frames = render_batch(self._generator, self._avatar, loop_idx, windows, speaking)
+        backgrounds = None
+        if self._idle is not None and self._idle.loop.still:
+            backgrounds = [
+                cv2.cvtColor(self._idle.idle_frame(job.first_index + k), cv2.COLOR_RGB2BGR) for job, k in items
+            ]
+        frames = render_batch(self._generator, self._avatar, loop_idx, windows, speaking, backgrounds)
         return [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in frames]
 
     def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
         return frames_in_batches(self, pcm, first_index)
+
+
+def prepare_shared_avatar(settings: LipsyncSettings) -> tuple[Avatar, IdleAvatar]:
+    """Wav2Lip's avatar from the shared loop (services/avatar): the same frames, size and loop
+    as the gateway's idle pictures, faces found by the configured detector."""
+    loop = load_loop(settings.avatar)
+    detector = face_detector(settings.face_detector, settings.models_dir, settings.device)
+    frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in loop.frames]
+    avatar = load_or_prepare(
+        settings.avatar, settings.cache_dir, AvatarOptions(), frames=frames,
+        find_faces=lambda fs: detector.largest_faces(fs, color="bgr"),
+        variant=f"shared-loop-v1:{detector.name}",
+    )
+    return avatar, IdleAvatar(loop, animated=False)
