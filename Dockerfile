@@ -81,6 +81,7 @@ COPY --chown=avatar:avatar services/ services/
 COPY --chown=avatar:avatar wav2lip/ wav2lip/
 COPY --chown=avatar:avatar musetalk/ musetalk/
 COPY --chown=avatar:avatar client/ client/
+COPY --chown=avatar:avatar bench/ bench/
 COPY --chown=avatar:avatar --chmod=755 scripts/docker-entrypoint.sh scripts/docker-entrypoint.sh
 
 # Production settings baked in; docker-compose.yml and .env refine them.

@@ -96,15 +96,15 @@ def test_compose_config_is_valid_with_env_example(env_file: Path) -> None:
     assert "warn" not in result.stderr.lower(), result.stderr
 
 
-def test_compose_refuses_to_start_without_a_turn_password(tmp_path: Path) -> None:
+def test_compose_refuses_to_start_without_a_turn_secret(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     env.write_text(
         "\n".join(line for line in ENV_EXAMPLE.read_text().splitlines()
-                  if not line.startswith("TURN_PASSWORD=")) + "\n"
+                  if not line.startswith("TURN_SECRET=")) + "\n"
     )
     result = _compose(["config", "-q"], env)
     assert result.returncode != 0
-    assert "TURN_PASSWORD" in result.stderr
+    assert "TURN_SECRET" in result.stderr
 
 
 def test_one_image_built_once_and_every_stage_waits_for_the_models(config: dict) -> None:
@@ -191,29 +191,34 @@ def test_wav2lip_is_one_uncommented_line_away(tmp_path: Path) -> None:
     assert documented.startswith("#"), "the comment says where the file goes"
 
 
-def test_gateway_is_published_on_8443_and_told_about_turn(config: dict) -> None:
+def test_gateway_is_published_on_8443_and_mints_turn_credentials(config: dict) -> None:
     gw = config["services"]["gateway"]
     published = [(p["published"], p["target"], p["protocol"]) for p in gw["ports"]]
     assert published == [("8443", 8443, "tcp")]
     settings = GatewaySettings.from_env(_container_env(gw))
-    urls = [u for server in settings.ice_servers for u in server["urls"]]
-    assert any(u.startswith("turn:") and u.endswith("transport=udp") for u in urls), urls
-    assert any(u.startswith("stun:") for u in urls), urls
-    turn_server = next(s for s in settings.ice_servers if any(u.startswith("turn:") for u in s["urls"]))
     env = dict(line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
                if re.match(r"^[A-Z_]+=", line))
-    assert turn_server["username"] == env["TURN_USER"]
-    assert turn_server["credential"] == env["TURN_PASSWORD"]
-    # aiortc must accept the same list (it builds RTCIceServer(**server) from it).
+    # Only STUN is static; nothing in it is a credential.
+    urls = [u for server in settings.ice_servers for u in server["urls"]]
+    assert urls == [f"stun:{env['AVATAR_PUBLIC_HOST']}:{env['TURN_PORT']}"]
+    assert not any("credential" in s or "username" in s for s in settings.ice_servers)
+    # TURN: per-session credentials from the shared secret (TURN REST API), checked as coturn does.
+    assert settings.turn.enabled and settings.turn.secret == env["TURN_SECRET"]
+    assert any(u.endswith("transport=udp") for u in settings.turn.urls)
+    from services.gateway import turn
+
+    cred = turn.mint(settings.turn, "sess1")
+    assert cred["username"].endswith(":sess1") and turn.verify(settings.turn, cred["username"], cred["credential"])
+    # aiortc (the self-test's client) accepts a minted server as well.
     from aiortc import RTCIceServer
     from aiortc.rtcicetransport import connection_kwargs
 
-    kwargs = connection_kwargs([RTCIceServer(**s) for s in settings.ice_servers])
+    kwargs = connection_kwargs([RTCIceServer(**cred)])
     assert kwargs["turn_server"] == (env["AVATAR_PUBLIC_HOST"], int(env["TURN_PORT"]))
-    assert kwargs["turn_password"] == env["TURN_PASSWORD"]
+    assert kwargs["turn_password"] == cred["credential"]
 
 
-def test_turn_server_is_pinned_and_relays_over_a_narrow_range(config: dict) -> None:
+def test_turn_server_is_pinned_uses_auth_secret_and_relays_only_to_the_gateway(config: dict) -> None:
     turn = config["services"]["turn"]
     image = turn["image"]
     assert re.fullmatch(r"coturn/coturn:\d+\.\d+\.\d+", image), f"pin coturn by version: {image}"
@@ -222,13 +227,15 @@ def test_turn_server_is_pinned_and_relays_over_a_narrow_range(config: dict) -> N
     low = int(re.search(r"--min-port=(\d+)", script).group(1))
     high = int(re.search(r"--max-port=(\d+)", script).group(1))
     assert 0 < high - low <= 200, (low, high)
-    assert "--lt-cred-mech" in script
-    # Private ranges are closed, except the compose network where the gateway lives.
-    assert "--denied-peer-ip=192.168.0.0-192.168.255.255" in script
+    assert "--use-auth-secret" in script and "--static-auth-secret=" in script
+    assert "--lt-cred-mech" not in script and "--user=" not in script  # no static account
+    # Every peer address is closed, IPv4 and IPv6, except the compose network of the gateway.
+    assert "--denied-peer-ip=0.0.0.0-255.255.255.255" in script
+    assert "--denied-peer-ip=::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" in script
     subnet = config["networks"]["avatar"]["ipam"]["config"][0]["subnet"]
     first = re.search(r"--allowed-peer-ip=([\d.]+)-", script).group(1)
     assert first.rsplit(".", 1)[0] == subnet.split("/")[0].rsplit(".", 1)[0]
-    assert turn["environment"]["TURN_PASSWORD"], "coturn gets the password from .env"
+    assert turn["environment"]["TURN_SECRET"], "coturn gets the secret from .env"
 
 
 def test_long_running_services_have_healthchecks_that_match_their_sockets(config: dict) -> None:
