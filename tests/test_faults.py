@@ -316,12 +316,9 @@ async def test_the_conversation_survives_the_stage_restarts(pipeline, client):
     assert said == client.questions
 
 
-@pytest.mark.xfail(strict=False, reason="needs gateway-owned history: a log line per LLM request (see docstring)")
-async def test_todo_the_llm_request_after_a_restart_carries_the_earlier_exchanges(pipeline, client, after_restart):
-    """TODO(llm/gateway): the request cannot be seen from outside a process. This needs the llm
-    service to log, as it starts each answer, ``Session(<id>) turn <n>: llm request with <k>
-    history messages`` (k: the chat messages of ``UserText.history`` it put in the prompt). The
-    llm is the place: it shows the history was both sent and used, and a restarted llm has
+async def test_the_llm_request_after_a_restart_carries_the_earlier_exchanges(pipeline, client, after_restart):
+    """The llm logs, as it starts each answer, ``Session(<id>) turn <n>: llm request with <k>
+    history messages``: the gateway's history was sent and used, and a restarted llm has
     nothing else to go on."""
     seen = after_restart.get("llm")
     assert seen is not None, "run with the llm restart case"
