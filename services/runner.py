@@ -72,6 +72,7 @@ async def _run(service: str, main: ServiceMain, endpoints: Endpoints) -> None:
         heartbeat = asyncio.create_task(
             Heartbeat(service, supervisor, beat_file).run(), name=f"{service}-heartbeat"
         )
+        heartbeat.add_done_callback(_heartbeat_ended)
 
     task = asyncio.create_task(main(transport, ready), name=f"{service}-main")
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,8 +83,15 @@ async def _run(service: str, main: ServiceMain, endpoints: Endpoints) -> None:
     finally:
         if heartbeat is not None:
             heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            # Its own failure, if any, was logged when it ended; it must not stop the shutdown.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError, Exception):
                 async with asyncio.timeout(_HEARTBEAT_STOP_S):
                     await heartbeat
         transport.close()
         logger.info("%s stopped", service)
+
+
+def _heartbeat_ended(task: asyncio.Task[None]) -> None:
+    # Without beats the supervisor restarts this service: say why, where the restart is seen.
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the heartbeat stopped; this service will be restarted as hung", exc_info=task.exception())
