@@ -55,8 +55,12 @@ class LlmService:
         session, turn = msg.session, msg.turn
         budget = max(256, self._engine.context_tokens - self._settings.max_new_tokens)
         # The conversation comes with the question (the gateway owns it): nothing kept here.
-        chat = build_prompt(
-            self._settings.persona, parse_history(msg.history), msg.text, self._engine.count_tokens, budget
+        history = parse_history(msg.history)
+        chat = build_prompt(self._settings.persona, history, msg.text, self._engine.count_tokens, budget)
+        # Shows that the gateway's history arrived and was used (a restarted LLM has nothing else).
+        logger.info(
+            "Session(%s) turn %d: llm request with %d history messages (%d in the prompt)",
+            session, turn, len(history), len(chat) - 2,
         )
 
         def stale() -> bool:
