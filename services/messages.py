@@ -132,6 +132,18 @@ class Transcript:
     final: bool
     # With final: wall-clock time (time.time()) the user stopped speaking.
     speech_end_unix_s: float = 0.0
+    # Not final: the VAD just heard silence after speech, and this is the utterance so far.
+    # The gateway may start answering it at once (speculative end of turn); the endpoint,
+    # or a SpeechResumed, decides whether that answer is kept.
+    tentative: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResumed:
+    """The user went on speaking after a tentative end of turn: a speculative answer is void."""
+
+    session: str
+    turn: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +260,7 @@ Message = Union[
     AvatarText,
     SpeechStarted,
     Transcript,
+    SpeechResumed,
     StageTiming,
     StageError,
     SessionOpened,

@@ -18,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,7 +81,11 @@ class SessionMedia:
         on_unit: Callable[[OutputUnit], None] | None = None,
     ) -> None:
         self._idle_image = idle_image
-        self._queue: asyncio.Queue[OutputUnit] = asyncio.Queue(maxsize=max_queued)
+        self._queue: collections.deque[OutputUnit] = collections.deque()
+        self._taken = asyncio.Event()  # wakes put() when a unit leaves the queue
+        # Units of this turn stay queued, unplayed: a speculative answer, rendered while the user
+        # may still go on speaking, plays only once the end of their turn is confirmed.
+        self.hold_turn: int | None = None
         self._clock = clock or MonotonicClock()
         self._on_unit = on_unit
         self._units: dict[int, OutputUnit] = {}
@@ -97,7 +102,10 @@ class SessionMedia:
 
     async def put(self, unit: OutputUnit) -> None:
         """Queue a talking unit; waits while the queue holds ``max_queued`` units."""
-        await self._queue.put(unit)
+        while len(self._queue) >= self._max_queued:
+            self._taken.clear()
+            await self._taken.wait()
+        self._queue.append(unit)
 
     def offer(self, unit: OutputUnit) -> bool:
         """Queue a talking unit without waiting; False (and dropped) when the queue is full.
@@ -105,25 +113,24 @@ class SessionMedia:
         The gateway never waits on one session's queue: lip-sync only sends what the session's
         flow credit allows, so a full queue means a credit was overrun (counted, not fatal).
         """
-        try:
-            self._queue.put_nowait(unit)
-        except asyncio.QueueFull:
+        if len(self._queue) >= self._max_queued:
             self.counters.dropped_units += 1
             return False
+        self._queue.append(unit)
         return True
 
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def room(self) -> int:
         """Units the queue can still take: the session's flow credit."""
-        return max(0, self._max_queued - self._queue.qsize())
+        return max(0, self._max_queued - len(self._queue))
 
     def drain(self) -> list[OutputUnit]:
         """Take every queued unit (a session that lost its media: its text is still delivered)."""
-        units = []
-        while not self._queue.empty():
-            units.append(self._queue.get_nowait())
+        units = list(self._queue)
+        self._queue.clear()
+        self._taken.set()
         self.counters.dropped_units += len(units)
         return units
 
@@ -133,10 +140,9 @@ class SessionMedia:
 
     def flush(self, keep_turn: int) -> int:
         """Drop every queued unit and silence cached units of turns older than ``keep_turn``."""
-        dropped = 0
-        while not self._queue.empty():
-            self._queue.get_nowait()
-            dropped += 1
+        dropped = len(self._queue)
+        self._queue.clear()
+        self._taken.set()
         for index, unit in list(self._units.items()):
             if not unit.idle and unit.turn < keep_turn and index >= self._next_unit - 2:
                 self._units[index] = OutputUnit(index, _SILENCE, None)
@@ -192,11 +198,11 @@ class SessionMedia:
 
     def _take(self, index: int) -> OutputUnit:
         self.counters.units += 1
-        try:
-            queued = self._queue.get_nowait()
-        except asyncio.QueueEmpty:
+        if not self._queue or self._queue[0].turn == self.hold_turn:
             self.counters.idle_units += 1
             return OutputUnit(index, _SILENCE, None)
+        queued = self._queue.popleft()
+        self._taken.set()
         self._last_talking_at = self._clock.now()
         return OutputUnit(
             index, queued.audio, queued.image, queued.turn, queued.text, queued.final, idle=False

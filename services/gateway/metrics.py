@@ -29,6 +29,9 @@ class GatewayMetrics:
         self.delivered_fps = Gauge("avatar_delivered_fps", "Video frames sent per second, all sessions", registry=r)
         self.stale_frames = Counter("avatar_stale_frames_total", "Frames of stale turns dropped on arrival", registry=r)
         self.interrupts = Counter("avatar_interrupts_total", "Barge-ins (the avatar was cut off)", registry=r)
+        self.speculations = Counter(
+            "avatar_speculations_total", "Speculative answers at a tentative end of turn", ["outcome"], registry=r
+        )
         self.client_errors = Counter("avatar_client_errors_total", "Refused browser messages", ["code"], registry=r)
         self.service_restarts = Counter(
             "avatar_service_restarts_total", "Services restarted by the supervisor", ["service"], registry=r,

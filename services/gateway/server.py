@@ -201,6 +201,70 @@ class Gateway:
             logger.warning("Session(%s) frame %d beyond its credit: dropped", session.id, msg.index)
             self._deliver_text(session, unit.turn, unit.text, unit.final)
 
+    # --- speculative end of turn -----------------------------------------------------------
+
+    async def _speculate(self, session: Session, msg: messages.Transcript) -> None:
+        """Silence after speech: answer what was said so far now, but hold the answer back.
+
+        The LLM (and TTS, and lip-sync within the session's credit) start at once, in a turn of
+        their own; its frames wait in the session's queue, unplayed, until the endpoint
+        confirms the utterance ended as heard. If the user goes on, that turn is dropped.
+        """
+        text = " ".join(t for t in (session.carry, msg.text) if t)
+        if session.speculative is not None:
+            if session.speculative[1] == text:
+                return
+            await self._drop_speculation(session, "newer tentative text")
+        if not text or session.state != "listening":
+            return
+        turn = await self.new_turn(session, reason="speculative")
+        session.media.hold_turn = turn
+        session.speculative = (turn, text)
+        session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
+        history = session.conversation.history_json(before_turn=turn)
+        await self._llm.send(messages.UserText(session.id, turn, text, "speech", msg.speech_end_unix_s, history))
+        self.metrics.speculations.labels("started").inc()
+
+    async def _drop_speculation(self, session: Session, why: str) -> None:
+        turn, _text = session.speculative or (session.turn, "")
+        session.speculative = None
+        session.media.hold_turn = None
+        await self.new_turn(session, reason="speculation dropped")
+        self.metrics.speculations.labels("dropped").inc()
+        logger.info("Session(%s) speculative turn %d dropped (%s)", session.id, turn, why)
+
+    async def _utterance_done(self, session: Session, msg: messages.Transcript) -> None:
+        """The endpoint: commit the speculative answer if it answers what was said, else ask."""
+        # What was said before a pause that the avatar had not answered yet joins in.
+        text = " ".join(t for t in (session.carry, msg.text) if t)
+        spec = session.speculative
+        session.speculative = None
+        session.media.hold_turn = None
+        if spec is not None and spec[1] == text and session.turn == spec[0]:
+            session.carry = ""
+            turn = spec[0]
+            self.conversations.record_user(session.conversation, turn, text)
+            session.asked = (turn, text)
+            session.asked_line = session.utterance_turn
+            session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
+            session.send({"type": "transcript", "role": "user", "text": text, "final": True, "turn": session.utterance_turn})
+            session.set_state("thinking")
+            self.flow.poke()  # its frames may play now
+            self.metrics.speculations.labels("committed").inc()
+            return
+        if spec is not None:
+            await self.new_turn(session, reason="speculation replaced")
+            self.metrics.speculations.labels("dropped").inc()
+        session.carry = ""
+        turn = session.turn
+        session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
+        if text:
+            if text != msg.text or spec is not None:
+                session.send({"type": "transcript", "role": "user", "text": text, "final": True, "turn": session.utterance_turn})
+            session.set_state("thinking")
+            await self._ask(session, turn, text, "speech", msg.speech_end_unix_s)
+            session.asked_line = session.utterance_turn
+
     def _on_media_lost(self, session: Session) -> None:
         """The call went away mid-answer: what was queued is not played, but its text is shown."""
         units = session.media.drain()
@@ -277,20 +341,23 @@ class Gateway:
             return
         if isinstance(msg, messages.SpeechStarted):
             await self.new_turn(session, reason="speech")
+            session.utterance_turn = session.turn
+        elif isinstance(msg, messages.SpeechResumed):
+            if msg.turn >= session.utterance_turn and session.speculative is not None:
+                await self._drop_speculation(session, "speech resumed")
         elif isinstance(msg, messages.Transcript):
-            if msg.turn < session.turn:
+            # A speculative answer moves the turn on while the utterance goes on, so the ASR may
+            # still tag it with the turn it began in.
+            if msg.turn < session.utterance_turn:
                 return
-            session.send({"type": "transcript", "role": "user", "text": msg.text, "final": msg.final, "turn": msg.turn})
+            if msg.tentative:
+                await self._speculate(session, msg)
+                return
+            # The page shows one line per utterance, keyed by the turn it began in.
+            line = session.utterance_turn
+            session.send({"type": "transcript", "role": "user", "text": msg.text, "final": msg.final, "turn": line})
             if msg.final:
-                session.turn_stats(msg.turn).speech_end_unix_s = msg.speech_end_unix_s
-                # What was said before a pause that the avatar had not answered yet joins in.
-                text = " ".join(t for t in (session.carry, msg.text) if t)
-                session.carry = ""
-                if text:
-                    if text != msg.text:
-                        session.send({"type": "transcript", "role": "user", "text": text, "final": True, "turn": msg.turn})
-                    session.set_state("thinking")
-                    await self._ask(session, msg.turn, text, "speech", msg.speech_end_unix_s)
+                await self._utterance_done(session, msg)
         elif isinstance(msg, messages.StageTiming):
             self.metrics.stage_latency.labels(msg.stage, msg.name).observe(msg.ms)
             key = _STAGE_KEYS.get((msg.stage, msg.name), f"{msg.stage}_{msg.name}_ms")
@@ -319,7 +386,7 @@ class Gateway:
             asked_turn, asked_text = session.asked
             session.carry = f"{session.carry} {asked_text}".strip() if session.carry else asked_text
             self.conversations.discard(session.conversation, asked_turn)
-            session.send({"type": "transcript", "role": "user", "text": "", "final": True, "turn": asked_turn, "merged": True})
+            session.send({"type": "transcript", "role": "user", "text": "", "final": True, "turn": session.asked_line, "merged": True})
             logger.info("Session(%s) turn %d continues in turn %d (spoke again before the answer)", session.id, old_turn, old_turn + 1)
         session.asked = None
         session.turn += 1
@@ -469,6 +536,7 @@ class Gateway:
             session.turn_stats(turn).speech_end_unix_s = time.time()
             session.set_state("thinking")
             await self._ask(session, turn, msg.text, "typed", time.time())
+            session.asked_line = turn
         elif isinstance(msg, signaling.InterruptRequest):
             await self.new_turn(session, reason="stop button")
         elif isinstance(msg, signaling.Ping):

@@ -65,6 +65,11 @@ class Session:
         # what carries over when the user goes on speaking before the answer starts.
         self.asked: tuple[int, str] | None = None
         self.carry = ""
+        # The turn the user's current utterance began in, and the speculative answer started
+        # at its first silence (turn, text) until the endpoint commits or drops it.
+        self.utterance_turn = 0
+        self.asked_line = 0  # the page's line (utterance turn) of ``asked``
+        self.speculative: tuple[int, str] | None = None
 
     # --- media --------------------------------------------------------------------------------
 
