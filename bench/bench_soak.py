@@ -26,6 +26,7 @@ import collections
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 
 from bench.avatar_process import ROOT, AvatarProcess
@@ -105,6 +107,15 @@ async def sample_memory(main_pid: int, every_s: float, started: float, samples: 
         samples.append({"t_s": round(time.monotonic() - started, 1), "rss_kib": process_rss_kib(main_pid)})
 
 
+async def late_frames(base_url: str) -> float:
+    """Frames the gateway's tracks skipped because they fell behind (server side, not client)."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base_url + "/metrics") as resp:
+            text = await resp.text()
+    m = re.search(r'^avatar_frames_total\{kind="late"\} ([0-9.e+]+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
 # --- sessions ------------------------------------------------------------------------------------
 
 
@@ -157,6 +168,8 @@ class SessionResult:
     video_freezes: int = 0
     longest_video_gap_ms: float | None = None
     audio_freezes: int = 0
+    # (seconds into the run, gap ms) of each video freeze: compare with the load and the log.
+    video_freeze_at: list[tuple[float, float]] = field(default_factory=list)
 
 
 def _is_user_final(turn_after: int):  # noqa: ANN202
@@ -224,6 +237,9 @@ def smoothness(result: SessionResult, video: list[float], audio: list[float], st
     result.secs_below_20fps = sum(1 for f in per_second if f < SLOW_FPS)
     video_gaps, audio_gaps = _gaps(video), _gaps(audio)
     result.video_freezes = sum(1 for g in video_gaps if g > FREEZE_GAP_S)
+    result.video_freeze_at = [
+        (round(t - start, 1), round(g * 1000, 1)) for t, g in zip(video, video_gaps) if g > FREEZE_GAP_S
+    ]
     result.longest_video_gap_ms = round(max(video_gaps) * 1000, 1) if video_gaps else None
     result.audio_freezes = sum(1 for g in audio_gaps if g > FREEZE_GAP_S)
 
@@ -233,6 +249,7 @@ async def soak(base_url: str, main_pid: int, sessions: int, minutes: float) -> d
     client_class = soak_client_class()
     samples: list[dict] = []
     rss_start = process_rss_kib(main_pid)
+    load_start = os.getloadavg()
     started = time.monotonic()
     sampler = asyncio.create_task(
         sample_memory(main_pid, max(10.0, minutes * 60 / 30), started, samples), name="soak-memory"
@@ -243,6 +260,7 @@ async def soak(base_url: str, main_pid: int, sessions: int, minutes: float) -> d
             for c in clients:
                 await c.wait_event(lambda e: e.get("type") == "webrtc" and e.get("state") == "connected", 30)
             await asyncio.sleep(WARM_UP_S)
+            late_start = await late_frames(base_url)
             talk_start = time.monotonic()
             deadline = talk_start + minutes * 60
             results = [SessionResult(i) for i in range(sessions)]
@@ -250,6 +268,7 @@ async def soak(base_url: str, main_pid: int, sessions: int, minutes: float) -> d
                        for i, (c, r) in enumerate(zip(clients, results))]
             await asyncio.gather(*talkers)
             talk_end = time.monotonic()
+            late = await late_frames(base_url) - late_start
             for c, r in zip(clients, results):
                 smoothness(r, c.video_times, c.audio_times, talk_start, talk_end)
                 r.errors = dict(collections.Counter(e.get("code", "?") for e in c.events if e.get("type") == "error"))
@@ -260,6 +279,9 @@ async def soak(base_url: str, main_pid: int, sessions: int, minutes: float) -> d
     warm = warm_sample(samples, minutes)
     return {
         "talked_s": round(talk_end - talk_start, 1),
+        # A shared machine's other work shows up as freezes: the 1-minute load average.
+        "load_average": {"start": round(load_start[0], 2), "end": round(os.getloadavg()[0], 2)},
+        "gateway_late_frames": late,
         "rss_kib": {
             "start": rss_start, "end": rss_end,
             "growth": {k: rss_end.get(k, 0) - v for k, v in rss_start.items()},
@@ -303,7 +325,8 @@ def summary(report: dict) -> str:
             f"audio freezes {s['audio_freezes']}; first audio median "
             f"{'-' if med is None else f'{med:.0f} ms'}; errors {s['errors'] or 'none'}"
         )
-    out.append(f"pipeline log: {report['log']}")
+    out.append(f"gateway late (skipped) frames: {report['gateway_late_frames']:.0f}; pipeline log: {report['log']}; "
+               f"load average {report['load_average']}")
     return "\n".join(out)
 
 
