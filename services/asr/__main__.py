@@ -40,4 +40,4 @@ def check() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(service_main("asr", "Speech recognition: VAD, endpointing, Vosk/pocketsphinx.", check, serve))
+    sys.exit(service_main("asr", "Speech recognition: VAD, endpointing, Whisper/pocketsphinx/Vosk.", check, serve))

@@ -27,3 +27,11 @@ class AsrEngine(Protocol):
 
 class AsrModelMissing(RuntimeError):
     """A configured ASR model is not on disk; the message names the file and the fetch command."""
+
+
+class AsrModelCorrupt(AsrModelMissing):
+    """A model file is on disk but is not the pinned one (its sha256 differs).
+
+    A subclass of AsrModelMissing: whoever handles a missing model (``--check``, start-up) treats
+    a damaged one the same way, and the message says how to get a good copy.
+    """

