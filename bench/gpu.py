@@ -156,7 +156,7 @@ class Bench:
             row["error"] = f"{type(exc).__name__}: {exc}"
             self.failed.append(name)
         row["peak_memory_mib"] = self._peak_mib()
-        row["wall_s"] = round(time.perf_counter() - started, 1)
+        row["wall_s"] = round(time.perf_counter() - started, 3)
         self.results[name] = row
         logger.info("%s: %s", name, json.dumps(row))
 
@@ -564,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **runtime,
         **bench.results,
         "failed": bench.failed,
-        "wall_s": round(time.perf_counter() - started, 1),
+        "wall_s": round(time.perf_counter() - started, 3),
     }
     text = json.dumps(result, indent=2)
     print(text)
