@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cpu: embedded models from packages, offline (default); gpu: production engines in float16")
     parser.add_argument("--avatar", default=None, help="photo or short video of the avatar (default: scikit-image's astronaut)")
     parser.add_argument("--models-dir", default=None, help="where `fetch` put production models (default ./models)")
-    parser.add_argument("--asr-engine", choices=("pocketsphinx", "vosk"), default=None, help="speech recognition engine")
+    parser.add_argument("--asr-engine", choices=("whisper", "pocketsphinx", "vosk"), default=None, help="speech recognition engine (cpu default: whisper)")
     parser.add_argument("--vosk-model", default=None, help="Vosk model folder (selects Vosk)")
     parser.add_argument("--llm-engine", choices=("transformers", "openai"), default=None, help="language model engine")
     parser.add_argument("--llm-model", default=None, help="HF model id or folder (default SmolLM2-135M-Instruct on cpu)")
