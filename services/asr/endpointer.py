@@ -79,6 +79,10 @@ class Endpointer:
             return VadEvent.END
         return None
 
+    def stays_voiced(self, prob: float) -> bool:
+        """Whether a window keeps an utterance going (the hysteresis threshold)."""
+        return prob >= self._cfg.threshold - self._cfg.hysteresis
+
     def reset(self) -> None:
         self.in_speech = False
         self._silent_run = 0

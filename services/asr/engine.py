@@ -19,6 +19,15 @@ class RecognizerStream(Protocol):
         """End of utterance: return the final transcript ('' when nothing was recognised)."""
 
 
+class PeekableStream(RecognizerStream, Protocol):
+    """A stream that can transcribe what it has so far without ending the utterance (Whisper,
+    which has no partials), and be dropped without a final decode once that text is kept."""
+
+    def peek(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
 class AsrEngine(Protocol):
     name: str
 

@@ -17,7 +17,15 @@ import numpy as np
 from services import messages
 from services.asr.engine import AsrEngine
 from services.asr.settings import AsrSettings
-from services.asr.utterance import Final, Onset, Partial, SpeechProbability, UtteranceTracker
+from services.asr.utterance import (
+    Final,
+    Onset,
+    Partial,
+    Resumed,
+    SpeechProbability,
+    Tentative,
+    UtteranceTracker,
+)
 from services.control import serve_stage
 from services.lanes import SessionLanes
 from services.transport import Receiver, Sender
@@ -95,6 +103,12 @@ class AsrService:
                 await self._events.send(messages.Transcript(session, turn, event.text, False))
             elif isinstance(event, Final):
                 await self._final(session, turn, event)
+            elif isinstance(event, Tentative):
+                await self._events.send(
+                    messages.Transcript(session, turn, event.text, False, event.speech_end_unix_s, tentative=True)
+                )
+            elif isinstance(event, Resumed):
+                await self._events.send(messages.SpeechResumed(session, turn))
 
     async def _final(self, session: str, turn: int, event: Final) -> None:
         logger.info(

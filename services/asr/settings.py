@@ -44,6 +44,9 @@ class AsrSettings:
     # "short": encode the utterance plus a margin; "padded": Whisper's full 30 s window (slower,
     # and less accurate on our set; see services/asr/whisper_engine.py).
     whisper_mel: str = "short"
+    # Speculative end of turn: after this much silence (0 = off) the utterance so far is decoded
+    # and sent as a tentative transcript, so the answer starts while the endpoint is waited out.
+    tentative_silence_ms: int = 64
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "AsrSettings":
@@ -69,4 +72,5 @@ class AsrSettings:
             partial_interval_ms=env_int(env, "AVATAR_PARTIAL_INTERVAL_MS", 250, 50, 5000),
             whisper_threads=env_int(env, "AVATAR_WHISPER_THREADS", 1, 1, 16),
             whisper_mel=env_choice(env, "AVATAR_WHISPER_MEL", "short", WHISPER_MELS),
+            tentative_silence_ms=env_int(env, "AVATAR_TENTATIVE_SILENCE_MS", 64, 0, 5000),
         )

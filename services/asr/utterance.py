@@ -43,7 +43,20 @@ class Final:
     decode_ms: float
 
 
-AsrEvent = Onset | Partial | Final
+@dataclass(frozen=True, slots=True)
+class Tentative:
+    """Silence after speech: the utterance so far, decoded while the endpoint is waited out."""
+
+    text: str
+    speech_end_unix_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Speech again after a Tentative: that text is not the end of the utterance."""
+
+
+AsrEvent = Onset | Partial | Final | Tentative | Resumed
 
 
 class SileroVad:
@@ -95,6 +108,16 @@ class UtteranceTracker:
         self._samples_seen = 0
         self._last_partial_at = 0
         self._last_voiced_end = 0
+        # Speculative end of turn: the newest partial (streams with partials), the silent windows
+        # since the last voiced one, and the tentative text sent for this pause (if any).
+        self._latest_partial = ""
+        self._gap_windows = 0
+        self._tentative: str | None = None
+        self._tentative_windows = (
+            -(-settings.tentative_silence_ms * SAMPLE_RATE // 1000 // VAD_WINDOW_SAMPLES)
+            if settings.tentative_silence_ms
+            else 0
+        )
         # Level floor of the echo guard, as a mean square of int16 samples.
         self._guard_floor = (32768.0 * 10 ** (settings.barge_in_min_dbfs / 20)) ** 2
 
@@ -153,13 +176,17 @@ class UtteranceTracker:
             self._preroll.append(window)
             return out
         partial = self._stream.accept(window)
+        if partial:
+            self._latest_partial = partial
         self._speech_samples += len(window)
         too_long = self._speech_samples >= self._settings.max_utterance_s * SAMPLE_RATE
         if event is VadEvent.END or too_long:
             out.append(self._finish(now))
             if too_long:
                 self._endpointer.reset()
-        elif (
+            return out
+        out.extend(self._speculate(prob))
+        if (
             partial
             and partial != self._last_partial
             and (now - self._last_partial_at) * 1000 >= self._settings.partial_interval_ms * SAMPLE_RATE
@@ -169,10 +196,40 @@ class UtteranceTracker:
             out.append(Partial(partial))
         return out
 
+    def _speculate(self, prob: float) -> list[AsrEvent]:
+        """Count the pause; at ``tentative_silence_ms`` decode what was said, once per pause."""
+        if not self._tentative_windows:
+            return []
+        if self._endpointer.stays_voiced(prob):
+            self._gap_windows = 0
+            if self._tentative is not None:
+                self._tentative = None
+                return [Resumed()]
+            return []
+        self._gap_windows += 1
+        if self._gap_windows != self._tentative_windows or self._tentative is not None:
+            return []
+        assert self._stream is not None
+        peek = getattr(self._stream, "peek", None)
+        text = (peek() if peek is not None else self._latest_partial).strip()
+        self._tentative = text
+        silent_s = self._gap_windows * VAD_WINDOW_SAMPLES / SAMPLE_RATE
+        return [Tentative(text, self._clock() - silent_s)] if text else []
+
     def _finish(self, now: int) -> Final:
         assert self._stream is not None
         started = time.perf_counter()
-        text = self._stream.finish().strip()
+        close = getattr(self._stream, "close", None)
+        if self._tentative and close is not None:
+            # Only silence since the tentative decode (speech would have reset it): that text is
+            # the utterance, and decoding it again would only add latency.
+            text = self._tentative
+            close()
+        else:
+            text = self._stream.finish().strip()
+        self._tentative = None
+        self._gap_windows = 0
+        self._latest_partial = ""
         self._stream = None
         decode_ms = (time.perf_counter() - started) * 1000
         endpoint_ms = max(0, now - self._last_voiced_end) * 1000 / SAMPLE_RATE

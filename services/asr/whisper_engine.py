@@ -77,6 +77,13 @@ class _WhisperStream:
             return ""
         return self._engine.transcribe(np.concatenate(parts))
 
+    def peek(self) -> str:
+        """The utterance so far (for a tentative end of turn); the stream goes on."""
+        return self._engine.transcribe(np.concatenate(self._parts)) if self._parts else ""
+
+    def close(self) -> None:
+        self._parts = []
+
 
 class WhisperEngine:
     name = "whisper"

@@ -23,7 +23,7 @@ def clean_for_speech(text: str) -> str:
 
 
 class ClauseSplitter:
-    def __init__(self, min_first_chars: int = 12, max_chars: int = 160, first_words: int = 6) -> None:
+    def __init__(self, min_first_chars: int = 12, max_chars: int = 160, first_words: int = 5) -> None:
         self._buf = ""
         self._emitted = 0
         self._min_first = min_first_chars
