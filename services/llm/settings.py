@@ -31,7 +31,9 @@ class LlmSettings:
     openai_api_key: str = ""
     # Where the packaged SmolLM2 is converted to an HF folder, once.
     cache_dir: str = os.path.join(os.path.expanduser("~"), ".cache", "avatar")
-    min_clause_chars: int = 12
+    # The first clause may end at a comma this early ("I'm Ava,"): every token waited for before
+    # TTS can start is latency the user hears (issue 14: first chunk at the first natural break).
+    min_clause_chars: int = 6
     # CPU threads for torch; 0 = torch's default (all cores). One is the default because on a
     # small CPU shared with TTS, the video encoder and the browser, two torch threads spend
     # their time waiting on each other: measured end to end, median time to first avatar
