@@ -267,6 +267,11 @@ def test_health_kill_kills_only_a_stale_service_process(tmp_path):
     service = subprocess.Popen([sys.executable, "-c", sleep, "services.llm"])
     stranger = subprocess.Popen([sys.executable, "-c", sleep])
     try:
+        # Until the child has exec'd, /proc shows the parent's command line.
+        deadline = time.monotonic() + 10
+        while b"services.llm" not in Path(f"/proc/{service.pid}/cmdline").read_bytes():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         path = heartbeat_path("llm", env)
         write_record(path, HeartbeatRecord("llm", stranger.pid, time.time() - 30))
         healthy, message = check("llm", 10, kill=True, env=env)
