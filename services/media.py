@@ -45,3 +45,11 @@ def rms_dbfs(pcm: np.ndarray) -> float:
     x = pcm.astype(np.float32) / 32768.0
     rms = float(np.sqrt(np.mean(x * x)))
     return 20.0 * np.log10(max(rms, 1e-6))
+
+
+def audio_units(pcm: np.ndarray) -> list[np.ndarray]:
+    """Cut voice into 640-sample units; the last one is zero-padded (never dropped)."""
+    n = -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME)
+    padded = np.zeros(n * SAMPLES_PER_VIDEO_FRAME, dtype=np.int16)
+    padded[: len(pcm)] = pcm
+    return [padded[i * SAMPLES_PER_VIDEO_FRAME : (i + 1) * SAMPLES_PER_VIDEO_FRAME] for i in range(n)]

@@ -3,18 +3,11 @@ turn (one transcript, one answer); speaking while it talks is a barge-in."""
 
 import json
 
-import pytest
 
 from services import messages as m
-from tests.test_barge_in_timeline import _Timeline
+from tests.test_barge_in_timeline import timeline  # noqa: F401 (the shared fixture)
 
 
-@pytest.fixture
-async def timeline():
-    tl = _Timeline()
-    await tl.start()
-    yield tl
-    await tl.close()
 
 
 async def test_a_pause_before_the_answer_joins_the_two_sentences(timeline):

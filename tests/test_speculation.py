@@ -3,18 +3,11 @@ the answer is held back until the endpoint confirms it, and dropped if the user 
 
 import json
 
-import pytest
 
 from services import messages as m
-from tests.test_barge_in_timeline import _Timeline
+from tests.test_barge_in_timeline import timeline  # noqa: F401 (the shared fixture)
 
 
-@pytest.fixture
-async def timeline():
-    tl = _Timeline()
-    await tl.start()
-    yield tl
-    await tl.close()
 
 
 QUESTION = "What is the capital of France"

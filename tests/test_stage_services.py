@@ -8,7 +8,8 @@ import threading
 import numpy as np
 
 from services import messages as m
-from services.lipsync.service import LipsyncService, audio_units
+from services.lipsync.service import LipsyncService
+from services.media import audio_units
 from services.llm.service import LlmService
 from services.llm.settings import LlmSettings
 from services.tts.service import TtsService

@@ -13,7 +13,7 @@ from services.avatar.animation import FaceAnimator, MouthEnvelope
 from services.avatar.idle import IdleAvatar
 from services.lipsync.engine import frames_in_batches
 from services.lipsync.settings import LipsyncSettings
-from services.media import FRAME_MS, SAMPLES_PER_VIDEO_FRAME
+from services.media import FRAME_MS, SAMPLES_PER_VIDEO_FRAME, audio_units
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +78,9 @@ class AnimationEngine:
         # A fresh envelope per clause (clauses of several sessions are prepared in turn), warmed
         # on the voice before it so the mouth does not snap shut where a stream was cut.
         envelope = MouthEnvelope()
-        for unit in _units(before):
+        for unit in audio_units(before if before is not None else np.zeros(0, np.int16)):
             envelope.frame_openness(unit)
-        return AnimationJob(first_index, tuple(envelope.frame_openness(u) for u in _units(pcm)))
+        return AnimationJob(first_index, tuple(envelope.frame_openness(u) for u in audio_units(np.asarray(pcm, np.int16))))
 
     def render(self, items: Sequence[tuple[AnimationJob, int]]) -> list[np.ndarray]:
         out = []
@@ -97,13 +97,3 @@ class AnimationEngine:
         """The silent avatar at frame ``index``: mouth closed, blinking and breathing."""
         return self._idle.idle_frame(index)
 
-
-def _units(pcm: np.ndarray | None) -> list[np.ndarray]:
-    """640-sample units; the last one padded with silence."""
-    if pcm is None or len(pcm) == 0:
-        return []
-    pcm = np.asarray(pcm, np.int16)
-    n = -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME)
-    padded = np.zeros(n * SAMPLES_PER_VIDEO_FRAME, np.int16)
-    padded[: len(pcm)] = pcm
-    return list(padded.reshape(n, SAMPLES_PER_VIDEO_FRAME))

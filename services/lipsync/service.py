@@ -32,14 +32,6 @@ MAX_PENDING_FRAMES = 180 * VIDEO_FPS
 _SILENCE = np.zeros(SAMPLES_PER_VIDEO_FRAME, dtype=np.int16)
 
 
-def audio_units(pcm: np.ndarray) -> list[np.ndarray]:
-    """Cut voice into 640-sample units; the last one is zero-padded (never dropped)."""
-    n = -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME)
-    padded = np.zeros(n * SAMPLES_PER_VIDEO_FRAME, dtype=np.int16)
-    padded[: len(pcm)] = pcm
-    return [padded[i * SAMPLES_PER_VIDEO_FRAME : (i + 1) * SAMPLES_PER_VIDEO_FRAME] for i in range(n)]
-
-
 class LipsyncService:
     def __init__(
         self, engine: LipsyncEngine, out: Sender, events: Sender, max_batch: int | None = None
