@@ -1,6 +1,7 @@
 """Benchmark batched decoding on SmolLM2: first-token latency and tokens/s, 1 vs N sessions.
 
     python bench/bench_llm_batching.py [--sessions 1 3] [--tokens 32] [--repeats 3] [--threads 1]
+                                       [--quant int8|none]
                                        [--out bench-results/llm_batching.json]
 
 For each session count, N questions arrive at the same moment and decode together; "queued"
@@ -100,17 +101,21 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the service's default)")
+    parser.add_argument("--quant", choices=["int8", "none"], default="int8",
+                        help="weights of the CPU model (the service's default is int8)")
     parser.add_argument("--out", default="bench-results/llm_batching.json")
     args = parser.parse_args()
     if max(args.sessions) > len(QUESTIONS):
         parser.error(f"at most {len(QUESTIONS)} sessions")
 
-    settings = LlmSettings.from_env({**os.environ, "AVATAR_LLM_THREADS": str(args.threads)})
+    settings = LlmSettings.from_env({**os.environ, "AVATAR_LLM_THREADS": str(args.threads),
+                                     "AVATAR_LLM_QUANT": args.quant})
     engine = TransformersEngine.from_settings(settings)
     try:
         result: dict[str, object] = {
             "model": settings.model or "SmolLM2-135M-Instruct", "device": engine._device,
-            "torch_threads": torch.get_num_threads(), "max_new_tokens": args.tokens,
+            "torch_threads": torch.get_num_threads(), "quant": engine.quant,
+            "max_new_tokens": args.tokens,
             "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "generate": median_of([run_generate(engine, args.tokens) for _ in range(args.repeats)]),
         }

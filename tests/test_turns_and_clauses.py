@@ -93,6 +93,26 @@ def test_history_is_trimmed_to_the_token_budget_by_whole_exchanges_but_keeps_the
     assert len(msgs) < 21
 
 
+def test_trimmed_history_keeps_the_same_beginning_over_consecutive_turns():
+    """Blocks of exchanges leave together, so most turns' prompts begin as the previous one's
+    did and the decoder's prefix cache serves them."""
+    def count(m):
+        return sum(len(x["content"]) for x in m)
+
+    history: list[dict[str, str]] = []
+    starts = []
+    for turn in range(24):
+        msgs = build_prompt("p", history, f"question {turn} " + "x" * 40, count, 600, step=4)
+        assert count(msgs) <= 600
+        starts.append(msgs[1]["content"] if len(msgs) > 2 else None)
+        history += [{"role": "user", "content": f"question {turn} " + "x" * 40},
+                    {"role": "assistant", "content": f"answer {turn} " + "y" * 40}]
+    changes = sum(1 for a, b in zip(starts, starts[1:]) if a != b)
+    # One exchange is ~100 characters, so ~5 fit: trimmed one at a time, the beginning would
+    # change on every turn after the fifth (~19 changes).
+    assert changes <= 8, starts
+
+
 def test_first_clause_is_cut_after_a_few_words_when_no_punctuation_comes():
     s = ClauseSplitter(first_words=6)
     out = []

@@ -26,6 +26,10 @@ from dataclasses import dataclass, field
 logger = logging.getLogger(__name__)
 
 MAX_EXCHANGES = 32  # kept per conversation; older ones are deleted (the LLM trims further)
+# Deleted a block at a time, so the history sent keeps the same first exchange for this many
+# turns: the LLM's prefix cache reuses a prompt only while its beginning stays put (a
+# multiple of services/llm/history.py's TRIM_STEP).
+TRIM_BLOCK = 8
 RETENTION_S = 30 * 24 * 3600
 _ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
@@ -105,7 +109,8 @@ class ConversationStore:
     def record_user(self, conv: Conversation, turn: int, text: str) -> Exchange:
         ex = Exchange(turn, text)
         conv.exchanges = [e for e in conv.exchanges if e.turn != turn] + [ex]
-        del conv.exchanges[:-MAX_EXCHANGES]
+        if len(conv.exchanges) > MAX_EXCHANGES:
+            del conv.exchanges[:TRIM_BLOCK]
         self._write(conv, ex)
         return ex
 

@@ -5,7 +5,8 @@ One owned thread runs the model; nothing else calls it. Each loop it
 1. drops the rows that finished, were cancelled, or whose ``should_stop()`` says the turn is
    stale, so a stale request leaves within one step and its slot is free at once;
 2. admits waiting requests (FIFO, up to ``max_batch`` active): prefills each one's prompt on
-   a private copy of the system-prompt cache, which also gives its first token, and appends
+   a private copy of the longest cached prefix of its prompt (prefix_cache.py: the system
+   prompt, or the conversation's previous prompt), which also gives its first token, and appends
    its cache as a new row of the batch. All waiting requests are admitted in the same loop:
    a newcomer's first token matters more than a pause of a prefill or two in answers already
    streaming, which run far ahead of speech anyway;
@@ -246,6 +247,8 @@ class BatchedDecoder:
             seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
             seen[torch.tensor(request.prompt_ids, device=logits.device)] = True
             token = int(self._sampler.pick(logits, seen.unsqueeze(0))[0])
+            # The next turn of this conversation begins with this whole prompt.
+            self.prefix.remember(request.prompt_ids, out.cache)
             self._batch.add(out.cache, len(request.prompt_ids))
         except Exception as exc:
             logger.exception("BatchedDecoder(req %d): prefill failed", request.id)

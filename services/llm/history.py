@@ -3,7 +3,7 @@
 The gateway owns the conversation (services/gateway/conversation.py) and sends it with every
 request (``UserText.history``), already holding only what the user actually heard of each
 answer. So this stage keeps no conversation state and a restart loses nothing; it only trims
-the history to the model's context window.
+the history to its token budget (AVATAR_LLM_PROMPT_TOKENS, at most the model's context).
 """
 
 from __future__ import annotations
@@ -38,17 +38,26 @@ def parse_history(raw: str) -> list[ChatMessage]:
     return out
 
 
+# History is trimmed whole blocks of this many exchanges at a time, counted from the oldest
+# one the gateway sent, so consecutive turns keep the same beginning and the decoder's prefix
+# cache serves it (prefix_cache.py): trimming one exchange per turn would change the start of
+# every prompt and make each turn prefill its whole history again.
+TRIM_STEP = 4
+
+
 def build_prompt(
     persona: str,
     history: list[ChatMessage],
     question: str,
     count_tokens: Callable[[list[ChatMessage]], int],
     budget: int,
+    step: int = TRIM_STEP,
 ) -> list[ChatMessage]:
-    """System prompt + as many recent exchanges as fit in ``budget`` tokens + the question.
+    """System prompt + the recent exchanges that fit in ``budget`` tokens + the question.
 
     Whole exchanges are dropped from the oldest end, so the model never sees an answer without
-    the question it answered. The question itself is always kept.
+    the question it answered; ``step`` of them at a time while that leaves something, then one
+    at a time. The question itself is always kept.
     """
     system: list[ChatMessage] = [{"role": "system", "content": persona}]
     asked: list[ChatMessage] = [{"role": "user", "content": question}]
@@ -59,6 +68,13 @@ def build_prompt(
             exchanges.append([msg])
         else:
             exchanges[-1].append(msg)
+
+    def flat(start: int) -> list[ChatMessage]:
+        return [msg for exchange in exchanges[start:] for msg in exchange]
+
+    for start in range(0, len(exchanges), max(1, step)):
+        if count_tokens(system + flat(start) + asked) <= budget:
+            return system + flat(start) + asked
     kept: list[ChatMessage] = []
     for exchange in reversed(exchanges):
         candidate = exchange + kept

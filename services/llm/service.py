@@ -53,7 +53,7 @@ class LlmService:
 
     async def _answer(self, msg: messages.UserText) -> None:
         session, turn = msg.session, msg.turn
-        budget = max(256, self._engine.context_tokens - self._settings.max_new_tokens)
+        budget = max(64, min(self._settings.prompt_tokens, self._engine.context_tokens - self._settings.max_new_tokens))
         # The conversation comes with the question (the gateway owns it): nothing kept here.
         history = parse_history(msg.history)
         chat = build_prompt(self._settings.persona, history, msg.text, self._engine.count_tokens, budget)

@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from services.llm.batched_decoder import DEFAULT_MAX_BATCH, BatchedDecoder
 from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.engine import ChatMessage, LlmModelMissing
+from services.llm.int8_weights import apply_quant
 from services.llm.sampling import Sampler, Sampling
 from services.llm.settings import LlmSettings
 
@@ -118,7 +119,7 @@ class TransformersEngine:
 
     def __init__(self, model_dir: str, dtype: str, device: str, max_new_tokens: int,
                  temperature: float = 0.0, threads: int = 0, persona: str = "",
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none") -> None:
         self._device = pick_device(device)
         if threads and self._device == "cpu":
             torch.set_num_threads(threads)
@@ -135,6 +136,7 @@ class TransformersEngine:
                 "`python main.py fetch --profile gpu` or set AVATAR_LLM_MODEL to a local folder"
             ) from exc
         self._model.eval()
+        self.quant = apply_quant(self._model, quant, self._device, self._dtype)
         # Every session's stream thread tokenizes and detokenizes; a fast tokenizer is not
         # safe to share between threads ("Already borrowed"), and each call takes microseconds.
         self._tok_lock = threading.Lock()
@@ -160,7 +162,7 @@ class TransformersEngine:
         except BaseException:
             self._decoder.close()
             raise
-        logger.info("LLM %s loaded on %s as %s", model_dir, self._device, self._dtype)
+        logger.info("LLM %s loaded on %s as %s (quantization: %s)", model_dir, self._device, self._dtype, self.quant)
 
     def _warm_up(self, persona: str) -> None:
         """One tiny generation at load time: the first forward pays for lazy kernel and
@@ -181,7 +183,8 @@ class TransformersEngine:
                 "`python main.py fetch --profile gpu` or set AVATAR_LLM_MODEL"
             )
         return cls(model_dir, settings.dtype, settings.device, settings.max_new_tokens,
-                   settings.temperature, settings.threads, settings.persona, settings.max_batch)
+                   settings.temperature, settings.threads, settings.persona, settings.max_batch,
+                   settings.quant)
 
     @property
     def context_tokens(self) -> int:
