@@ -202,16 +202,18 @@ async def talk(client, index: int, speech: dict[str, np.ndarray], deadline: floa
         except TimeoutError:
             continue
         last_turn = heard["turn"]
+        # A spoken question is answered in a later turn than its line (speculative end of turn).
+        answer_turn = heard.get("answer_turn", last_turn)
         if not heard["text"].strip():
             continue  # the ASR heard no words: nothing is asked
         result.heard += 1
         try:
-            await client.wait_event(_is_answer_end(last_turn), ANSWER_TIMEOUT_S)
+            await client.wait_event(_is_answer_end(answer_turn), ANSWER_TIMEOUT_S)
             result.answered += 1
         except TimeoutError:
             await client.send({"type": "interrupt"})
         stats = next((e for e in reversed(client.events)
-                      if e.get("type") == "stats" and e.get("turn") == last_turn), None)
+                      if e.get("type") == "stats" and e.get("turn") == answer_turn), None)
         if stats and stats.get("stages", {}).get("first_audio_ms"):
             result.first_audio_ms.append(stats["stages"]["first_audio_ms"])
         await asyncio.sleep(PAUSE_S)

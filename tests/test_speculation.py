@@ -40,6 +40,10 @@ async def test_the_answer_starts_at_the_first_silence_and_plays_only_after_the_e
     await tl.run_until(2.0)
     assert [e.user for e in tl.session.conversation.exchanges] == [QUESTION]
     assert tl.gateway.metrics.speculations.labels("committed")._value.get() == 1
+    # The page's line is the utterance's turn; the event says which turn answers it.
+    [line] = [e for e in tl.page_events("transcript") if e["role"] == "user" and e["final"]]
+    assert (line["turn"], line["answer_turn"]) == (1, 2)
+    assert {e["turn"] for e in tl.page_events("transcript") if e["role"] == "avatar"} == {2}
 
 
 async def test_speaking_on_drops_the_speculative_answer_and_asks_the_whole_utterance(timeline):
@@ -62,6 +66,7 @@ async def test_speaking_on_drops_the_speculative_answer_and_asks_the_whole_utter
     assert all(u.turn != early.turn for _, u in tl.played if not u.idle)
     shown = [e for e in tl.page_events("transcript") if e["role"] == "user"]
     assert {e["turn"] for e in shown} == {1}  # one line for the one utterance
+    assert [e["answer_turn"] for e in shown if e["final"]] == [question.turn]
 
 
 async def test_a_different_final_text_replaces_the_speculation(timeline):

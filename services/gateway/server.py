@@ -247,7 +247,7 @@ class Gateway:
             session.asked = (turn, text)
             session.asked_line = session.utterance_turn
             session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
-            session.send({"type": "transcript", "role": "user", "text": text, "final": True, "turn": session.utterance_turn})
+            self._user_final(session, text, answer_turn=turn)
             session.set_state("thinking")
             self.flow.poke()  # its frames may play now
             self.metrics.speculations.labels("committed").inc()
@@ -258,12 +258,20 @@ class Gateway:
         session.carry = ""
         turn = session.turn
         session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
+        self._user_final(session, text, answer_turn=turn if text else None)
         if text:
-            if text != msg.text or spec is not None:
-                session.send({"type": "transcript", "role": "user", "text": text, "final": True, "turn": session.utterance_turn})
             session.set_state("thinking")
             await self._ask(session, turn, text, "speech", msg.speech_end_unix_s)
             session.asked_line = session.utterance_turn
+
+    @staticmethod
+    def _user_final(session: Session, text: str, answer_turn: int | None) -> None:
+        """The user's line, final. The page keys it by the turn the utterance began in; a
+        speculative answer runs in a later turn, so ``answer_turn`` says which one answers it."""
+        event = {"type": "transcript", "role": "user", "text": text, "final": True, "turn": session.utterance_turn}
+        if answer_turn is not None:
+            event["answer_turn"] = answer_turn
+        session.send(event)
 
     def _on_media_lost(self, session: Session) -> None:
         """The call went away mid-answer: what was queued is not played, but its text is shown."""
@@ -354,10 +362,10 @@ class Gateway:
                 await self._speculate(session, msg)
                 return
             # The page shows one line per utterance, keyed by the turn it began in.
-            line = session.utterance_turn
-            session.send({"type": "transcript", "role": "user", "text": msg.text, "final": msg.final, "turn": line})
             if msg.final:
                 await self._utterance_done(session, msg)
+            else:
+                session.send({"type": "transcript", "role": "user", "text": msg.text, "final": False, "turn": session.utterance_turn})
         elif isinstance(msg, messages.StageTiming):
             self.metrics.stage_latency.labels(msg.stage, msg.name).observe(msg.ms)
             key = _STAGE_KEYS.get((msg.stage, msg.name), f"{msg.stage}_{msg.name}_ms")
@@ -532,7 +540,8 @@ class Gateway:
             await self._on_candidate(session, msg)
         elif isinstance(msg, signaling.Text):
             turn = await self.new_turn(session, reason="typed")
-            session.send({"type": "transcript", "role": "user", "text": msg.text, "final": True, "turn": turn})
+            session.send({"type": "transcript", "role": "user", "text": msg.text, "final": True, "turn": turn,
+                          "answer_turn": turn})
             session.turn_stats(turn).speech_end_unix_s = time.time()
             session.set_state("thinking")
             await self._ask(session, turn, msg.text, "typed", time.time())
