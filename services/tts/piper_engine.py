@@ -27,6 +27,68 @@ def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
         x = resample_poly(x, SAMPLE_RATE // g, rate // g)
     return np.clip(x * 32767.0, -32768, 32767).astype(np.int16)
 
+# Piper's memory, measured with /tmp scripts on 300 clauses of 1-40 random words (2 cores,
+# onnxruntime 1.32, RSS of the process, same clauses every run). onnxruntime's defaults grew
+# RSS in steps as longer inputs came, 551 -> 661 MB from clause 50 to 300 (+20 %), the same
+# steps as the soak's 307 -> 482 MB: the memory-pattern planner asks the CPU arena for one
+# block per new input shape, the arena grows by powers of two to fit it and never gives back.
+# Measured alternatives (ms per clause, interleaved A/B on the same clauses; old: 307 ms):
+#   - no memory pattern: speed unchanged, but still 552 -> 565 MB, a ~550 MB plateau reached
+#     only once long clauses have come (slowly, in a conversation);
+#   - no CPU arena: worse, 615 -> 917 MB (glibc keeps the freed blocks); no arena and no
+#     pattern: flat ~330 MB but +50 % time;
+#   - arena shrinkage after every run with the default 1 MB first region: flat 320 MB but
+#     +20 % time (each run maps and faults its working memory again);
+#   - glibc malloc_trim(0) after each clause: no effect (the memory is onnxruntime's arena);
+#   - chosen: no pattern, an arena whose first region is ARENA_REGION_BYTES, shrinkage after
+#     every run. The first region is kept (shrinkage frees only later regions), so a clause
+#     that fits costs nothing extra, and a longer one borrows a region for its run only:
+#     351 -> 352 MB over 300 clauses of 1-27 words, 358 -> 360 MB with 1-40 words (transient
+#     +64 MB while a 40-word clause runs); time 1-3 % over the old options, within noise.
+# 128 MiB holds every clause of up to ~27 words (160 chars, services/llm/clauses.py's cut);
+# 96 MiB spilled often and grew glibc's heap, 192 MiB pinned a second region (482 MB).
+ARENA_REGION_BYTES = 128 * 1024 * 1024
+
+# About as long as the longest clause the LLM's splitter cuts (160 chars), in one sentence.
+WARM_UP_TEXT = (
+    "This warm-up sentence is about as long as the longest clause that the answer splitter "
+    "hands to the voice, so the first real answer finds its memory ready."
+)
+
+
+def _bound_arena(onnxruntime, options) -> None:
+    """Give the session a CPU arena with one fixed first region, and no memory patterns.
+
+    A session can set its arena's sizes only through an allocator registered with
+    onnxruntime's process-wide environment, which sessions opt into. Registering again (one
+    engine per test) replaces it for sessions created later; existing ones keep theirs.
+    """
+    onnxruntime.create_and_register_allocator(
+        onnxruntime.OrtMemoryInfo(
+            "Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, onnxruntime.OrtMemType.DEFAULT
+        ),
+        onnxruntime.OrtArenaCfg(
+            {"arena_extend_strategy": 0, "initial_chunk_size_bytes": ARENA_REGION_BYTES}
+        ),
+    )
+    options.add_session_config_entry("session.use_env_allocators", "1")
+    options.enable_mem_pattern = False
+
+
+class _ShrinkingSession:
+    """Piper's session, run so that arena regions beyond the first are freed after each run.
+
+    PiperVoice calls only ``session.run(output_names, feeds)``; this adds the run options.
+    """
+
+    def __init__(self, session, onnxruntime) -> None:
+        self._session = session
+        self._run_options = onnxruntime.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def run(self, output_names, input_feed):
+        return self._session.run(output_names, input_feed, self._run_options)
+
 
 class PiperEngine:
     name = "piper"
@@ -49,14 +111,20 @@ class PiperEngine:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        _bound_arena(onnxruntime, options)
         self._voice = PiperVoice(
             config=PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))),
-            session=onnxruntime.InferenceSession(
-                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            session=_ShrinkingSession(
+                onnxruntime.InferenceSession(
+                    str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+                ),
+                onnxruntime,
             ),
         )
-        # The first synthesis sets up onnxruntime's kernels; pay for it now, not on turn one.
-        for _ in self._voice.synthesize("Hello."):
+        # The first synthesis sets up onnxruntime's kernels and touches the arena's fixed region;
+        # pay for both now (about 0.5 s), not on turn one, and so the service's memory after
+        # load is already its steady-state memory.
+        for _ in self._voice.synthesize(WARM_UP_TEXT):
             pass
         logger.info("Piper voice %s loaded (%d Hz)", model_path.name, self._voice.config.sample_rate)
 
