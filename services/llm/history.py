@@ -69,16 +69,11 @@ def build_prompt(
         else:
             exchanges[-1].append(msg)
 
-    def flat(start: int) -> list[ChatMessage]:
-        return [msg for exchange in exchanges[start:] for msg in exchange]
+    def prompt(start: int) -> list[ChatMessage]:
+        return system + [msg for exchange in exchanges[start:] for msg in exchange] + asked
 
-    for start in range(0, len(exchanges), max(1, step)):
-        if count_tokens(system + flat(start) + asked) <= budget:
-            return system + flat(start) + asked
-    kept: list[ChatMessage] = []
-    for exchange in reversed(exchanges):
-        candidate = exchange + kept
-        if count_tokens(system + candidate + asked) > budget:
-            break
-        kept = candidate
-    return system + kept + asked
+    # Fewer exchanges never take more tokens, so the first start that fits keeps the most:
+    # block boundaries first, then any exchange, and at worst none (the question alone).
+    n = len(exchanges)
+    starts = [*range(0, n, max(1, step)), *range(n)]
+    return next((p for p in map(prompt, starts) if count_tokens(p) <= budget), prompt(n))
