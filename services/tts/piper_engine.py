@@ -93,11 +93,13 @@ class _ShrinkingSession:
 class PiperEngine:
     name = "piper"
 
-    def __init__(self, model_path: Path, config_path: Path, threads: int = 1) -> None:
+    def __init__(
+        self, model_path: Path, config_path: Path, threads: int = 1, *, noise: bool = True
+    ) -> None:
         import json
 
         import onnxruntime
-        from piper import PiperConfig, PiperVoice
+        from piper import PiperConfig, PiperVoice, SynthesisConfig
 
         for path in (model_path, config_path):
             if not path.is_file():
@@ -124,7 +126,10 @@ class PiperEngine:
         # The first synthesis sets up onnxruntime's kernels and touches the arena's fixed region;
         # pay for both now (about 0.5 s), not on turn one, and so the service's memory after
         # load is already its steady-state memory.
-        for _ in self._voice.synthesize(WARM_UP_TEXT):
+        # noise=False zeroes VITS's sampling noise, so one text always gives the same audio
+        # (tests that feed Piper speech to a recogniser must not depend on a random draw).
+        self._syn_config = None if noise else SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+        for _ in self._voice.synthesize(WARM_UP_TEXT, self._syn_config):
             pass
         logger.info("Piper voice %s loaded (%d Hz)", model_path.name, self._voice.config.sample_rate)
 
@@ -139,5 +144,5 @@ class PiperEngine:
 
     def synthesize(self, text: str) -> Iterator[np.ndarray]:
         # Piper yields one chunk per sentence, so a long clause starts sounding early.
-        for chunk in self._voice.synthesize(text):
+        for chunk in self._voice.synthesize(text, self._syn_config):
             yield to_16k(chunk.audio_float_array, chunk.sample_rate)
