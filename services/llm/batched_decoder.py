@@ -44,6 +44,7 @@ import torch
 from services.llm.kv_batch import KvBatch
 from services.llm.prefix_cache import PrefixCache
 from services.llm.sampling import Sampler
+from services.malloc_trim import trim_heap
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +195,12 @@ class BatchedDecoder:
             with torch.inference_mode():
                 while True:
                     # Dropping first frees the slots of answers that ended in the last step.
+                    had_work = bool(self._active)
                     self._drop_finished()
+                    if had_work and not self._active and not self._waiting:
+                        # Idle now: hand the answers' freed tensors back to the OS, off the
+                        # decode path (services/malloc_trim.py: the soak's RSS creep).
+                        trim_heap()
                     with self._cond:
                         while not (self._closed or self._waiting or self._active):
                             self._cond.wait()
