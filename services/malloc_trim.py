@@ -4,8 +4,9 @@ Why: glibc keeps the memory that a burst of differently sized tensors freed (the
 activations of one answer) inside its heaps, where the next burst rarely fits it exactly, so a
 long-running LLM process crept up: the 30-minute soak of 2026-12-02 grew the LLM's RSS from
 1617 to 1817 MiB after warm-up (+12 %), slower and slower but never flat. ``malloc_trim(0)``
-returns every whole free page of every arena (madvise) and costs about a millisecond, so it is
-called when a stage goes idle, never inside a decode step.
+returns every whole free page of every arena (madvise). It walks the free lists (measured here:
+5 ms with ~100 MB of freed torch tensors, 0.6 ms when nothing is left), so it is called when a
+stage goes idle, never inside a decode step.
 
 Elsewhere than glibc (musl, macOS) there is no such call and this does nothing.
 """

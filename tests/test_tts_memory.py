@@ -14,6 +14,7 @@ import pytest
 
 from services.tts.piper_engine import PiperEngine
 from services.tts.settings import TtsSettings
+from tests.memory import rss_mb
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +39,6 @@ def varying_clauses(count: int, seed: int = 7) -> list[str]:
         " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, MAX_WORDS))).capitalize() + "."
         for _ in range(count)
     ]
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 def rss_growth_mb(engine) -> tuple[float, float]:

