@@ -14,7 +14,6 @@ Elsewhere than glibc (musl, macOS) there is no such call and this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 from functools import lru_cache
 
@@ -23,11 +22,10 @@ logger = logging.getLogger(__name__)
 
 @lru_cache(maxsize=1)
 def _libc_trim():  # noqa: ANN202 - a ctypes function or None
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
+    # The symbols already loaded into this process, libc's among them: find_library("c") would
+    # run ldconfig in a subprocess, a child process that tests listing a service's children saw.
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         logger.debug("malloc_trim: not glibc, heap trimming is off")
         return None

@@ -85,14 +85,27 @@ def _children(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
+def _services(pid: int, name: str = "services.") -> list[psutil.Process]:
+    """The children whose command line names a service. A short-lived helper a service starts
+    (a child that exits between listing and reading its command line) is not one."""
+    found = []
+    for child in _children(pid):
+        try:
+            if name in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def test_a_dead_service_is_restarted(avatar):
-    tts = [p for p in _children(avatar.proc.pid) if "services.tts" in " ".join(p.cmdline())]
+    tts = _services(avatar.proc.pid, "services.tts")
     assert len(tts) == 1
     mark = len(avatar.lines)
     os.kill(tts[0].pid, signal.SIGKILL)
     avatar.wait_for_line("tts exited with code", 20, start=mark)
     avatar.wait_for_line("tts is ready", 120, start=mark)
-    new = [p for p in _children(avatar.proc.pid) if "services.tts" in " ".join(p.cmdline())]
+    new = _services(avatar.proc.pid, "services.tts")
     assert len(new) == 1 and new[0].pid != tts[0].pid
 
 
@@ -100,8 +113,8 @@ def test_ctrl_c_stops_everything_without_orphans():
     proc = AvatarProcess()
     try:
         proc.wait_ready()
-        children = _children(proc.proc.pid)
-        assert len([c for c in children if "services." in " ".join(c.cmdline())]) == 5
+        children = _services(proc.proc.pid)
+        assert len(children) == 5
     finally:
         code = proc.stop()
     assert code == 0, proc.log_tail()
