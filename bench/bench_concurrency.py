@@ -61,6 +61,7 @@ class ClientResult:
     heard: str | None  # what the ASR heard (the user's final transcript)
     first_audio_ms: float | None  # end of speech -> first received voice, at the client
     gateway_first_audio_ms: float | None  # the gateway's stats message, if the answer ended
+    gateway_stages_ms: dict[str, float]  # every stage of that stats message (where the time went)
     answered: bool  # the answer played to its end within the time allowed
     fps_per_second: list[float]
     fps_min: float | None
@@ -250,6 +251,7 @@ async def measure_level(
                 heard=heard,
                 first_audio_ms=None if voice_at is None else round((voice_at - speech_end) * 1000, 1),
                 gateway_first_audio_ms=(stats or {}).get("stages", {}).get("first_audio_ms"),
+                gateway_stages_ms=dict((stats or {}).get("stages", {})),
                 answered=any(_is_answer_end(e) for e in c.events),
                 fps_per_second=fps,
                 fps_min=min(fps) if fps else None,

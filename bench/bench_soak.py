@@ -122,8 +122,8 @@ async def late_frames(base_url: str) -> float:
 def soak_client_class():  # noqa: ANN201 (a class built on the test client)
     """tests/rtc_client.RtcClient that keeps only when each frame arrived (and audio peaks).
 
-    The base client converts every video frame to RGB and keeps the last 400: for a long run
-    that is CPU the avatar needs, and hundreds of MB in this process.
+    The base client keeps the last 400 decoded frames for tests to look at: for a long run that
+    is memory this process does not need.
     """
     from tests.rtc_client import RtcClient
 

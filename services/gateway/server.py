@@ -45,6 +45,7 @@ from services.gateway.tracks import (
     forward_microphone,
     shorten_mic_jitter_buffer,
 )
+from services.gateway.vp8_encoder import use_rendered_vp8_encoder
 from services.media import frames_for_ms
 from services.transport import Transport
 
@@ -595,6 +596,10 @@ class Gateway:
             pc.addTrack(AvatarVideoTrack(session.media))
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
+            for transceiver in pc.getTransceivers():
+                # The codec is negotiated now; the first frame is encoded after ICE and DTLS.
+                if transceiver.kind == "video":
+                    use_rendered_vp8_encoder(transceiver)
         except Exception as exc:  # aiortc raises ValueError and others for bad SDP
             logger.info("Session(%s) bad offer: %s", session.id, exc)
             session.pc = None

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -34,6 +35,16 @@ _AUDIO_TIME_BASE = Fraction(1, WEBRTC_SAMPLE_RATE)
 _HALF_UNIT = SAMPLES_PER_VIDEO_FRAME // 2  # 320 samples = 20 ms at 16 kHz
 
 
+def rgb_to_i420(image: np.ndarray) -> np.ndarray:
+    """RGB picture -> the planar YUV 4:2:0 the VP8 encoder takes, as one (h * 3/2, w) array.
+
+    Handing the encoder an rgb24 frame makes it convert with swscale, about 2.5 ms a 512x512
+    frame here; OpenCV's converter takes about 0.4 ms (same BT.601 matrix). At 25 fps for every
+    session that difference is 5 % of a core per session.
+    """
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
+
+
 class AvatarVideoTrack(MediaStreamTrack):
     kind = "video"
 
@@ -47,11 +58,12 @@ class AvatarVideoTrack(MediaStreamTrack):
             raise MediaStreamError
         index = await self._media.pace(self._index, 1 / VIDEO_FPS)
         unit = self._media.unit(index)
-        image = unit.image
-        if image is None:
+        if unit.image is None:
             # Idle pictures are rendered off the event loop (a few ms of warping each).
-            image = await asyncio.to_thread(self._media.idle_image, index)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            yuv = await asyncio.to_thread(lambda: rgb_to_i420(self._media.idle_image(index)))
+        else:
+            yuv = rgb_to_i420(unit.image)
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = index * VIDEO_PTS_PER_FRAME
         frame.time_base = _VIDEO_TIME_BASE
         self._index = index + 1
