@@ -1,7 +1,7 @@
 """Benchmark batched decoding on SmolLM2: first-token latency and tokens/s, 1 vs N sessions.
 
     python bench/bench_llm_batching.py [--sessions 1 3] [--tokens 32] [--repeats 3] [--threads 1]
-                                       [--quant int8|none]
+                                       [--quant int4|int8|none]
                                        [--out bench-results/llm_batching.json]
 
 For each session count, N questions arrive at the same moment and decode together; "queued"
@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from services.llm.settings import DEFAULT_PERSONA, LlmSettings  # noqa: E402
 from services.llm.transformers_engine import TransformersEngine  # noqa: E402
+from services.llm.weight_quant import QUANT_MODES  # noqa: E402
 
 QUESTIONS = [
     "Tell me a story about a dragon.", "Describe the ocean.", "What do you like about cities?",
@@ -101,8 +102,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the service's default)")
-    parser.add_argument("--quant", choices=["int8", "none"], default="int8",
-                        help="weights of the CPU model (the service's default is int8)")
+    parser.add_argument("--quant", choices=list(QUANT_MODES), default=LlmSettings().quant,
+                        help=f"weights of the CPU model (the service's default is {LlmSettings().quant})")
     parser.add_argument("--out", default="bench-results/llm_batching.json")
     args = parser.parse_args()
     if max(args.sessions) > len(QUESTIONS):

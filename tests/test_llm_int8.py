@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from services.llm.int8_weights import Int8Linear, apply_quant, int8_supported, quantize_linears
+from services.llm.int8_weights import Int8Linear, int8_supported, quantize_linears
+from services.llm.weight_quant import apply_quant
 from services.llm.settings import DEFAULT_PERSONA, LlmSettings
 from services.llm.transformers_engine import TransformersEngine, converted_smollm2
 
@@ -57,7 +58,7 @@ def test_int8_is_for_float32_on_the_cpu_only():
     assert isinstance(layer[0], torch.nn.Linear)
     with pytest.raises(ValueError, match="unknown LLM quantization"):
         apply_quant(layer, "int3", "cpu", torch.float32)
-    assert LlmSettings.from_env({}).quant == "int8"
+    assert LlmSettings.from_env({}).quant == "int4"
     assert LlmSettings.from_env({"AVATAR_PROFILE": "gpu"}).quant == "none"
     assert LlmSettings.from_env({"AVATAR_LLM_QUANT": "none"}).quant == "none"
 

@@ -26,7 +26,6 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-QUANT_MODES = ("none", "int8")
 # Up to this many rows (tokens of one batched decode step) the int8 kernel wins; above it the
 # bfloat16 matmul does (crossover measured between 4 and 8 rows).
 INT8_MAX_ROWS = 4
@@ -86,24 +85,3 @@ def quantize_linears(model: torch.nn.Module) -> int:
                 setattr(module, name, Int8Linear(child))
                 replaced += 1
     return replaced
-
-
-def apply_quant(model: torch.nn.Module, mode: str, device: str, dtype: torch.dtype) -> str:
-    """Quantize as asked where it applies; returns the mode actually in use.
-
-    int8 is for float32 models on the CPU only: on CUDA the model is float16 and its matmuls
-    are not what limits decoding.
-    """
-    if mode == "none":
-        return "none"
-    if mode != "int8":
-        raise ValueError(f"unknown LLM quantization {mode!r}; expected one of {QUANT_MODES}")
-    if device != "cpu" or dtype != torch.float32:
-        logger.info("LLM int8 weights apply to float32 on the CPU only; %s on %s stays as it is", dtype, device)
-        return "none"
-    if not int8_supported():
-        logger.warning("this torch build has no CPU int8 matmul; the LLM runs in float32")
-        return "none"
-    count = quantize_linears(model)
-    logger.info("LLM: %d linear layers hold int8 weights", count)
-    return "int8"

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.llm.int8_weights import QUANT_MODES
+from services.llm.weight_quant import QUANT_MODES
 from services.settings_util import env_choice, env_int, env_str, models_dir, profile
 
 ENGINES = ("transformers", "openai")
@@ -45,9 +45,10 @@ class LlmSettings:
     max_sessions: int = 16
     # Answers decoded together in one batched step; later ones wait FIFO for a slot.
     max_batch: int = 16
-    # Weights of a float32 model on the CPU as int8 (int8_weights.py): decode is bound by
-    # reading weights, so a quarter of the bytes is 3x the tokens/s. "none" on a GPU.
-    quant: str = "int8"
+    # Weights of a float32 model on the CPU (weight_quant.py): decode is bound by reading
+    # weights. int8 is a quarter of float32's bytes (3x the tokens/s); int4 takes the packaged
+    # Q4_1 model's layers back to their own 4 bits (int8 for the rest). "none" on a GPU.
+    quant: str = "int4"
     # Most tokens a prompt may hold (persona + history + question); older exchanges are left
     # out. A CPU turn waits for its prompt's prefill (400 tokens: ~0.6 s for SmolLM2 here)
     # whenever the prefix cache cannot serve it, and every decode step attends to all of it.
@@ -75,6 +76,6 @@ class LlmSettings:
             threads=env_int(env, "AVATAR_LLM_THREADS", 0 if gpu else 1, 0, 256),
             max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 16, 1, 1000),
             max_batch=env_int(env, "AVATAR_LLM_MAX_BATCH", 16, 1, 256),
-            quant=env_choice(env, "AVATAR_LLM_QUANT", "none" if gpu else "int8", QUANT_MODES),
+            quant=env_choice(env, "AVATAR_LLM_QUANT", "none" if gpu else "int4", QUANT_MODES),
             prompt_tokens=env_int(env, "AVATAR_LLM_PROMPT_TOKENS", 4096 if gpu else 512, 64, 1_000_000),
         )

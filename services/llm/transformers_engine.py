@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from services.llm.batched_decoder import DEFAULT_MAX_BATCH, BatchedDecoder
 from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.engine import ChatMessage, LlmModelMissing
-from services.llm.int8_weights import apply_quant
+from services.llm.weight_quant import apply_quant
 from services.llm.sampling import Sampler, Sampling
 from services.llm.settings import LlmSettings
 
