@@ -31,3 +31,25 @@ def question(tmp_path_factory):
     path = tmp_path_factory.mktemp("mic") / "question.wav"
     speech_s = write_mic_wav(path, piper_speech(SPOKEN_QUESTION), LEAD_S, tail_s=20.0)
     return path, LEAD_S + speech_s
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory):
+    """A 2-layer random Llama with SmolLM2's tokenizer: the real architecture, fast to run."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from services.llm.settings import LlmSettings
+    from services.llm.transformers_engine import converted_smollm2
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(converted_smollm2(LlmSettings.from_env().cache_dir), local_files_only=True)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)

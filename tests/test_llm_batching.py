@@ -15,7 +15,7 @@ import torch
 
 from services.llm.batched_decoder import DecoderClosed, DecoderError
 from services.llm.settings import DEFAULT_PERSONA, LlmSettings
-from services.llm.transformers_engine import TransformersEngine, converted_smollm2
+from services.llm.transformers_engine import TransformersEngine
 
 pytestmark = pytest.mark.slow
 
@@ -85,23 +85,6 @@ def smollm2():
     engine = TransformersEngine.from_settings(LlmSettings.from_env(env))
     yield engine
     engine.close()
-
-
-@pytest.fixture(scope="module")
-def tiny_llama_dir(tmp_path_factory):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = AutoTokenizer.from_pretrained(converted_smollm2(LlmSettings.from_env().cache_dir), local_files_only=True)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
 
 
 def test_llm_second_session_answers_while_the_first_is_still_answering(smollm2):

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.llm.weight_quant import QUANT_MODES
-from services.settings_util import env_choice, env_int, env_str, models_dir, profile
+from services.settings_util import env_choice, env_float, env_int, env_str, models_dir, profile
 
 ENGINES = ("transformers", "openai")
 
@@ -49,6 +49,11 @@ class LlmSettings:
     # weights. int8 is a quarter of float32's bytes (3x the tokens/s); int4 takes the packaged
     # Q4_1 model's layers back to their own 4 bits (int8 for the rest). "none" on a GPU.
     quant: str = "int4"
+    # Pacing of the batched decoder (batched_decoder.Pace): after the first lead tokens of an
+    # answer, at most this many tokens a second, so a busy CPU serves other sessions' first
+    # clauses before anyone's tenth sentence. 0 turns it off (decode as fast as possible).
+    pace_tokens_per_s: float = 8.0
+    pace_lead_tokens: int = 24
     # Most tokens a prompt may hold (persona + history + question); older exchanges are left
     # out. A CPU turn waits for its prompt's prefill (400 tokens: ~0.6 s for SmolLM2 here)
     # whenever the prefix cache cannot serve it, and every decode step attends to all of it.
@@ -78,4 +83,6 @@ class LlmSettings:
             max_batch=env_int(env, "AVATAR_LLM_MAX_BATCH", 16, 1, 256),
             quant=env_choice(env, "AVATAR_LLM_QUANT", "none" if gpu else "int4", QUANT_MODES),
             prompt_tokens=env_int(env, "AVATAR_LLM_PROMPT_TOKENS", 4096 if gpu else 512, 64, 1_000_000),
+            pace_tokens_per_s=env_float(env, "AVATAR_LLM_PACE_TOKENS_PER_S", 8.0, 0.0, 10_000.0),
+            pace_lead_tokens=env_int(env, "AVATAR_LLM_PACE_LEAD_TOKENS", 24, 1, 100_000),
         )

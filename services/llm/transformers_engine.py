@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from services.llm.batched_decoder import DEFAULT_MAX_BATCH, BatchedDecoder
+from services.llm.batched_decoder import DEFAULT_MAX_BATCH, BatchedDecoder, Pace
 from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.engine import ChatMessage, LlmModelMissing
 from services.llm.weight_quant import apply_quant
@@ -108,6 +108,12 @@ def pick_dtype(requested: str, device: str, cpu_bf16: bool | None = None, model_
     return torch.bfloat16 if cpu_bf16 and model_bytes >= _CPU_BF16_MIN_BYTES else torch.float32
 
 
+def pace_from_settings(settings: LlmSettings) -> Pace | None:
+    if settings.pace_tokens_per_s <= 0:
+        return None
+    return Pace(lead_tokens=settings.pace_lead_tokens, tokens_per_s=settings.pace_tokens_per_s)
+
+
 def pick_device(requested: str) -> str:
     if requested != "auto":
         return requested
@@ -119,7 +125,7 @@ class TransformersEngine:
 
     def __init__(self, model_dir: str, dtype: str, device: str, max_new_tokens: int,
                  temperature: float = 0.0, threads: int = 0, persona: str = "",
-                 max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none") -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none", pace: Pace | None = None) -> None:
         self._device = pick_device(device)
         if threads and self._device == "cpu":
             torch.set_num_threads(threads)
@@ -156,6 +162,7 @@ class TransformersEngine:
                 top_p=1.0 if gen.top_p is None else float(gen.top_p),
             )),
             max_batch=max_batch,
+            pace=pace,
         )
         try:
             self._warm_up(persona)
@@ -184,7 +191,7 @@ class TransformersEngine:
             )
         return cls(model_dir, settings.dtype, settings.device, settings.max_new_tokens,
                    settings.temperature, settings.threads, settings.persona, settings.max_batch,
-                   settings.quant)
+                   settings.quant, pace_from_settings(settings))
 
     @property
     def context_tokens(self) -> int:
