@@ -19,8 +19,12 @@ Per client it reports:
 The clients decode video on the same CPUs as the avatar, so on a small machine the fps is a
 floor. Every wait is bounded (``--timeout-s`` after the end of speech); only loopback is used.
 
-Usage: ``python -m bench.bench_concurrency --clients 1 2 3 --ws-only --out bench-results``
+Usage: ``python -m bench.bench_concurrency --clients 1 2 3 --ws-only --rounds 3 --out bench-results``
 (``--ws-only`` alone means one real client plus the WS-only one; ``--ws-only 1 2`` names levels).
+With ``--rounds R`` the whole list of levels runs R times, interleaved (1, 3, 1, 3, ...), so a
+slow minute of a shared machine lands on every level alike. The summary gives, per level, the
+median and worst first audio over all its clients and rounds, and the worst as a multiple of
+the single-client median (the goal: at most 1.5x for 3 clients at once).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import asyncio
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -279,6 +284,46 @@ def table(levels: list[Level]) -> str:
     return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
+def summarize(levels: list[Level]) -> dict[str, dict]:
+    """Per level label: first audio over every client and round, fps, and the ratios."""
+    by_label: dict[str, list[Level]] = {}
+    for lv in levels:
+        by_label.setdefault(lv.label, []).append(lv)
+    singles = [r.first_audio_ms for lv in by_label.get("1", []) for r in lv.results if r.first_audio_ms is not None]
+    single_median = statistics.median(singles) if singles else None
+    out: dict[str, dict] = {}
+    for label, runs in by_label.items():
+        results = [r for lv in runs for r in lv.results]
+        audio = [r.first_audio_ms for r in results if r.first_audio_ms is not None]
+        fps = [r.fps_min for r in results if r.fps_min is not None]
+        worst = max(audio) if len(audio) == len(results) and audio else None  # None: someone never heard
+        out[label] = {
+            "rounds": len(runs),
+            "clients_measured": len(results),
+            "first_audio_median_ms": round(statistics.median(audio), 1) if audio else None,
+            "first_audio_worst_ms": worst,
+            "worst_over_single_median": None if worst is None or not single_median else round(worst / single_median, 2),
+            "median_over_single_median": None if not audio or not single_median
+            else round(statistics.median(audio) / single_median, 2),
+            "fps_min": min(fps) if fps else None,
+            "secs_below_20fps": sum(r.secs_below_20fps for r in results),
+            "unanswered": sum(1 for r in results if not r.answered),
+        }
+    return out
+
+
+def summary_table(summary: dict[str, dict]) -> str:
+    rows = [("clients", "rounds", "first audio median / worst (s)", "worst / single median", "fps min", "secs<20fps")]
+    for label, s in summary.items():
+        median = "-" if s["first_audio_median_ms"] is None else f"{s['first_audio_median_ms'] / 1000:.2f}"
+        worst = "never" if s["first_audio_worst_ms"] is None else f"{s['first_audio_worst_ms'] / 1000:.2f}"
+        ratio = "-" if s["worst_over_single_median"] is None else f"{s['worst_over_single_median']:.2f}x"
+        fps = "-" if s["fps_min"] is None else f"{s['fps_min']:.0f}"
+        rows.append((label, str(s["rounds"]), f"{median} / {worst}", ratio, fps, str(s["secs_below_20fps"])))
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
+    return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
 def _print_level(lv: Level) -> None:
     for r in lv.results:
         print(f"level {lv.label}: client {r.client}: first audio {_seconds(r.first_audio_ms, lv.timeout_s)} s "
@@ -289,7 +334,7 @@ def _print_level(lv: Level) -> None:
 
 
 def run(levels: list[tuple[int, bool]], out_dir: Path, timeout_s: float, base_url: str | None = None,
-        argv: list[str] | None = None) -> dict:
+        argv: list[str] | None = None, rounds: int = 1) -> dict:
     proc = None
     if base_url is None:
         proc = AvatarProcess()
@@ -297,7 +342,7 @@ def run(levels: list[tuple[int, bool]], out_dir: Path, timeout_s: float, base_ur
         base_url = proc.url
     measured: list[Level] = []
     try:
-        for i, (clients, ws_only) in enumerate(levels):
+        for i, (clients, ws_only) in enumerate(levels * rounds):
             if i:
                 time.sleep(3.0)  # the closed sessions' answers drain out of the pipeline
             level = asyncio.run(measure_level(base_url, clients, ws_only, timeout_s))
@@ -316,13 +361,18 @@ def run(levels: list[tuple[int, bool]], out_dir: Path, timeout_s: float, base_ur
         "python": platform.python_version(),
         "question": QUESTION,
         "method": __doc__.strip().splitlines()[0],
+        "rounds": rounds,
         "levels": [asdict(lv) | {"label": lv.label} for lv in measured],
         "table": table(measured).splitlines(),
+        "summary": summarize(measured),
     }
+    report["summary_table"] = summary_table(report["summary"]).splitlines()
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "concurrency.json"
     out.write_text(json.dumps(report, indent=2))
     print(table(measured))
+    print()
+    print(summary_table(report["summary"]))
     print(f"hardware: {report['hardware']['cpu']} ({report['hardware']['cores']} cores); wrote {out}")
     return report
 
@@ -337,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run N WebRTC clients plus one WS-only typed client (N defaults to 1)")
     parser.add_argument("--timeout-s", type=float, default=45.0,
                         help="how long after the end of speech to wait for the answers (default 45)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run the whole list of levels this many times, interleaved (default 1)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     parser.add_argument("--url", default=None, help="use an avatar that is already running (loopback)")
     args = parser.parse_args(argv)
@@ -350,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--url must be a loopback address")
     if not 1 <= args.timeout_s <= 300:
         parser.error("--timeout-s must be between 1 and 300")
-    run(levels, args.out, args.timeout_s, args.url, argv)
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be between 1 and 20")
+    run(levels, args.out, args.timeout_s, args.url, argv, args.rounds)
     return 0
 
 

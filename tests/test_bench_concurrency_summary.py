@@ -1,0 +1,41 @@
+"""bench/bench_concurrency.py's summary over rounds: medians and worst over every client of a
+level, the worst as a multiple of the single-client median, and a client that never heard its
+answer shown as such (never hidden by a median)."""
+
+from __future__ import annotations
+
+from bench.bench_concurrency import ClientResult, Level, summarize, summary_table
+
+
+def client(i: int, first_audio_ms: float | None, fps_min: float = 25.0, below: int = 0) -> ClientResult:
+    return ClientResult(i, "hello", first_audio_ms, None, {}, first_audio_ms is not None, [fps_min], fps_min, below)
+
+
+def test_summary_over_rounds_gives_median_worst_and_the_ratio_to_one_client():
+    levels = [
+        Level(1, False, 2.0, 45.0, [client(0, 500.0)], None),
+        Level(3, False, 2.0, 45.0, [client(0, 700.0), client(1, 800.0), client(2, 900.0, 22.0, 1)], None),
+        Level(1, False, 2.0, 45.0, [client(0, 400.0)], None),
+        Level(3, False, 2.0, 45.0, [client(0, 650.0), client(1, 750.0), client(2, 1350.0)], None),
+    ]
+    summary = summarize(levels)
+    assert summary["1"]["first_audio_median_ms"] == 450.0
+    three = summary["3"]
+    assert three["rounds"] == 2 and three["clients_measured"] == 6
+    assert three["first_audio_median_ms"] == 775.0
+    assert three["first_audio_worst_ms"] == 1350.0
+    assert three["worst_over_single_median"] == 3.0  # 1350 / 450
+    assert three["fps_min"] == 22.0 and three["secs_below_20fps"] == 1
+    table = summary_table(summary)
+    assert "0.78 / 1.35" in table and "3.00x" in table
+
+
+def test_a_client_without_an_answer_makes_the_worst_never():
+    levels = [
+        Level(1, False, 2.0, 45.0, [client(0, 500.0)], None),
+        Level(2, False, 2.0, 45.0, [client(0, 600.0), client(1, None)], None),
+    ]
+    two = summarize(levels)["2"]
+    assert two["first_audio_worst_ms"] is None and two["worst_over_single_median"] is None
+    assert two["unanswered"] == 1
+    assert "never" in summary_table(summarize(levels))
