@@ -35,6 +35,7 @@ from services.gateway.access import TOKEN_COOKIE, AccessPolicy
 from services.gateway.conversation import ConversationStore
 from services.gateway.flow import FlowControl
 from services.gateway.limits import AddressCounter, SessionLimits
+from services.gateway.idle_frames import IdleFrames
 from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.session import Session
@@ -72,6 +73,7 @@ class Gateway:
         self.settings = settings
         self.metrics = GatewayMetrics()
         self._idle_image = idle_image
+        self._idle_frames = IdleFrames(idle_image)
         ep = transport.endpoints
         self._asr = transport.push(ep.asr_in)
         self._llm = transport.push(ep.llm_in)
@@ -593,7 +595,7 @@ class Gateway:
                 if transceiver.kind == "audio":
                     shorten_mic_jitter_buffer(transceiver.receiver)
             pc.addTrack(AvatarAudioTrack(session.media))
-            pc.addTrack(AvatarVideoTrack(session.media))
+            pc.addTrack(AvatarVideoTrack(session.media, self._idle_frames))
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
             for transceiver in pc.getTransceivers():

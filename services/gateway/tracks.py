@@ -11,11 +11,11 @@ from collections.abc import Awaitable, Callable
 from fractions import Fraction
 
 import av
-import cv2
 import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
+from services.gateway.idle_frames import IdleFrames
 from services.gateway.media_clock import SessionMedia
 from services.media import (
     SAMPLE_RATE,
@@ -27,6 +27,7 @@ from services.media import (
     WEBRTC_SAMPLE_RATE,
     WEBRTC_SAMPLES_PER_PACKET,
 )
+from services.video_convert import rgb_to_i420
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +36,15 @@ _AUDIO_TIME_BASE = Fraction(1, WEBRTC_SAMPLE_RATE)
 _HALF_UNIT = SAMPLES_PER_VIDEO_FRAME // 2  # 320 samples = 20 ms at 16 kHz
 
 
-def rgb_to_i420(image: np.ndarray) -> np.ndarray:
-    """RGB picture -> the planar YUV 4:2:0 the VP8 encoder takes, as one (h * 3/2, w) array.
-
-    Handing the encoder an rgb24 frame makes it convert with swscale, about 2.5 ms a 512x512
-    frame here; OpenCV's converter takes about 0.4 ms (same BT.601 matrix). At 25 fps for every
-    session that difference is 5 % of a core per session.
-    """
-    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
-
-
 class AvatarVideoTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, media: SessionMedia) -> None:
+    def __init__(self, media: SessionMedia, idle: IdleFrames | None = None) -> None:
+        """``idle``: the idle pictures every session shares (the gateway's); without it this
+        track renders its own from ``media.idle_image``."""
         super().__init__()
         self._media = media
+        self._idle = idle
         self._index = 0
 
     async def recv(self) -> av.VideoFrame:
@@ -58,7 +52,9 @@ class AvatarVideoTrack(MediaStreamTrack):
             raise MediaStreamError
         index = await self._media.pace(self._index, 1 / VIDEO_FPS)
         unit = self._media.unit(index)
-        if unit.image is None:
+        if unit.image is None and self._idle is not None:
+            yuv = await self._idle.i420(self._media.anchor() + index / VIDEO_FPS)
+        elif unit.image is None:
             # Idle pictures are rendered off the event loop (a few ms of warping each).
             yuv = await asyncio.to_thread(lambda: rgb_to_i420(self._media.idle_image(index)))
         else:
