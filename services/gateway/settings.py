@@ -14,10 +14,13 @@ from services.settings_util import SettingsError, env_float, env_int, env_str, p
 
 
 # Calls one box holds at 25 fps each. cpu: the embedded default on a 2-core CPU, measured with
-# `AVATAR_MAX_CALLS=8 python -m bench.bench_concurrency --clients 1 2 3` (2026-12-01: 2 calls
-# kept >= 24 fps every second; 3 fell to 12 fps for 4-6 s each, so the third call is "busy").
+# `AVATAR_MAX_CALLS=8 python -m bench.bench_concurrency --clients 1 3 4 --rounds 3`
+# (2026-12-05, docs/bench/concurrency-2026-12-05.json: 3 calls asking at once kept 25.0 fps on
+# average and >= 23 fps every second in every round; 4 fell to 11-17 fps for a second in one
+# round of 3, so the fourth call is "busy"). (2026-12-01, before the cheaper video path and
+# int4 LLM: 3 calls fell to 12 fps, and the default was 2.)
 # gpu: on paper from cross-session batched Wav2Lip (docs/capacity.md); measure on your card.
-DEFAULT_MAX_CALLS = {"cpu": 2, "gpu": 8}
+DEFAULT_MAX_CALLS = {"cpu": 3, "gpu": 8}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +39,7 @@ class GatewaySettings:
     # Calls (sessions with media) at once: past this the box cannot hold 25 fps for everyone,
     # so a new call gets "busy" and the admitted ones do not degrade. Measured defaults: see
     # DEFAULT_MAX_CALLS.
-    max_calls: int = 2
+    max_calls: int = 3
     # Output queue per session, in media time (backpressure bound).
     queue_ms: int = 200
     # How long after the avatar's last sound the microphone may still carry its echo.
