@@ -9,8 +9,9 @@ import torch
 
 from services.llm.int4_weights import GROUP, Int4Linear, four_bit_blocks, int4_supported, quantize_linears_int4
 from services.llm.int8_weights import Int8Linear
-from services.llm.settings import DEFAULT_PERSONA, LlmSettings
+from services.llm.settings import LlmSettings
 from services.llm.transformers_engine import TransformersEngine, converted_smollm2
+from tests.quantized_llm import assert_layer_close, teacher_forced_agreement
 from services.llm.weight_quant import apply_quant
 
 needs_int4 = pytest.mark.skipif(not int4_supported(), reason="this torch build has no CPU int4 matmul")
@@ -52,12 +53,9 @@ def test_four_bit_blocks_recovers_q4_1_levels_and_refuses_other_weights():
 def test_int4_linear_matches_the_float_layer_up_to_bfloat16_for_any_leading_shape():
     linear = q4_1_linear(48, 96, bias=True)
     packed = Int4Linear(linear, four_bit_blocks(linear.weight))
-    for shape in ((96,), (3, 96), (2, 5, 96), (20, 96)):  # 20 rows: the bfloat16 prefill path
-        x = torch.randn(*shape)
-        want, got = linear(x), packed(x)
-        assert got.shape == want.shape and got.dtype == torch.float32
-        # Only bfloat16 rounding (activations, scale and zero): well under 1 % of the output.
-        assert (got - want).abs().max() < 0.01 * want.abs().max()
+    # Only bfloat16 rounding (activations, scale and zero): well under 1 % of the output.
+    # 20 rows go through the bfloat16 prefill path.
+    assert_layer_close(linear, packed, 0.01, ((96,), (3, 96), (2, 5, 96), (20, 96)))
 
 
 @needs_int4
@@ -90,24 +88,7 @@ def test_packaged_smollm2_packs_every_layer_but_the_head_and_follows_float32():
         kinds = [type(m) for m in int4._model.modules() if isinstance(m, (Int4Linear, Int8Linear))]
         # 30 layers x 7 projections are the GGUF's Q4_1 tensors; the head is its Q8_0 embedding.
         assert kinds.count(Int4Linear) == 210 and kinds.count(Int8Linear) == 1
-        agree = total = 0
-        for question in ("How many legs does a spider have?", "What is the weather like today?",
-                         "Tell me about the sea."):
-            chat = [{"role": "system", "content": DEFAULT_PERSONA}, {"role": "user", "content": question}]
-            ids = torch.tensor([fp32._template_ids(chat, add_generation_prompt=True)])
-            with torch.inference_mode():
-                answer = fp32._model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
-                                              do_sample=False)
-                want = fp32._model(input_ids=answer).logits[0, ids.shape[1] - 1:-1].argmax(-1)
-                # Row by row through the decode path (few rows: the 4-bit kernel), not one prefill.
-                cache, got = None, []
-                for t in range(answer.shape[1]):
-                    out = int4._model(input_ids=answer[:, t:t + 1], cache=cache, use_cache=True)
-                    cache = out.cache
-                    if t >= ids.shape[1] - 1 and t < answer.shape[1] - 1:
-                        got.append(int(out.logits[0, -1].argmax()))
-            agree += int((want == torch.tensor(got)).sum())
-            total += int(want.numel())
+        agree, total = teacher_forced_agreement(fp32, int4)
         assert total >= 30
         assert agree / total >= 0.9, f"int4 agreed with float32 on {agree}/{total} tokens"
     finally:

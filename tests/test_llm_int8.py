@@ -9,8 +9,9 @@ import torch
 
 from services.llm.int8_weights import Int8Linear, int8_supported, quantize_linears
 from services.llm.weight_quant import apply_quant
-from services.llm.settings import DEFAULT_PERSONA, LlmSettings
+from services.llm.settings import LlmSettings
 from services.llm.transformers_engine import TransformersEngine, converted_smollm2
+from tests.quantized_llm import assert_layer_close, teacher_forced_agreement
 
 needs_int8 = pytest.mark.skipif(not int8_supported(), reason="this torch build has no CPU int8 matmul")
 
@@ -21,12 +22,8 @@ def test_int8_linear_is_close_to_the_float_layer_for_any_leading_shape():
     linear = torch.nn.Linear(96, 40, bias=True)
     q = Int8Linear(linear)
     assert q.weight_int8.dtype == torch.int8 and q.weight_int8.shape == (40, 96)
-    for shape in ((96,), (3, 96), (2, 5, 96)):
-        x = torch.randn(*shape)
-        want, got = linear(x), q(x)
-        assert got.shape == want.shape and got.dtype == torch.float32
-        # bf16 activations and 8-bit weights: about 1% of the output's scale, never 10%.
-        assert (got - want).abs().max() < 0.05 * want.abs().max()
+    # bf16 activations and 8-bit weights: about 1% of the output's scale, never 10%.
+    assert_layer_close(linear, q, 0.05, ((96,), (3, 96), (2, 5, 96)))
 
 
 @needs_int8
@@ -74,18 +71,7 @@ def test_smollm2_int8_predicts_the_float32_tokens_along_a_float32_answer():
     int8 = TransformersEngine(folder, "float32", "cpu", max_new_tokens=4, persona="", quant="int8")
     try:
         assert (fp32.quant, int8.quant) == ("none", "int8")
-        agree = total = 0
-        for question in ("How many legs does a spider have?", "What is the weather like today?",
-                         "Tell me about the sea."):
-            chat = [{"role": "system", "content": DEFAULT_PERSONA}, {"role": "user", "content": question}]
-            ids = torch.tensor([fp32._template_ids(chat, add_generation_prompt=True)])
-            with torch.inference_mode():
-                answer = fp32._model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24,
-                                              do_sample=False)
-                want = fp32._model(input_ids=answer).logits[0, ids.shape[1] - 1:-1].argmax(-1)
-                got = int8._model(input_ids=answer).logits[0, ids.shape[1] - 1:-1].argmax(-1)
-            agree += int((want == got).sum())
-            total += int(want.numel())
+        agree, total = teacher_forced_agreement(fp32, int8)
         assert total >= 30
         assert agree / total >= 0.9, f"int8 agreed with float32 on {agree}/{total} tokens"
     finally:

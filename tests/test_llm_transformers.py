@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from services.llm.settings import DEFAULT_PERSONA, LlmSettings
-from services.llm.transformers_engine import TransformersEngine, converted_smollm2, pick_dtype
+from services.llm.transformers_engine import TransformersEngine, pick_dtype
 
 QUESTION = [
     {"role": "system", "content": DEFAULT_PERSONA},
@@ -66,20 +66,9 @@ def test_llm_system_prompt_cache_gives_the_same_answer(smollm2):
 
 
 @pytest.mark.slow
-def test_llm_tiny_random_llama_loads_and_streams(tmp_path):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    # The real architecture at toy size, with SmolLM2's tokenizer (it ships in a package).
-    tok = AutoTokenizer.from_pretrained(converted_smollm2(LlmSettings.from_env().cache_dir), local_files_only=True)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    engine = TransformersEngine(str(tmp_path), "auto", "cpu", max_new_tokens=8, persona="Be brief.")
+def test_llm_tiny_random_llama_loads_and_streams(tiny_llama_dir):
+    # The real architecture at toy size, with SmolLM2's tokenizer (tests/conftest.py).
+    engine = TransformersEngine(tiny_llama_dir, "auto", "cpu", max_new_tokens=8, persona="Be brief.")
     assert engine.context_tokens == 256
     assert engine._dtype == torch.float32  # tiny model on the CPU
     pieces = list(engine.stream([{"role": "system", "content": "Be brief."},
