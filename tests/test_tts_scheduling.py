@@ -197,3 +197,34 @@ async def test_run_serves_until_cancelled_and_a_closed_session_stops_mid_clause(
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert task.cancelled()
+
+
+async def test_with_a_lead_limit_a_later_clause_waits_so_another_sessions_first_clause_goes_first():
+    """Real clock. A's first clause is 0.5 s of voice; with at most 0.2 s of lead, A's second
+    clause waits until A's voice reaches less than 0.2 s ahead (0.3 s after its first audio).
+    B's first clause, arriving 50 ms after A's first audio, is synthesized before it."""
+    engine = StepEngine(chunks=1, samples={"A": 8000, "B": 1600})
+    out, events = RecordingSender(), RecordingSender()
+    svc = TtsService(engine, out, events, max_lead_s=0.2)
+    loop = asyncio.get_running_loop()
+    await _answer(svc, "A", clauses=2)
+    await _until(lambda: "A0#0" in engine.steps)
+    first_audio = loop.time()
+    await asyncio.sleep(0.05)
+    await _answer(svc, "B", clauses=1)
+    await _until(lambda: "A1#0" in engine.steps, timeout_s=5)
+    second_at = loop.time()
+    await _until(lambda: {"A", "B"} <= _finals(out), timeout_s=5)
+    assert engine.steps == ["A0#0", "B0#0", "A1#0"]
+    # A's second clause came once its lead fell to 0.2 s (0.3 s after its first audio), well
+    # before A's voice ran out (0.5 s): no gap, and no synthesis that far ahead.
+    assert 0.25 <= second_at - first_audio < 0.5
+    await svc.scheduler.aclose()
+
+
+async def test_the_lead_limit_comes_from_the_settings_and_zero_turns_it_off():
+    from services.tts.settings import TtsSettings
+
+    assert TtsSettings.from_env({}).max_lead_s == 0.5
+    assert TtsSettings.from_env({"AVATAR_TTS_MAX_LEAD_MS": "0"}).max_lead_s is None
+    assert TtsSettings.from_env({"AVATAR_TTS_MAX_LEAD_MS": "1200"}).max_lead_s == 1.2

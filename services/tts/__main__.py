@@ -20,7 +20,8 @@ def serve() -> ServiceMain:
     async def main(transport: Transport, ready: Ready) -> None:
         engine = await asyncio.to_thread(build_engine, settings)
         ep = transport.endpoints
-        service = TtsService(engine, transport.push(ep.lipsync_in), transport.push(ep.gateway_events))
+        service = TtsService(engine, transport.push(ep.lipsync_in), transport.push(ep.gateway_events),
+                             max_lead_s=settings.max_lead_s)
         inbox, control = transport.pull(ep.tts_in), transport.subscribe(ep.control)
         await ready()
         await service.run(inbox, control)

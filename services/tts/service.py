@@ -37,14 +37,18 @@ class TtsService:
         out: Sender,
         events: Sender,
         clock: Callable[[], float] = time.monotonic,
+        max_lead_s: float | None = None,
     ) -> None:
+        """``max_lead_s``: how far ahead of its listener a session's voice is synthesized at
+        most (scheduler.py); None: as far as the clauses go."""
         self._out = out
         self._events = events
         self.turns = TurnTracker()
         # One synthesis at a time: the model is shared and 2 cores gain nothing from two.
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tts")
         self.scheduler = SpeechScheduler(
-            engine.synthesize, self, self._pool, max_pending=MAX_PENDING_CLAUSES, clock=clock
+            engine.synthesize, self, self._pool, max_pending=MAX_PENDING_CLAUSES, clock=clock,
+            max_lead_s=max_lead_s,
         )
         self._turn_started: dict[tuple[str, int], float] = {}
         self._out_index: dict[str, int] = {}

@@ -21,6 +21,13 @@ class TtsSettings:
     device: str = "auto"
     # CPU threads for the voice model (see PiperEngine for why one is the default).
     threads: int = 1
+    # Synthesize a session's voice at most this far ahead of its listener (scheduler.py), so a
+    # later clause never takes the worker from another session's first clause. 0 = no limit.
+    max_lead_ms: int = 500
+
+    @property
+    def max_lead_s(self) -> float | None:
+        return self.max_lead_ms / 1000 if self.max_lead_ms > 0 else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "TtsSettings":
@@ -41,4 +48,5 @@ class TtsSettings:
             language=env_str(env, "AVATAR_TTS_LANGUAGE", "en"),
             device=env_choice(env, "AVATAR_DEVICE", "auto", ("auto", "cpu", "cuda")),
             threads=env_int(env, "AVATAR_TTS_THREADS", 1, 1, 256),
+            max_lead_ms=env_int(env, "AVATAR_TTS_MAX_LEAD_MS", 500, 0, 3_600_000),
         )
