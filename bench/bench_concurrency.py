@@ -71,6 +71,9 @@ class ClientResult:
     fps_per_second: list[float]
     fps_min: float | None
     secs_below_20fps: int
+    # Longest silence between the answer's first and last voiced packet (ms): sentence pauses
+    # are a few hundred ms; a voice that outran its synthesis leaves longer holes.
+    longest_gap_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +189,14 @@ def _first_voice_at(client, after: float) -> float | None:  # noqa: ANN001
     return next((t for t, peak in client.audio_levels if t > after and peak > VOICE_PEAK), None)
 
 
+def longest_gap_ms(levels: list[tuple[float, float]], after: float) -> float | None:
+    """Longest run without voice between the first and last voiced packet after ``after``."""
+    voiced = [t for t, peak in levels if t > after and peak > VOICE_PEAK]
+    if len(voiced) < 2:
+        return None
+    return round(max(b - a for a, b in zip(voiced, voiced[1:])) * 1000, 1)
+
+
 def _is_speaking(e: dict) -> bool:
     return e.get("type") == "state" and e.get("state") == "speaking"
 
@@ -261,6 +272,7 @@ async def measure_level(
                 fps_per_second=fps,
                 fps_min=min(fps) if fps else None,
                 secs_below_20fps=sum(1 for f in fps if f < SLOW_FPS),
+                longest_gap_ms=longest_gap_ms(c.audio_levels, asked_at + speech_s),
             ))
         events = dict(typist.event_types) if typist is not None else None
     return Level(clients, ws_only, round(speech_s, 2), timeout_s, results, events)
@@ -308,18 +320,21 @@ def summarize(levels: list[Level]) -> dict[str, dict]:
             "fps_min": min(fps) if fps else None,
             "secs_below_20fps": sum(r.secs_below_20fps for r in results),
             "unanswered": sum(1 for r in results if not r.answered),
+            "longest_gap_ms": max((r.longest_gap_ms for r in results if r.longest_gap_ms is not None), default=None),
         }
     return out
 
 
 def summary_table(summary: dict[str, dict]) -> str:
-    rows = [("clients", "rounds", "first audio median / worst (s)", "worst / single median", "fps min", "secs<20fps")]
+    rows = [("clients", "rounds", "first audio median / worst (s)", "worst / single median", "fps min", "secs<20fps",
+             "longest gap (ms)")]
     for label, s in summary.items():
         median = "-" if s["first_audio_median_ms"] is None else f"{s['first_audio_median_ms'] / 1000:.2f}"
         worst = "never" if s["first_audio_worst_ms"] is None else f"{s['first_audio_worst_ms'] / 1000:.2f}"
         ratio = "-" if s["worst_over_single_median"] is None else f"{s['worst_over_single_median']:.2f}x"
         fps = "-" if s["fps_min"] is None else f"{s['fps_min']:.0f}"
-        rows.append((label, str(s["rounds"]), f"{median} / {worst}", ratio, fps, str(s["secs_below_20fps"])))
+        gap = "-" if s.get("longest_gap_ms") is None else f"{s['longest_gap_ms']:.0f}"
+        rows.append((label, str(s["rounds"]), f"{median} / {worst}", ratio, fps, str(s["secs_below_20fps"]), gap))
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 

@@ -4,7 +4,7 @@ answer shown as such (never hidden by a median)."""
 
 from __future__ import annotations
 
-from bench.bench_concurrency import ClientResult, Level, summarize, summary_table
+from bench.bench_concurrency import ClientResult, Level, longest_gap_ms, summarize, summary_table
 
 
 def client(i: int, first_audio_ms: float | None, fps_min: float = 25.0, below: int = 0) -> ClientResult:
@@ -39,3 +39,10 @@ def test_a_client_without_an_answer_makes_the_worst_never():
     assert two["first_audio_worst_ms"] is None and two["worst_over_single_median"] is None
     assert two["unanswered"] == 1
     assert "never" in summary_table(summarize(levels))
+
+
+def test_longest_gap_is_the_longest_silence_inside_the_answer():
+    # (time, peak): voice at 1.0-1.1, a 0.4 s hole, voice at 1.5-1.6; silence before and after.
+    levels = [(0.5, 0.0), (1.0, 900.0), (1.1, 800.0), (1.3, 10.0), (1.5, 700.0), (1.6, 900.0), (2.5, 0.0)]
+    assert longest_gap_ms(levels, after=0.0) == 400.0
+    assert longest_gap_ms(levels, after=1.55) is None  # one voiced packet: no gap to measure
