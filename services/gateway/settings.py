@@ -14,11 +14,11 @@ from services.settings_util import SettingsError, env_float, env_int, env_str, p
 
 
 # Calls one box holds at 25 fps each. cpu: the embedded default on a 2-core CPU, measured with
-# `AVATAR_MAX_CALLS=8 python -m bench.bench_concurrency --clients 1 3 4 --rounds 3`
-# (2026-12-05, docs/bench/concurrency-2026-12-05.json: 3 calls asking at once kept 25.0 fps on
-# average and >= 23 fps every second in every round; 4 fell to 11-17 fps for a second in one
-# round of 3, so the fourth call is "busy"). (2026-12-01, before the cheaper video path and
-# int4 LLM: 3 calls fell to 12 fps, and the default was 2.)
+# `AVATAR_MAX_CALLS=8 python -m bench.bench_concurrency --clients 1 2 3 4 --ws-only --rounds 3`
+# (2026-12-05, docs/bench/concurrency-final-2026-12-05.json: 3 calls asking at once kept 25.0
+# fps on average and >= 22 fps every second in every round; 4 fell to 16-19 fps, 7 s below 20,
+# so the fourth call is "busy"). (2026-12-01, before the cheaper video path and the int4 LLM:
+# 3 calls fell to 12 fps, and the default was 2.)
 # gpu: on paper from cross-session batched Wav2Lip (docs/capacity.md); measure on your card.
 DEFAULT_MAX_CALLS = {"cpu": 3, "gpu": 8}
 
