@@ -34,7 +34,7 @@ class _Call:
 
 def _session(gateway: Gateway, sid: str) -> tuple[Session, _Page]:
     page = _Page()
-    session = Session(sid, page, SessionMedia(lambda i: np.zeros((8, 8, 3), np.uint8), 5))
+    session = Session(sid, page, SessionMedia(5))
     gateway.sessions[sid] = session
     return session, page
 

@@ -57,7 +57,7 @@ class _Timeline:
         self.events_out = self.transport.push(ep.gateway_events)
         self.page = _PageSocket()
         media = SessionMedia(
-            lambda i: np.zeros((8, 8, 3), np.uint8), 5, clock=self.clock,
+            5, clock=self.clock,
             on_unit=lambda unit: self.gateway._on_unit(self.session, unit),
         )
         self.session = Session("s1", self.page, media)

@@ -53,7 +53,7 @@ class _Room:
         self.tasks: list[asyncio.Task] = []
         for sid, media in (("a", True), ("b", True), ("stalled", True), ("ws", False)):
             page = _PageSocket()
-            session_media = SessionMedia(idle, QUEUE_UNITS, clock=self.clock,
+            session_media = SessionMedia(QUEUE_UNITS, clock=self.clock,
                                          on_unit=lambda unit, sid=sid: self.gateway._on_unit(self.gateway.sessions[sid], unit))
             session = Session(sid, page, session_media)
             session.has_media = (lambda: True) if media else (lambda: False)

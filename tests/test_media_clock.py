@@ -5,6 +5,7 @@ import asyncio
 
 import numpy as np
 
+from services.gateway.idle_frames import IdleFrames
 from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.tracks import AvatarAudioTrack, AvatarVideoTrack
 from tests.fakes import VirtualClock
@@ -16,7 +17,7 @@ def _unit(i: int, turn: int = 1, text: str = "", final: bool = False) -> OutputU
 
 
 def _media(clock, played=None, max_queued=5):
-    return SessionMedia(lambda i: np.full((4, 4, 3), 255, np.uint8), max_queued, clock, played.append if played is not None else None)
+    return SessionMedia(max_queued, clock, played.append if played is not None else None)
 
 
 async def test_units_play_in_order_and_idle_when_starved():
@@ -97,7 +98,8 @@ async def test_tracks_produce_monotonic_timestamps_and_exact_audio():
     media = _media(clock)
     for i in range(3):
         await media.put(_unit(i))
-    video, audio = AvatarVideoTrack(media), AvatarAudioTrack(media)
+    idle = IdleFrames(lambda i: np.full((4, 4, 3), 255, np.uint8), now=clock.now)
+    video, audio = AvatarVideoTrack(media, idle), AvatarAudioTrack(media)
 
     async def grab(track, n):
         out = []

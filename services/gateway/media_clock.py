@@ -75,12 +75,10 @@ class SessionMedia:
 
     def __init__(
         self,
-        idle_image: Callable[[int], np.ndarray],
         max_queued: int,
         clock: Clock | None = None,
         on_unit: Callable[[OutputUnit], None] | None = None,
     ) -> None:
-        self._idle_image = idle_image
         self._queue: collections.deque[OutputUnit] = collections.deque()
         self._taken = asyncio.Event()  # wakes put() when a unit leaves the queue
         # Units of this turn stay queued, unplayed: a speculative answer, rendered while the user
@@ -192,9 +190,6 @@ class SessionMedia:
         """
         last = self._last_talking_at
         return last is not None and self._clock.now() - last <= tail_s
-
-    def idle_image(self, index: int) -> np.ndarray:
-        return self._idle_image(index)
 
     def _take(self, index: int) -> OutputUnit:
         self.counters.units += 1

@@ -72,7 +72,6 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, transport: Transport, idle_image: IdleImage) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
-        self._idle_image = idle_image
         self._idle_frames = IdleFrames(idle_image)
         ep = transport.endpoints
         self._asr = transport.push(ep.asr_in)
@@ -471,7 +470,6 @@ class Gateway:
         sid = secrets.token_urlsafe(9)
         # ``session`` is looked up when a unit plays, which is after it is assigned below.
         media = SessionMedia(
-            self._idle_image,
             frames_for_ms(self.settings.queue_ms),
             on_unit=lambda unit: self._on_unit(session, unit),
         )

@@ -5,7 +5,6 @@ A track is one method, ``recv()``, and it paces itself on the session's media cl
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
@@ -39,9 +38,8 @@ _HALF_UNIT = SAMPLES_PER_VIDEO_FRAME // 2  # 320 samples = 20 ms at 16 kHz
 class AvatarVideoTrack(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self, media: SessionMedia, idle: IdleFrames | None = None) -> None:
-        """``idle``: the idle pictures every session shares (the gateway's); without it this
-        track renders its own from ``media.idle_image``."""
+    def __init__(self, media: SessionMedia, idle: IdleFrames) -> None:
+        """``idle``: the idle pictures every session shares (the gateway's)."""
         super().__init__()
         self._media = media
         self._idle = idle
@@ -52,11 +50,9 @@ class AvatarVideoTrack(MediaStreamTrack):
             raise MediaStreamError
         index = await self._media.pace(self._index, 1 / VIDEO_FPS)
         unit = self._media.unit(index)
-        if unit.image is None and self._idle is not None:
+        if unit.image is None:
+            # Rendered off the event loop (a few ms of warping), once for every session.
             yuv = await self._idle.i420(self._media.anchor() + index / VIDEO_FPS)
-        elif unit.image is None:
-            # Idle pictures are rendered off the event loop (a few ms of warping each).
-            yuv = await asyncio.to_thread(lambda: rgb_to_i420(self._media.idle_image(index)))
         else:
             yuv = rgb_to_i420(unit.image)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
