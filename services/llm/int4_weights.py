@@ -24,6 +24,8 @@ import logging
 
 import torch
 
+from services.llm.lowbit_linear import LowBitLinear
+
 logger = logging.getLogger(__name__)
 
 GROUP = 32  # inputs per block: GGUF's Q4_0/Q4_1 block size, and a group size the kernel takes
@@ -67,33 +69,22 @@ def four_bit_blocks(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     return q.to(torch.int32).reshape(out_features, in_features), step, low
 
 
-class Int4Linear(torch.nn.Module):
-    """``y = x @ W.T + b`` with W packed as 4-bit blocks for a few rows, bfloat16 for many."""
+class Int4Linear(LowBitLinear):
+    """W packed as 4-bit blocks for a few rows, bfloat16 for many (lowbit_linear.py)."""
+
+    max_rows = INT4_MAX_ROWS
+    bits = "4-bit"
 
     def __init__(self, linear: torch.nn.Linear, blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
-        super().__init__()
+        super().__init__(linear)
         q, step, low = blocks
-        self.in_features = linear.in_features
-        self.out_features = linear.out_features
         self.register_buffer("weight_int4", torch._convert_weight_to_int4pack_for_cpu(q, 1))
         # The kernel's layout: [K/32, N, 2] of (scale, zero), with w = (q - 8) * scale + zero.
         scale_zero = torch.stack([step, low + 8.0 * step], dim=-1).transpose(0, 1).contiguous()
         self.register_buffer("scale_zero", scale_zero.to(torch.bfloat16))
-        self.register_buffer("weight_bf16", linear.weight.detach().to(torch.bfloat16))
-        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-        if flat.shape[0] <= INT4_MAX_ROWS:
-            y = torch._weight_int4pack_mm_for_cpu(flat, self.weight_int4, GROUP, self.scale_zero)
-        else:
-            y = torch.nn.functional.linear(flat, self.weight_bf16)
-        y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, 4-bit weights"
+    def few_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int4pack_mm_for_cpu(flat, self.weight_int4, GROUP, self.scale_zero)
 
 
 def quantize_linears_int4(model: torch.nn.Module) -> int:

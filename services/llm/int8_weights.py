@@ -24,6 +24,8 @@ import logging
 
 import torch
 
+from services.llm.lowbit_linear import LowBitLinear
+
 logger = logging.getLogger(__name__)
 
 # Up to this many rows (tokens of one batched decode step) the int8 kernel wins; above it the
@@ -31,34 +33,23 @@ logger = logging.getLogger(__name__)
 INT8_MAX_ROWS = 4
 
 
-class Int8Linear(torch.nn.Module):
-    """``y = x @ W.T + b`` with W as int8 rows and one bfloat16 scale per row (output channel)
-    for a few rows, and W in bfloat16 for many."""
+class Int8Linear(LowBitLinear):
+    """W as int8 rows and one bfloat16 scale per row (output channel) for a few rows, and W in
+    bfloat16 for many (lowbit_linear.py)."""
+
+    max_rows = INT8_MAX_ROWS
+    bits = "int8"
 
     def __init__(self, linear: torch.nn.Linear) -> None:
-        super().__init__()
+        super().__init__(linear)
         weight = linear.weight.detach().float()
         # Symmetric per-channel scale: the largest |w| of each row maps to 127.
         scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-        self.in_features = linear.in_features
-        self.out_features = linear.out_features
         self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale.to(torch.bfloat16))
-        self.register_buffer("weight_bf16", weight.to(torch.bfloat16))
-        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-        if flat.shape[0] <= INT8_MAX_ROWS:
-            y = torch._weight_int8pack_mm(flat, self.weight_int8, self.scale).to(x.dtype)
-        else:
-            y = torch.nn.functional.linear(flat, self.weight_bf16).to(x.dtype)
-        y = y.reshape(*shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
+    def few_rows(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(flat, self.weight_int8, self.scale)
 
 
 def int8_supported() -> bool:
