@@ -14,6 +14,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Benchmarks load a server only on this machine: an avatar given by URL must be on loopback.
+LOOPBACK_PREFIXES = ("http://127.0.0.1", "http://localhost", "http://[::1]")
+
+
+def is_loopback_url(url: str) -> bool:
+    return url.startswith(LOOPBACK_PREFIXES)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -45,7 +45,7 @@ import aiohttp
 import av
 import numpy as np
 
-from bench.avatar_process import ROOT, AvatarProcess
+from bench.avatar_process import ROOT, AvatarProcess, is_loopback_url
 from bench.hardware import hardware
 
 QUESTION = "Hello there. What is your name?"
@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     for n, ws_only in levels:
         if not 1 <= n + ws_only <= MAX_CLIENTS:
             parser.error(f"each level needs 1..{MAX_CLIENTS} clients")
-    if args.url is not None and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
+    if args.url is not None and not is_loopback_url(args.url):
         parser.error("--url must be a loopback address")
     if not 1 <= args.timeout_s <= 300:
         parser.error("--timeout-s must be between 1 and 300")

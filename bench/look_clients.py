@@ -17,7 +17,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from bench.avatar_process import AvatarProcess
+from bench.avatar_process import AvatarProcess, is_loopback_url
 from bench.browser import converse, summary, write_mic_wav
 
 QUESTIONS = [
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 4:
         parser.error("--clients must be between 1 and 4")
-    if args.url is not None and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
+    if args.url is not None and not is_loopback_url(args.url):
         parser.error("--url must be a loopback address")
     proc = None
     url = args.url

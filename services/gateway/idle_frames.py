@@ -35,7 +35,7 @@ class IdleFrames:
         self._idle_image = idle_image
         self._t0 = now()
         self._renders: collections.OrderedDict[int, asyncio.Future[np.ndarray]] = collections.OrderedDict()
-        self.rendered = 0  # how many pictures were rendered (for tests and metrics)
+        self.rendered = 0  # how many pictures were rendered (tests count them)
 
     def index_at(self, t: float) -> int:
         """The idle frame due at time ``t`` (same clock as ``now``)."""
