@@ -114,9 +114,10 @@ class RtcClient:
         """The kept RGB pictures that arrived within [start, end] (monotonic)."""
         return [f.to_ndarray(format="rgb24") for t, f in list(self._kept_video) if start <= t <= end]
 
-    async def wait_event(self, pred, timeout_s: float = 30.0) -> dict:
+    async def wait_event(self, pred, timeout_s: float = 30.0, start: int = 0) -> dict:
+        """The first event from ``self.events[start:]`` that ``pred`` accepts, waiting for it."""
         deadline = time.monotonic() + timeout_s
-        seen = 0
+        seen = start
         while True:
             for event in self.events[seen:]:
                 if pred(event):

@@ -39,10 +39,7 @@ async def test_typed_question_gets_a_spoken_lip_synced_answer(avatar):
         # The state change is the WebSocket message after the stats: wait for it, do not race it
         # (a stats event can be handled before the next message is read).
         after_stats = next(i for i, e in enumerate(client.events) if e is stats) + 1
-        for _ in range(100):
-            if any(e["type"] == "state" and e["state"] == "listening" for e in client.events[after_stats:]):
-                break
-            await asyncio.sleep(0.1)
+        await client.wait_event(lambda e: e["type"] == "state" and e["state"] == "listening", 10, start=after_stats)
         states = [e["state"] for e in client.events if e["type"] == "state"]
         assert "thinking" in states and "speaking" in states and states[-1] == "listening"
         await asyncio.sleep(0.5)
