@@ -58,7 +58,7 @@ class _Timeline:
         self.page = _PageSocket()
         media = SessionMedia(
             5, clock=self.clock,
-            on_unit=lambda unit: self.gateway._on_unit(self.session, unit),
+            on_unit=lambda unit: self.gateway.turns.unit_played(self.session, unit),
         )
         self.session = Session("s1", self.page, media)
         self.session.has_media = lambda: True  # the fake track below plays it

@@ -205,10 +205,10 @@ def test_gateway_is_published_on_8443_and_mints_turn_credentials(config: dict) -
     # TURN: per-session credentials from the shared secret (TURN REST API), checked as coturn does.
     assert settings.turn.enabled and settings.turn.secret == env["TURN_SECRET"]
     assert any(u.endswith("transport=udp") for u in settings.turn.urls)
-    from services.gateway import turn
+    from services.gateway import turn_credentials
 
-    cred = turn.mint(settings.turn, "sess1")
-    assert cred["username"].endswith(":sess1") and turn.verify(settings.turn, cred["username"], cred["credential"])
+    cred = turn_credentials.mint(settings.turn, "sess1")
+    assert cred["username"].endswith(":sess1") and turn_credentials.verify(settings.turn, cred["username"], cred["credential"])
     # aiortc (the self-test's client) accepts a minted server as well.
     from aiortc import RTCIceServer
     from aiortc.rtcicetransport import connection_kwargs

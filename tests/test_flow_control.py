@@ -54,7 +54,7 @@ class _Room:
         for sid, media in (("a", True), ("b", True), ("stalled", True), ("ws", False)):
             page = _PageSocket()
             session_media = SessionMedia(QUEUE_UNITS, clock=self.clock,
-                                         on_unit=lambda unit, sid=sid: self.gateway._on_unit(self.gateway.sessions[sid], unit))
+                                         on_unit=lambda unit, sid=sid: self.gateway.turns.unit_played(self.gateway.sessions[sid], unit))
             session = Session(sid, page, session_media)
             session.has_media = (lambda: True) if media else (lambda: False)
             session.turn = 1

@@ -14,12 +14,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from services.endpoints import Endpoints
-from services.gateway import turn
+from services.gateway import turn_credentials
 from services.gateway.access import AccessConfigError, is_loopback, resolve_token
 from services.gateway.limits import LimitSettings, TokenBucket
 from services.gateway.server import Gateway
 from services.gateway.settings import GatewaySettings
-from services.gateway.turn import TurnSettings
+from services.gateway.turn_credentials import TurnSettings
 from tests.fakes import MemoryTransport
 
 TOKEN = "t0ken-" + "x" * 24
@@ -134,11 +134,11 @@ def test_the_token_is_generated_once_kept_private_and_only_off_loopback(tmp_path
 
 async def test_turn_credentials_are_minted_per_session_and_expire(serve):
     settings = TurnSettings(("turn:relay.example:3478",), "s3cret", 600)
-    cred = turn.mint(settings, "abc", now=1000.0)
+    cred = turn_credentials.mint(settings, "abc", now=1000.0)
     assert cred["username"] == "1600:abc"
-    assert turn.verify(settings, cred["username"], cred["credential"], now=1500.0)
-    assert not turn.verify(settings, cred["username"], cred["credential"], now=1601.0)
-    assert not turn.verify(TurnSettings(settings.urls, "other", 600), cred["username"], cred["credential"], now=1500.0)
+    assert turn_credentials.verify(settings, cred["username"], cred["credential"], now=1500.0)
+    assert not turn_credentials.verify(settings, cred["username"], cred["credential"], now=1601.0)
+    assert not turn_credentials.verify(TurnSettings(settings.urls, "other", 600), cred["username"], cred["credential"], now=1500.0)
     server = await serve(turn=settings)
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(server.make_url("/ws")) as ws:
@@ -147,7 +147,7 @@ async def test_turn_credentials_are_minted_per_session_and_expire(serve):
     [relay] = [s for s in config["iceServers"] if s.get("username")]
     expiry, _, session = relay["username"].partition(":")
     assert session == config["session"] and int(expiry) > 0
-    assert turn.verify(settings, relay["username"], relay["credential"])
+    assert turn_credentials.verify(settings, relay["username"], relay["credential"])
 
 
 # ------------------------------------------------------------------------------------ limits

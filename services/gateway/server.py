@@ -1,5 +1,5 @@
-"""The gateway: serves client/, does WebSocket signaling, runs the WebRTC media, and routes
-messages between the browser and the pipeline.
+"""The gateway: serves client/, does WebSocket signaling, and routes messages between the
+browser and the pipeline.
 
     browser --ws/json--> Gateway --AudioIn--> asr        (data, PUSH)
                          Gateway --UserText--> llm       (spoken or typed, with the history)
@@ -7,10 +7,11 @@ messages between the browser and the pipeline.
                          Gateway <--events-- every stage (PULL)
                          Gateway --control--> every stage (PUB)
 
-The gateway owns the turn of each session: it bumps it when the user starts speaking, types,
-or presses Stop, broadcasts ``Interrupt`` and flushes its own output queue at once. It owns the
-conversation too (services/gateway/conversation.py): what the user said and what they heard,
-kept on disk and sent with every LLM request.
+The ``Gateway`` holds the sessions and the loops that read the pipeline; each job is its own
+piece: turns and what the user heard (``turn_keeper.TurnKeeper``), WebRTC calls and admission
+(``calls.Calls``), per-session credits (``flow.FlowControl``), the conversation kept on disk
+and sent with every LLM request (``conversation.ConversationStore``), and the access checks
+(``access.AccessPolicy``).
 """
 
 from __future__ import annotations
@@ -26,27 +27,20 @@ from collections.abc import Callable
 
 import numpy as np
 from aiohttp import WSMsgType, web
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
 
 from services import messages
-from services.gateway import signaling, turn
+from services.gateway import signaling, turn_credentials
 from services.gateway.access import TOKEN_COOKIE, AccessPolicy
+from services.gateway.calls import Calls
 from services.gateway.conversation import ConversationStore
 from services.gateway.flow import FlowControl
-from services.gateway.limits import AddressCounter, SessionLimits
 from services.gateway.idle_frames import IdleFrames
+from services.gateway.limits import AddressCounter, SessionLimits
 from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.session import Session
 from services.gateway.settings import GatewaySettings
-from services.gateway.tracks import (
-    AvatarAudioTrack,
-    AvatarVideoTrack,
-    forward_microphone,
-    shorten_mic_jitter_buffer,
-)
-from services.gateway.vp8_encoder import use_rendered_vp8_encoder
+from services.gateway.turn_keeper import TurnKeeper
 from services.media import frames_for_ms
 from services.transport import Transport
 
@@ -72,20 +66,25 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, transport: Transport, idle_image: IdleImage) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
-        self._idle_frames = IdleFrames(idle_image)
         ep = transport.endpoints
-        self._asr = transport.push(ep.asr_in)
-        self._llm = transport.push(ep.llm_in)
         self._control = transport.publish(ep.control)
         self._frames = transport.pull(ep.gateway_frames)
         self._events = transport.pull(ep.gateway_events)
         self.sessions: dict[str, Session] = {}
-        self.flow = FlowControl(self._control, lambda: list(self.sessions.values()), self._on_media_lost)
+        self.conversations = ConversationStore(settings.conversations_db)
+        # The flow is built after the turns it reports lost media to; both poke it late-bound.
+        self.turns = TurnKeeper(
+            transport.push(ep.llm_in), self._control, self.conversations, self.metrics, lambda: self.flow.poke()
+        )
+        self.flow = FlowControl(self._control, lambda: list(self.sessions.values()), self.turns.media_lost)
+        self.calls = Calls(
+            settings, self.sessions, IdleFrames(idle_image), transport.push(ep.asr_in),
+            self.flow.poke, self._refuse,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._fps_frames = 0
         self.access = AccessPolicy(settings.access_token, settings.allowed_origins)
         self._per_address = AddressCounter(settings.limits.sessions_per_address)
-        self.conversations = ConversationStore(settings.conversations_db)
 
     # --- HTTP ------------------------------------------------------------------------------
 
@@ -142,7 +141,7 @@ class Gateway:
     def _client_ice_servers(self, session_id: str) -> list[dict]:
         servers = list(self.settings.ice_servers)
         if self.settings.turn.enabled:
-            servers.append(turn.mint(self.settings.turn, session_id))
+            servers.append(turn_credentials.mint(self.settings.turn, session_id))
         return servers
 
     # --- background loops ---------------------------------------------------------------------
@@ -178,7 +177,7 @@ class Gateway:
         if isinstance(msg, messages.AvatarText):
             session = self.sessions.get(msg.session)
             if session is not None and msg.turn >= session.turn:
-                self._deliver_text(session, msg.turn, msg.text, msg.final)
+                self.turns.deliver_text(session, msg.turn, msg.text, msg.final)
             return
         if not isinstance(msg, messages.AvatarFrame):
             logger.warning("frames socket got %s", type(msg).__name__)
@@ -197,115 +196,11 @@ class Gateway:
             # Nobody can watch it: drop the frame now, but the page still gets the words.
             self.metrics.frames.labels("dropped").inc()
             self.flow.poke()
-            self._deliver_text(session, unit.turn, unit.text, unit.final)
+            self.turns.deliver_text(session, unit.turn, unit.text, unit.final)
         elif not session.media.offer(unit):
             self.metrics.frames.labels("dropped").inc()
             logger.warning("Session(%s) frame %d beyond its credit: dropped", session.id, msg.index)
-            self._deliver_text(session, unit.turn, unit.text, unit.final)
-
-    # --- speculative end of turn -----------------------------------------------------------
-
-    async def _speculate(self, session: Session, msg: messages.Transcript) -> None:
-        """Silence after speech: answer what was said so far now, but hold the answer back.
-
-        The LLM (and TTS, and lip-sync within the session's credit) start at once, in a turn of
-        their own; its frames wait in the session's queue, unplayed, until the endpoint
-        confirms the utterance ended as heard. If the user goes on, that turn is dropped.
-        """
-        text = " ".join(t for t in (session.carry, msg.text) if t)
-        if session.speculative is not None:
-            if session.speculative[1] == text:
-                return
-            await self._drop_speculation(session, "newer tentative text")
-        if not text or session.state != "listening":
-            return
-        turn = await self.new_turn(session, reason="speculative")
-        session.media.hold_turn = turn
-        session.speculative = (turn, text)
-        session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
-        history = session.conversation.history_json(before_turn=turn)
-        await self._llm.send(messages.UserText(session.id, turn, text, "speech", msg.speech_end_unix_s, history))
-        self.metrics.speculations.labels("started").inc()
-
-    async def _drop_speculation(self, session: Session, why: str) -> None:
-        turn, _text = session.speculative or (session.turn, "")
-        session.speculative = None
-        session.media.hold_turn = None
-        await self.new_turn(session, reason="speculation dropped")
-        self.metrics.speculations.labels("dropped").inc()
-        logger.info("Session(%s) speculative turn %d dropped (%s)", session.id, turn, why)
-
-    async def _utterance_done(self, session: Session, msg: messages.Transcript) -> None:
-        """The endpoint: commit the speculative answer if it answers what was said, else ask."""
-        # What was said before a pause that the avatar had not answered yet joins in.
-        text = " ".join(t for t in (session.carry, msg.text) if t)
-        spec = session.speculative
-        session.speculative = None
-        session.media.hold_turn = None
-        if spec is not None and spec[1] == text and session.turn == spec[0]:
-            session.carry = ""
-            turn = spec[0]
-            self.conversations.record_user(session.conversation, turn, text)
-            session.asked = (turn, text)
-            session.asked_line = session.utterance_turn
-            session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
-            self._user_final(session, text, answer_turn=turn)
-            session.set_state("thinking")
-            self.flow.poke()  # its frames may play now
-            self.metrics.speculations.labels("committed").inc()
-            return
-        if spec is not None:
-            await self.new_turn(session, reason="speculation replaced")
-            self.metrics.speculations.labels("dropped").inc()
-        session.carry = ""
-        turn = session.turn
-        session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
-        self._user_final(session, text, answer_turn=turn if text else None)
-        if text:
-            session.set_state("thinking")
-            await self._ask(session, turn, text, "speech", msg.speech_end_unix_s)
-            session.asked_line = session.utterance_turn
-
-    @staticmethod
-    def _user_final(session: Session, text: str, answer_turn: int | None) -> None:
-        """The user's line, final. The page keys it by the turn the utterance began in; a
-        speculative answer runs in a later turn, so ``answer_turn`` says which one answers it."""
-        event = {"type": "transcript", "role": "user", "text": text, "final": True, "turn": session.utterance_turn}
-        if answer_turn is not None:
-            event["answer_turn"] = answer_turn
-        session.send(event)
-
-    def _on_media_lost(self, session: Session) -> None:
-        """The call went away mid-answer: what was queued is not played, but its text is shown."""
-        units = session.media.drain()
-        if units:
-            self.metrics.frames.labels("dropped").inc(len(units))
-            logger.info("Session(%s) lost its media: %d queued frames dropped", session.id, len(units))
-        for unit in units:
-            if unit.turn >= session.turn:
-                self._deliver_text(session, unit.turn, unit.text, unit.final)
-
-    def _deliver_text(self, session: Session, turn: int, text: str, final: bool) -> None:
-        """The answer's words and its end, for a session that does not play them (it reads them)."""
-        if text:
-            session.heard.append(text)
-            session.send({"type": "transcript", "role": "avatar", "text": text, "final": False, "turn": turn})
-        if final:
-            self._answer_done(session, turn)
-
-    def _answer_done(self, session: Session, turn: int) -> None:
-        self.conversations.record_answer(session.conversation, turn, " ".join(session.heard), interrupted=False)
-        session.send({"type": "transcript", "role": "avatar", "text": "", "final": True, "turn": turn})
-        session.send({"type": "stats", "turn": turn, "stages": session.turn_stats(turn).stages})
-        session.heard = []
-        session.set_state("listening")
-
-    async def _ask(self, session: Session, turn: int, text: str, source: str, speech_end_unix_s: float) -> None:
-        """Record the question and send it to the LLM with the conversation so far."""
-        history = session.conversation.history_json(before_turn=turn)
-        self.conversations.record_user(session.conversation, turn, text)
-        session.asked = (turn, text)
-        await self._llm.send(messages.UserText(session.id, turn, text, source, speech_end_unix_s, history))
+            self.turns.deliver_text(session, unit.turn, unit.text, unit.final)
 
     async def _event_loop(self) -> None:
         while True:
@@ -350,24 +245,11 @@ class Gateway:
         if session is None:
             return
         if isinstance(msg, messages.SpeechStarted):
-            await self.new_turn(session, reason="speech")
-            session.utterance_turn = session.turn
+            await self.turns.speech_started(session)
         elif isinstance(msg, messages.SpeechResumed):
-            if msg.turn >= session.utterance_turn and session.speculative is not None:
-                await self._drop_speculation(session, "speech resumed")
+            await self.turns.speech_resumed(session, msg)
         elif isinstance(msg, messages.Transcript):
-            # A speculative answer moves the turn on while the utterance goes on, so the ASR may
-            # still tag it with the turn it began in.
-            if msg.turn < session.utterance_turn:
-                return
-            if msg.tentative:
-                await self._speculate(session, msg)
-                return
-            # The page shows one line per utterance, keyed by the turn it began in.
-            if msg.final:
-                await self._utterance_done(session, msg)
-            else:
-                session.send({"type": "transcript", "role": "user", "text": msg.text, "final": False, "turn": session.utterance_turn})
+            await self.turns.transcript(session, msg)
         elif isinstance(msg, messages.StageTiming):
             self.metrics.stage_latency.labels(msg.stage, msg.name).observe(msg.ms)
             key = _STAGE_KEYS.get((msg.stage, msg.name), f"{msg.stage}_{msg.name}_ms")
@@ -377,69 +259,6 @@ class Gateway:
             session.error(f"{msg.stage}_error", msg.message)
         else:
             logger.warning("events socket got unexpected %s", type(msg).__name__)
-
-    # --- turns ------------------------------------------------------------------------------
-
-    async def new_turn(self, session: Session, reason: str) -> int:
-        """Start a new turn; if the avatar was answering, cut it off (barge-in).
-
-        One turn for one thought: if the user speaks again while the avatar is still thinking
-        (its voice has not started), that is the same thought continuing, not a barge-in on an
-        answer nobody heard: the answer in flight is dropped, and the question asked so far is
-        carried into the new turn, to be asked again together with what is said now.
-        """
-        continuation = reason == "speech" and session.state == "thinking" and session.asked is not None
-        barge_in = session.state in ("thinking", "speaking") and not continuation
-        heard = " ".join(session.heard).strip()
-        old_turn = session.turn
-        if continuation:
-            asked_turn, asked_text = session.asked
-            session.carry = f"{session.carry} {asked_text}".strip() if session.carry else asked_text
-            self.conversations.discard(session.conversation, asked_turn)
-            session.send({"type": "transcript", "role": "user", "text": "", "final": True, "turn": session.asked_line, "merged": True})
-            logger.info("Session(%s) turn %d continues in turn %d (spoke again before the answer)", session.id, old_turn, old_turn + 1)
-        session.asked = None
-        session.turn += 1
-        dropped = session.media.flush(session.turn)
-        self.flow.poke()
-        if dropped:
-            self.metrics.frames.labels("dropped").inc(dropped)
-        session.heard = []
-        if barge_in:
-            self.conversations.record_answer(session.conversation, old_turn, heard, interrupted=True)
-        await self._control.send(messages.Interrupt(session.id, session.turn, heard, barge_in))
-        if barge_in:
-            self.metrics.interrupts.inc()
-            logger.info(
-                "Session(%s) barge-in (%s) at turn %d: dropped %d queued frames, heard %r",
-                session.id, reason, old_turn, dropped, heard,
-            )
-            session.send({"type": "interrupted", "turn": old_turn, "heard": heard})
-        session.set_state("listening")
-        return session.turn
-
-    def _on_unit(self, session: Session, unit: OutputUnit) -> None:
-        """Called by the media clock as each unit starts playing (what the user hears now)."""
-        if not unit.idle:
-            self.flow.poke()  # its slot in the queue is free again
-        self.metrics.frames.labels("idle" if unit.idle else "talking").inc()
-        if unit.idle or unit.turn != session.turn:
-            return
-        stats = session.turn_stats(unit.turn)
-        if not stats.first_audio_sent:
-            stats.first_audio_sent = True
-            session.asked = None  # the answer is audible now: speaking again is a barge-in
-            session.set_state("speaking")
-            if stats.speech_end_unix_s:
-                ms = (time.time() - stats.speech_end_unix_s) * 1000
-                stats.stages["first_audio_ms"] = round(ms, 1)
-                self.metrics.first_audio.observe(ms)
-                logger.info("Session(%s) turn %d: first avatar audio %.0f ms after end of speech", session.id, unit.turn, ms)
-        if unit.text:
-            session.heard.append(unit.text)
-            session.send({"type": "transcript", "role": "avatar", "text": unit.text, "final": False, "turn": unit.turn})
-        if unit.final:
-            self._answer_done(session, unit.turn)
 
     # --- WebSocket ----------------------------------------------------------------------------
 
@@ -471,7 +290,7 @@ class Gateway:
         # ``session`` is looked up when a unit plays, which is after it is assigned below.
         media = SessionMedia(
             frames_for_ms(self.settings.queue_ms),
-            on_unit=lambda unit: self._on_unit(session, unit),
+            on_unit=lambda unit: self.turns.unit_played(session, unit),
         )
         session = Session(sid, ws, media)
         session.address = address
@@ -536,92 +355,15 @@ class Gateway:
             })
             session.set_state("idle")
         elif isinstance(msg, signaling.Offer):
-            await self._on_offer(session, msg)
+            await self.calls.offer(session, msg)
         elif isinstance(msg, signaling.Candidate):
-            await self._on_candidate(session, msg)
+            await self.calls.candidate(session, msg)
         elif isinstance(msg, signaling.Text):
-            turn = await self.new_turn(session, reason="typed")
-            session.send({"type": "transcript", "role": "user", "text": msg.text, "final": True, "turn": turn,
-                          "answer_turn": turn})
-            session.turn_stats(turn).speech_end_unix_s = time.time()
-            session.set_state("thinking")
-            await self._ask(session, turn, msg.text, "typed", time.time())
-            session.asked_line = turn
+            await self.turns.typed(session, msg.text)
         elif isinstance(msg, signaling.InterruptRequest):
-            await self.new_turn(session, reason="stop button")
+            await self.turns.new_turn(session, reason="stop button")
         elif isinstance(msg, signaling.Ping):
             session.send({"type": "pong", "t": msg.t})
-
-    async def _on_offer(self, session: Session, offer: signaling.Offer) -> None:
-        calls = sum(1 for s in self.sessions.values() if s.pc is not None and s is not session)
-        if calls >= self.settings.max_calls:
-            # Admission: one more call would take every call below 25 fps. Typing still works.
-            self._refuse(session, "busy", f"the avatar is busy: {calls} calls at once is all this machine can hold at "
-                                          "full frame rate; try again shortly (typed questions still work)")
-            return
-        if session.pc is not None:
-            # A new offer replaces the call (e.g. the page restarted it).
-            old, session.pc = session.pc, None
-            await old.close()
-        config = RTCConfiguration(iceServers=[RTCIceServer(**s) for s in self.settings.ice_servers])
-        pc = RTCPeerConnection(config)
-        session.pc = pc
-
-        @pc.on("track")
-        def on_track(track) -> None:  # noqa: ANN001 (aiortc callback)
-            if track.kind == "audio":
-                session.own(asyncio.create_task(
-                    forward_microphone(track, lambda pcm: self._send_mic(session, pcm)),
-                    name=f"mic-{session.id}",
-                ))
-
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            logger.info("Session(%s) WebRTC %s", session.id, pc.connectionState)
-            session.send({"type": "webrtc", "state": pc.connectionState})
-            if pc.connectionState == "connected":
-                session.connected_at = time.monotonic()
-            self.flow.poke()
-            if pc.connectionState == "failed":
-                session.error("ice_failed", "the media connection failed (see /selftest.html for a connection check)")
-                await pc.close()
-
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
-            for transceiver in pc.getTransceivers():
-                # Before any media flows (that starts after ICE and DTLS).
-                if transceiver.kind == "audio":
-                    shorten_mic_jitter_buffer(transceiver.receiver)
-            pc.addTrack(AvatarAudioTrack(session.media))
-            pc.addTrack(AvatarVideoTrack(session.media, self._idle_frames))
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)
-            for transceiver in pc.getTransceivers():
-                # The codec is negotiated now; the first frame is encoded after ICE and DTLS.
-                if transceiver.kind == "video":
-                    use_rendered_vp8_encoder(transceiver)
-        except Exception as exc:  # aiortc raises ValueError and others for bad SDP
-            logger.info("Session(%s) bad offer: %s", session.id, exc)
-            session.pc = None
-            await pc.close()
-            session.error("bad_sdp", f"could not use the SDP offer: {exc}")
-            return
-        session.send({"type": "answer", "sdp": pc.localDescription.sdp})
-        session.set_state("listening")
-
-    async def _on_candidate(self, session: Session, msg: signaling.Candidate) -> None:
-        if session.pc is None or not msg.candidate:
-            return
-        try:
-            cand = candidate_from_sdp(msg.candidate.removeprefix("candidate:"))
-            cand.sdpMid, cand.sdpMLineIndex = msg.sdp_mid, msg.sdp_mline_index
-            await session.pc.addIceCandidate(cand)
-        except Exception as exc:
-            session.error("bad_candidate", f"could not use the ICE candidate: {exc}")
-
-    async def _send_mic(self, session: Session, pcm: np.ndarray) -> None:
-        audible = session.media.avatar_audible(self.settings.echo_tail_ms / 1000)
-        await self._asr.send(messages.AudioIn(session.id, session.turn, pcm, audible))
 
     async def _close_session(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is None:

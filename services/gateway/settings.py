@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from services.gateway.access import AccessConfigError, parse_origins, resolve_token
 from services.gateway.limits import LimitSettings
-from services.gateway.turn import TurnSettings
+from services.gateway.turn_credentials import TurnSettings
 from services.settings_util import SettingsError, env_float, env_int, env_str, profile
 
 
