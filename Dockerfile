@@ -77,6 +77,7 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin avatar \
     && chown avatar:avatar /models /cache /certs
 
 COPY --chown=avatar:avatar main.py ./
+COPY --chown=avatar:avatar avatar_base/ avatar_base/
 COPY --chown=avatar:avatar services/ services/
 COPY --chown=avatar:avatar wav2lip/ wav2lip/
 COPY --chown=avatar:avatar musetalk/ musetalk/

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from avatar_base.device import pick_device
 from services.lipsync.engine import LipsyncModelMissing
 
 logger = logging.getLogger(__name__)
@@ -77,14 +78,10 @@ class Precision:
 
 
 def select_precision(device: str = "auto") -> Precision:
-    """``device`` is auto | cpu | cuda: float16 on CUDA, float32 on CPU."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU")
-        return Precision(torch.device("cuda"), torch.float16)
-    return Precision(torch.device("cpu"), torch.float32)
+    """``device`` is auto | cpu | cuda (``avatar_base.device.pick_device`` reads it): float16 on
+    CUDA, float32 on CPU."""
+    chosen = pick_device(device)
+    return Precision(chosen, torch.float16 if chosen.type == "cuda" else torch.float32)
 
 
 @dataclass(frozen=True, slots=True)

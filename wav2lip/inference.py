@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from avatar_base.device import cpu_has_native_bf16, pick_device
 from wav2lip.audio import MEL_FRAMES_PER_SECOND, MEL_STEP_SIZE
 from wav2lip.avatar import FACE_SIZE, Avatar
 from wav2lip.model import Wav2Lip
@@ -35,22 +36,14 @@ class Precision:
     channels_last: bool
 
 
-def cpu_has_native_bf16() -> bool:
-    # torch.cpu exposes the CPUID probes it uses to pick oneDNN kernels.
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
 def select_precision(device: str = "auto") -> Precision:
-    """``device`` is auto | cpu | cuda."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU")
-        return Precision(torch.device("cuda"), torch.float16, channels_last=True)
+    """``device`` is auto | cpu | cuda (``avatar_base.device.pick_device`` reads it)."""
+    chosen = pick_device(device)
+    if chosen.type == "cuda":
+        return Precision(chosen, torch.float16, channels_last=True)
     if cpu_has_native_bf16():
-        return Precision(torch.device("cpu"), torch.bfloat16, channels_last=True)
-    return Precision(torch.device("cpu"), torch.float32, channels_last=False)
+        return Precision(chosen, torch.bfloat16, channels_last=True)
+    return Precision(chosen, torch.float32, channels_last=False)
 
 
 def prepare_model(model: Wav2Lip, precision: Precision) -> Wav2Lip:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avatar_base.device import pick_device
 from services.face.boxes import (
     NMS_IOU,
     SCORE_THRESHOLD,
@@ -197,16 +198,11 @@ class S3fdFaceDetector(FaceDetector):
         ]
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def face_detector(
-    kind: DetectorKind | str, models_dir: str | Path, device: str | torch.device = "auto"
+    kind: DetectorKind | str, models_dir: str | Path, device: str = "auto"
 ) -> FaceDetector:
-    """The face detector to prepare an avatar with (see the module docstring for ``kind``).
+    """The face detector to prepare an avatar with (see the module docstring for ``kind``);
+    ``device`` is auto | cpu | cuda, as ``AVATAR_DEVICE`` (``avatar_base.device.pick_device``).
 
     Raises ``FaceDetectorError`` for an unknown kind or a missing cascade, and
     ``DetectorWeightsError`` when S3FD is asked for (or its file is present for ``auto``) but
@@ -226,4 +222,4 @@ def face_detector(
             path, FETCH_HINT,
         )
         return HaarFaceDetector()
-    return S3fdFaceDetector.from_file(path, resolve_device(device), s3fd_entry().sha256)
+    return S3fdFaceDetector.from_file(path, pick_device(device), s3fd_entry().sha256)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from avatar_base.device import cpu_has_native_bf16, pick_device
 from services.llm.batched_decoder import DEFAULT_MAX_BATCH, BatchedDecoder, Pace
 from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.engine import ChatMessage, LlmModelMissing
@@ -104,7 +105,7 @@ def pick_dtype(requested: str, device: str, cpu_bf16: bool | None = None, model_
     if device == "cuda":
         return torch.float16
     if cpu_bf16 is None:
-        cpu_bf16 = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        cpu_bf16 = cpu_has_native_bf16()
     return torch.bfloat16 if cpu_bf16 and model_bytes >= _CPU_BF16_MIN_BYTES else torch.float32
 
 
@@ -114,19 +115,14 @@ def pace_from_settings(settings: LlmSettings) -> Pace | None:
     return Pace(lead_tokens=settings.pace_lead_tokens, tokens_per_s=settings.pace_tokens_per_s)
 
 
-def pick_device(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model_dir: str, dtype: str, device: str, max_new_tokens: int,
                  temperature: float = 0.0, threads: int = 0, persona: str = "",
                  max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none", pace: Pace | None = None) -> None:
-        self._device = pick_device(device)
+        # "cpu" | "cuda": the string form pick_dtype and apply_quant compare against.
+        self._device = pick_device(device).type
         if threads and self._device == "cpu":
             torch.set_num_threads(threads)
         self._dtype = pick_dtype(dtype, self._device, model_bytes=weights_bytes(model_dir))

@@ -32,6 +32,7 @@ from typing import Any
 import av
 import numpy as np
 
+from avatar_base.device import pick_device
 from services.media import SAMPLE_RATE
 from services.tts.engine import TtsModelMissing
 from services.tts.settings import TtsSettings
@@ -137,16 +138,6 @@ def resample_to_int16(wav: np.ndarray, input_rate: int) -> np.ndarray:
     return np.concatenate([resampler.push(wav), resampler.flush()])
 
 
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("AVATAR_DEVICE=cuda but torch sees no CUDA device")
-    return device
-
-
 def _require_folder(path: str, what: str, needs: tuple[str, ...]) -> None:
     if not path:
         raise TtsModelMissing(f"{what} needs a model folder: set AVATAR_TTS_VOICE or run `{FETCH_HINT}`")
@@ -231,7 +222,7 @@ class CoquiVitsEngine:
 
         config = load_config(os.path.join(model_dir, "config.json"))
         localize_config_paths(config, model_dir)
-        self._device = pick_device(device)
+        self._device = pick_device(device).type
         model = setup_model(config=config)
         model.load_checkpoint(config, checkpoint_path=checkpoint, eval=True)
         self._model = model.to(self._device)
@@ -308,7 +299,7 @@ class CoquiXttsEngine:
             raise TtsVoiceError(
                 f"XTTS-v2 has no language {language!r}; choose one of {', '.join(config.languages)}"
             )
-        self._device = pick_device(device)
+        self._device = pick_device(device).type
         model = Xtts(config)
         model.load_checkpoint(config, checkpoint_dir=model_dir, eval=True)
         _accept_generate_cache(model.gpt.gpt_inference)

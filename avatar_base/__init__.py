@@ -1,0 +1,10 @@
+"""The bottom layer that the model libraries and the services share.
+
+``wav2lip/`` and ``musetalk/`` are model libraries: they must not import ``services/``. What they
+and the services both need lives here, so that each fact has one home:
+
+* ``device``: ``pick_device``, the one reading of ``AVATAR_DEVICE`` (auto | cpu | cuda), and
+  ``cpu_has_native_bf16``.
+
+Nothing here imports ``services``, ``wav2lip`` or ``musetalk``.
+"""
