@@ -13,4 +13,10 @@ Modules:
 
 Weights (MIT) come from ``python main.py fetch`` (entries musetalk-v15, musetalk-sd-vae,
 musetalk-whisper-tiny); nothing here downloads anything.
+
+A model library: nothing here imports ``services``. Errors::
+
+    MuseTalkError
+     +-- MuseTalkModelMissing   a checkpoint missing, unreadable or not matching its config
+                                (the message names the file and the fetch command)
 """

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from avatar_base.device import pick_device
-from services.lipsync.engine import LipsyncModelMissing
+from musetalk.errors import MuseTalkModelMissing
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,8 @@ class MuseTalkFiles:
     whisper_dir: str
 
 
-def _missing(path: str, what: str) -> LipsyncModelMissing:
-    return LipsyncModelMissing(
+def _missing(path: str, what: str) -> MuseTalkModelMissing:
+    return MuseTalkModelMissing(
         f"MuseTalk {what} not found: {path}. MuseTalk 1.5 weights are MIT-licensed; fetch them "
         f"with `{FETCH_COMMAND}` (or set AVATAR_MUSETALK_DIR to a folder holding musetalkV15/, "
         "sd-vae/ and whisper/). Without them, use AVATAR_LIPSYNC_ENGINE=animation."
@@ -142,18 +142,18 @@ def load_unet(config_path: str, weights_path: str):
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
-        raise LipsyncModelMissing(
+        raise MuseTalkModelMissing(
             f"MuseTalk UNet weights {weights_path} are unreadable ({exc}); fetch them again with "
             f"`{FETCH_COMMAND}`"
         ) from exc
     if not isinstance(state, dict):
-        raise LipsyncModelMissing(
+        raise MuseTalkModelMissing(
             f"{weights_path} holds a {type(state).__name__}, not a UNet state dict"
         )
     try:
         unet.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise LipsyncModelMissing(
+        raise MuseTalkModelMissing(
             f"MuseTalk UNet weights {weights_path} do not match {config_path}: {exc}"
         ) from exc
     return unet.eval()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from musetalk.errors import MuseTalkModelMissing
 from musetalk.models import (
     FETCH_COMMAND,
     PUBLISHED_UNET_CONFIG,
@@ -19,7 +20,6 @@ from musetalk.models import (
     select_precision,
     sinusoidal_encoding,
 )
-from services.lipsync.engine import LipsyncModelMissing
 
 WHISPER_DIM = 32  # tiny stand-in for whisper-tiny's 384; PE and cross-attention follow it
 
@@ -97,12 +97,12 @@ def tiny_dir(tmp_path_factory) -> str:
 
 
 def test_find_files_names_missing_file_and_fetch_command(tmp_path):
-    with pytest.raises(LipsyncModelMissing) as err:
+    with pytest.raises(MuseTalkModelMissing) as err:
         find_files(str(tmp_path / "nowhere"))
     assert FETCH_COMMAND in str(err.value)
     os.makedirs(tmp_path / "musetalkV15")
     (tmp_path / "musetalkV15" / "musetalk.json").write_text("{}")
-    with pytest.raises(LipsyncModelMissing, match="unet.pth"):
+    with pytest.raises(MuseTalkModelMissing, match="unet.pth"):
         find_files(str(tmp_path))
 
 
@@ -114,7 +114,7 @@ def test_find_files_reports_the_first_missing_piece(tiny_dir, tmp_path):
     os.makedirs(broken / "musetalkV15")
     for name in ("musetalk.json", "unet.pth"):
         os.link(os.path.join(tiny_dir, "musetalkV15", name), broken / "musetalkV15" / name)
-    with pytest.raises(LipsyncModelMissing, match="sd-vae"):
+    with pytest.raises(MuseTalkModelMissing, match="sd-vae"):
         find_files(str(broken))
 
 
@@ -151,7 +151,7 @@ def test_mismatched_unet_weights_are_reported(tiny_dir, tmp_path):
     config["block_out_channels"] = [8, 16]
     (root / "musetalkV15" / "musetalk.json").write_text(json.dumps(config))
     os.link(os.path.join(tiny_dir, "musetalkV15", "unet.pth"), root / "musetalkV15" / "unet.pth")
-    with pytest.raises(LipsyncModelMissing, match="do not match"):
+    with pytest.raises(MuseTalkModelMissing, match="do not match"):
         load_models(str(root), "cpu")
 
 

@@ -17,12 +17,13 @@ import numpy as np
 
 from musetalk.audio_features import ClauseFeatures, WhisperFeaturizer, speaking_frames
 from musetalk.avatar import MuseTalkAvatar, load_or_prepare
+from musetalk.errors import MuseTalkModelMissing
 from musetalk.inference import MuseTalkRenderer, blend_face
 from musetalk.models import MuseTalkModels, load_models
 from services.avatar import load_loop
 from services.avatar.idle import IdleAvatar
 from services.face import face_detector
-from services.lipsync.engine import frames_in_batches
+from services.lipsync.engine import LipsyncModelMissing, frames_in_batches
 from services.lipsync.settings import LipsyncSettings
 from services.media import SAMPLES_PER_VIDEO_FRAME
 
@@ -71,7 +72,10 @@ class MuseTalkEngine:
 
     @classmethod
     def from_settings(cls, settings: LipsyncSettings) -> MuseTalkEngine:
-        models, files = load_models(settings.musetalk_dir, settings.device)
+        try:
+            models, files = load_models(settings.musetalk_dir, settings.device)
+        except MuseTalkModelMissing as exc:
+            raise LipsyncModelMissing(str(exc)) from exc
         loop = load_loop(settings.avatar)
         detector = face_detector(settings.face_detector, settings.models_dir, settings.device)
         avatar = load_or_prepare(
