@@ -3,6 +3,8 @@
 ``wav2lip/`` and ``musetalk/`` are model libraries: they must not import ``services/``. What they
 and the services both need lives here, so that each fact has one home:
 
+* ``media``: the media-time invariant (16 kHz audio, 25 fps video, 640 samples per frame);
+  no dependencies, so the gateway can import it without torch;
 * ``device``: ``pick_device``, the one reading of ``AVATAR_DEVICE`` (auto | cpu | cuda), and
   ``cpu_has_native_bf16``.
 

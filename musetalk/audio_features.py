@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from services.media import SAMPLE_RATE, VIDEO_FPS
+from avatar_base.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
 
 WHISPER_FPS = 50  # encoder rows per second: mel hop 10 ms, then conv2 stride 2
 MEL_HOP_SAMPLES = 160
@@ -53,7 +53,7 @@ WINDOWS = ("clause", "full")
 
 def frames_for_samples(n_samples: int) -> int:
     """Video frames a clause of ``n_samples`` produces: one per started 640-sample unit."""
-    return math.ceil(n_samples / (SAMPLE_RATE // VIDEO_FPS))
+    return math.ceil(n_samples / SAMPLES_PER_VIDEO_FRAME)
 
 
 @torch.inference_mode()
@@ -160,7 +160,7 @@ class ClauseFeatures:
 
     def __init__(self, featurizer: WhisperFeaturizer, audio: np.ndarray) -> None:
         self.n_frames = frames_for_samples(len(audio))
-        padded = np.zeros(self.n_frames * (SAMPLE_RATE // VIDEO_FPS), dtype=np.float32)
+        padded = np.zeros(self.n_frames * SAMPLES_PER_VIDEO_FRAME, dtype=np.float32)
         padded[: len(audio)] = audio
         self._rows = featurizer.encode(padded)
         self._windows = frame_windows(self._rows, self.n_frames)
@@ -184,7 +184,7 @@ def speaking_frames(audio: np.ndarray, n_frames: int, silence_dbfs: float) -> np
     threshold = 10.0 ** (silence_dbfs / 20.0)
     flags = np.zeros(n_frames, dtype=bool)
     for i in range(n_frames):
-        start = i * (SAMPLE_RATE // VIDEO_FPS) - half_before
+        start = i * SAMPLES_PER_VIDEO_FRAME - half_before
         chunk = audio[max(0, start) : max(0, start + span)]
         if chunk.size:
             flags[i] = float(np.sqrt(np.mean(np.square(chunk, dtype=np.float64)))) >= threshold

@@ -2,15 +2,16 @@
 
 Invariant: one 25 fps video frame owns exactly 640 samples (40 ms) of 16 kHz mono int16 audio.
 The lip-sync stage emits an image and the audio under it as one unit, so they cannot drift.
+The three numbers of the invariant live in ``avatar_base/media.py`` (the model libraries use them
+too and must not import ``services``); the rest of the stages' timing is built on them here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
-VIDEO_FPS = 25
-SAMPLES_PER_VIDEO_FRAME = SAMPLE_RATE // VIDEO_FPS  # 640
+from avatar_base.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
+
 FRAME_MS = 1000 // VIDEO_FPS  # 40
 
 # WebRTC side: Opus runs at 48 kHz with 20 ms packets.

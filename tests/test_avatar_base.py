@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
 from avatar_base.device import pick_device
+
+REPO = Path(__file__).resolve().parent.parent
+# Who may not import whom: model libraries never reach up into the services.
+FORBIDDEN = {
+    "avatar_base": {"services", "wav2lip", "musetalk"},
+    "wav2lip": {"services", "musetalk"},
+    "musetalk": {"services"},
+}
+
+
+def _imported_packages(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_model_libraries_do_not_import_upward(package: str) -> None:
+    offences = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in sorted((REPO / package).rglob("*.py"))
+        for name in sorted(_imported_packages(path) & FORBIDDEN[package])
+    ]
+    assert not offences, offences
 
 
 @pytest.mark.parametrize("cuda", [False, True])
