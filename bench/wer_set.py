@@ -55,7 +55,7 @@ def _with_margins(pcm: np.ndarray) -> np.ndarray:
 
 
 def espeak(text: str, voice: str, speed_wpm: int) -> np.ndarray:
-    from services.tts.piper_engine import to_16k
+    from services.tts.resample import to_16k
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
@@ -82,7 +82,7 @@ class PiperSpeaker:
     def __call__(self, text: str, length_scale: float) -> np.ndarray:
         from piper import SynthesisConfig
 
-        from services.tts.piper_engine import to_16k
+        from services.tts.resample import to_16k
 
         config = SynthesisConfig(length_scale=length_scale)
         chunks = [to_16k(c.audio_float_array, c.sample_rate) for c in self._voice.synthesize(text, config)]

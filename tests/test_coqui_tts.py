@@ -20,13 +20,12 @@ from services.media import SAMPLE_RATE  # noqa: E402
 from services.tts.coqui_engine import (  # noqa: E402
     CoquiVitsEngine,
     CoquiXttsEngine,
-    StreamResampler,
     TtsVoiceError,
-    resample_to_int16,
     split_clauses,
 )
 from services.tts.engine import TtsModelMissing  # noqa: E402
 from services.tts.engines import build_engine  # noqa: E402
+from services.tts.resample import StreamResampler  # noqa: E402
 from services.tts.settings import TtsSettings  # noqa: E402
 
 
@@ -145,7 +144,8 @@ def test_coqui_xtts_stream_resampler_is_seamless_across_chunks() -> None:
     pieces = [resampler.push(wav[a:b]) for a, b in zip(cuts, cuts[1:])]
     pieces.append(resampler.flush())
     streamed = np.concatenate(pieces)
-    whole = resample_to_int16(wav, rate)
+    once = StreamResampler(rate)
+    whole = np.concatenate([once.push(wav), once.flush()])
     assert streamed.dtype == np.int16
     assert abs(streamed.size - SAMPLE_RATE) <= 2
     n = min(streamed.size, whole.size)

@@ -7,9 +7,10 @@
 - ``CoquiXttsEngine`` runs XTTS-v2 with ``inference_stream``: audio arrives every
   ``stream_chunk_size`` GPT tokens (about 0.2-0.3 s of speech), true streaming within a sentence.
 
-Both yield 16 kHz mono int16 (``services.media.SAMPLE_RATE``). Model outputs (22,050 Hz for VITS,
-24 kHz for XTTS) go through PyAV's stateful resampler, so chunk boundaries inside one stream
-are seamless.
+Both yield 16 kHz mono int16 (``services.media.SAMPLE_RATE``), resampled by
+``services/tts/resample.py``: each whole VITS clause (22,050 Hz) with ``to_16k``, as Piper's
+sentences; XTTS's stream (24 kHz) with PyAV's stateful ``StreamResampler``, so chunk boundaries
+inside one stream are seamless.
 
 coqui-tts is installed from the locks (``locks/cpu-dev.txt``, ``locks/cuda.txt``). Checkpoints are
 loaded by coqui-tts itself, which calls ``torch.load(weights_only=True)``. ``torchaudio.load``
@@ -29,12 +30,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import av
 import numpy as np
 
 from avatar_base.device import pick_device
-from services.media import SAMPLE_RATE
 from services.tts.engine import TtsModelMissing
+from services.tts.resample import StreamResampler, resample_float, to_16k
 from services.tts.settings import TtsSettings
 
 logger = logging.getLogger(__name__)
@@ -104,38 +104,6 @@ def split_clauses(text: str, max_chars: int = MAX_CLAUSE_CHARS) -> list[str]:
         if current:
             pieces.append(current)
     return pieces
-
-
-class StreamResampler:
-    """float audio at the model's rate -> 16 kHz mono int16, stateful across chunks."""
-
-    def __init__(self, input_rate: int) -> None:
-        self._input_rate = input_rate
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-
-    def push(self, wav: np.ndarray) -> np.ndarray:
-        samples = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
-        if samples.size == 0:
-            return np.zeros(0, dtype=np.int16)
-        frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
-        frame.sample_rate = self._input_rate
-        return self._collect(self._resampler.resample(frame))
-
-    def flush(self) -> np.ndarray:
-        """The samples still inside the filter; call once at the end of a stream."""
-        return self._collect(self._resampler.resample(None))
-
-    @staticmethod
-    def _collect(frames: list[av.AudioFrame]) -> np.ndarray:
-        if not frames:
-            return np.zeros(0, dtype=np.int16)
-        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.int16)
-
-
-def resample_to_int16(wav: np.ndarray, input_rate: int) -> np.ndarray:
-    """One complete piece of audio to 16 kHz int16."""
-    resampler = StreamResampler(input_rate)
-    return np.concatenate([resampler.push(wav), resampler.flush()])
 
 
 def _require_folder(path: str, what: str, needs: tuple[str, ...]) -> None:
@@ -250,7 +218,7 @@ class CoquiVitsEngine:
                 result = self._model.synthesize(
                     piece, speaker=self._voice.speaker, language=self._voice.language
                 )
-            pcm = resample_to_int16(np.asarray(result["wav"], dtype=np.float32), self._output_rate)
+            pcm = to_16k(np.asarray(result["wav"], dtype=np.float32), self._output_rate)
             if pcm.size:
                 yield pcm
 
@@ -364,22 +332,10 @@ class CoquiXttsEngine:
 
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
         mono = audio.mean(axis=1)
-        reference = _resample_float(mono, rate, XTTS_REFERENCE_RATE)
+        reference = resample_float(mono, rate, XTTS_REFERENCE_RATE).astype(np.float32)
         tensor = torch.from_numpy(reference)[None, :].to(self._device)
         with torch.inference_mode():
             latent = self._model.get_gpt_cond_latents(tensor, XTTS_REFERENCE_RATE)
             embedding = self._model.get_speaker_embedding(tensor, XTTS_REFERENCE_RATE)
         logger.info("CoquiXttsEngine: cloned the voice of %s (%.1f s)", path, len(mono) / rate)
         return latent, embedding
-
-
-def _resample_float(x: np.ndarray, rate: int, target: int) -> np.ndarray:
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    if rate == target:
-        return x.astype(np.float32)
-    g = gcd(rate, target)
-    return resample_poly(x, target // g, rate // g).astype(np.float32)
-

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from math import gcd
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
 
-from services.media import SAMPLE_RATE
 from services.tts.engine import TtsModelMissing
+from services.tts.resample import to_16k
 from services.tts.settings import TtsSettings
 
 logger = logging.getLogger(__name__)
 
-
-def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Float or int16 mono audio at ``rate`` -> int16 at 16 kHz (polyphase, no phase shift)."""
-    x = samples.astype(np.float32)
-    if samples.dtype == np.int16:
-        x /= 32768.0
-    if rate != SAMPLE_RATE:
-        g = gcd(rate, SAMPLE_RATE)
-        x = resample_poly(x, SAMPLE_RATE // g, rate // g)
-    return np.clip(x * 32767.0, -32768, 32767).astype(np.int16)
 
 # Piper's memory, measured with /tmp scripts on 300 clauses of 1-40 random words (2 cores,
 # onnxruntime 1.32, RSS of the process, same clauses every run). onnxruntime's defaults grew
