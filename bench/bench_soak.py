@@ -134,7 +134,7 @@ def soak_client_class():  # noqa: ANN201 (a class built on the test client)
 
         async def _consume(self, track) -> None:  # noqa: ANN001
             while True:
-                frame = await track.recv()
+                await track.recv()
                 now = time.monotonic()
                 if track.kind == "video":
                     self.video_times.append(now)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avatar_base.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
+from avatar_base.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS  # noqa: F401 (the stages import them from here)
 
 FRAME_MS = 1000 // VIDEO_FPS  # 40
 

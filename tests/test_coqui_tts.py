@@ -8,7 +8,6 @@ through the engine like a fetched model. XTTS-v2 at toy size: tests/test_coqui_x
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

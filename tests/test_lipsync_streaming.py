@@ -8,7 +8,6 @@ so no frame inside a clause is zero-padded and no frame's window sees invented s
 import asyncio
 
 import numpy as np
-import pytest
 
 from services import messages as m
 from services.lipsync.service import LipsyncService

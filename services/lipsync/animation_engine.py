@@ -13,7 +13,7 @@ from services.avatar.animation import FaceAnimator, MouthEnvelope
 from services.avatar.idle import IdleAvatar
 from services.lipsync.engine import frames_in_batches
 from services.lipsync.settings import LipsyncSettings
-from services.media import FRAME_MS, SAMPLES_PER_VIDEO_FRAME, audio_units
+from services.media import FRAME_MS, audio_units
 
 logger = logging.getLogger(__name__)
 
