@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from avatar_base.files import file_sha256, save_npz_atomically
 from musetalk.inference import FACE_SIZE, encode_latents
 from musetalk.models import MuseTalkModels
 from wav2lip.avatar import largest_face
@@ -176,36 +177,24 @@ def prepare_avatar(
     return MuseTalkAvatar(frames, face_boxes, crop_boxes, latents, masks)
 
 
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(source: str, vae_weights: str, variant: str = "") -> str:
     digest = hashlib.sha256()
     digest.update(variant.encode())
-    digest.update(file_digest(source).encode() if source else b"skimage.data.astronaut")
-    digest.update(file_digest(vae_weights).encode())
+    digest.update(file_sha256(source).encode() if source else b"skimage.data.astronaut")
+    digest.update(file_sha256(vae_weights).encode())
     digest.update(repr((_CACHE_VERSION, CROP_EXPAND, UPPER_BOUNDARY_RATIO, BLUR_FRACTION)).encode())
     return digest.hexdigest()[:32]
 
 
 def save_avatar(avatar: MuseTalkAvatar, path: str) -> None:
-    # Written under a temporary name first so a crash never leaves a half-written cache.
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            frames=avatar.frames,
-            face_boxes=avatar.face_boxes,
-            crop_boxes=avatar.crop_boxes,
-            latents=avatar.latents,
-            masks=avatar.masks,
-        )
-    os.replace(tmp, path)
+    save_npz_atomically(
+        path,
+        frames=avatar.frames,
+        face_boxes=avatar.face_boxes,
+        crop_boxes=avatar.crop_boxes,
+        latents=avatar.latents,
+        masks=avatar.masks,
+    )
 
 
 def read_avatar(path: str) -> MuseTalkAvatar:

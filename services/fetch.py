@@ -31,7 +31,6 @@ one entry's URL.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import logging
 import os
@@ -48,6 +47,7 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from avatar_base.files import file_sha256
 from services.fetch_manifest import (
     MANIFEST,
     PROFILES,
@@ -121,14 +121,6 @@ def entry_url(entry: UrlArchive | UrlFile, env: Mapping[str, str]) -> str:
 
 
 # --- plain downloads -------------------------------------------------------------------------
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _open(url: str, offset: int, timeout_s: float) -> http.client.HTTPResponse:
@@ -219,7 +211,7 @@ def _verify(download: Download, label: str) -> Verified:
             f"{download.url}: got {size} bytes, expected {download.size_bytes}; "
             "the corrupted download was deleted, run the fetch again"
         )
-    digest = sha256_of(download.part_path)
+    digest = file_sha256(download.part_path)
     if download.sha256 is None:
         logger.warning(
             "fetch %s: no pinned checksum in the manifest; %d bytes, sha256=%s (pin it in "

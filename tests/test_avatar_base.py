@@ -1,14 +1,19 @@
-"""avatar_base: the one device picker, and the layering rule it exists for."""
+"""avatar_base: the one device picker, file digests and cache writes, and the layering rule it
+exists for."""
 
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
 
 from avatar_base.device import pick_device
+from avatar_base.files import file_sha256, save_npz_atomically
 
 REPO = Path(__file__).resolve().parent.parent
 # Who may not import whom: model libraries never reach up into the services.
@@ -56,3 +61,27 @@ def test_pick_device_refuses_other_names() -> None:
     for name in ("tpu", "cuda:0", "mps", ""):
         with pytest.raises(ValueError, match="auto, cpu or cuda"):
             pick_device(name)
+
+
+def test_file_sha256_reads_past_one_block(tmp_path) -> None:
+    blob = np.random.default_rng(0).integers(0, 256, (3 << 20) + 17, np.uint8).tobytes()
+    path = tmp_path / "weights.bin"
+    path.write_bytes(blob)
+    assert file_sha256(path) == hashlib.sha256(blob).hexdigest()
+
+
+def test_a_cache_write_that_fails_leaves_neither_a_file_nor_a_temporary(tmp_path) -> None:
+    path = tmp_path / "avatar.npz"
+    save_npz_atomically(path, frames=np.arange(6).reshape(2, 3))
+    with np.load(path, allow_pickle=False) as data:
+        assert data["frames"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    # A write that fails half-way (its second array cannot be made): the old cache stays whole.
+    class Unconvertible:
+        def __array__(self, *args, **kwargs):
+            raise ValueError("cannot become an array")
+
+    with pytest.raises(ValueError, match="cannot become an array"):
+        save_npz_atomically(path, frames=np.zeros((4, 4)), masks=Unconvertible())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["avatar.npz"]
+    with np.load(path, allow_pickle=False) as data:
+        assert data["frames"].shape == (2, 3)

@@ -13,6 +13,7 @@ import torch
 from skimage import data
 from torch import nn
 
+from avatar_base.files import file_sha256
 from services.face import (
     DetectorWeightsError,
     FaceBox,
@@ -23,7 +24,7 @@ from services.face import (
 )
 from services.face.boxes import decode_source, nms
 from services.face.s3fd import S3FD
-from services.face.weights import file_sha256, load_s3fd, s3fd_weights_path
+from services.face.weights import load_s3fd, s3fd_weights_path
 from services.fetch_manifest import UrlFile, entries_for, entry_named
 
 FETCH = "python main.py fetch --profile gpu"

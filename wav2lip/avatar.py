@@ -16,14 +16,15 @@ backwards). The result is cached in an ``.npz`` keyed by the source's content ha
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from avatar_base.files import save_npz_atomically, update_with_file
 from wav2lip.errors import AvatarError
 
 logger = logging.getLogger(__name__)
@@ -266,9 +267,7 @@ def _cache_key(source: str, options: AvatarOptions, extra: str = "") -> str:
     digest = hashlib.sha256()
     digest.update(extra.encode())
     if source:
-        with open(source, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        update_with_file(digest, source)
     else:
         digest.update(b"skimage.data.astronaut")
     digest.update(repr((_CACHE_VERSION, options)).encode())
@@ -276,17 +275,7 @@ def _cache_key(source: str, options: AvatarOptions, extra: str = "") -> str:
 
 
 def save_avatar(avatar: Avatar, path: str) -> None:
-    # Write to a temporary name first so a crash never leaves a half-written cache behind.
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            frames=avatar.frames,
-            boxes=avatar.boxes,
-            crops=avatar.crops,
-            fps=np.float64(avatar.fps),
-        )
-    os.replace(tmp, path)
+    save_npz_atomically(path, frames=avatar.frames, boxes=avatar.boxes, crops=avatar.crops, fps=np.float64(avatar.fps))
 
 
 def load_avatar(path: str) -> Avatar:

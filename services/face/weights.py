@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import zipfile
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from avatar_base.files import file_sha256
 from services.face.errors import FETCH_HINT, DetectorWeightsError
 from services.face.s3fd import S3FD
 from services.fetch_manifest import UrlFile, entry_named
@@ -17,7 +17,6 @@ from services.fetch_manifest import UrlFile, entry_named
 logger = logging.getLogger(__name__)
 
 S3FD_ENTRY_NAME = "s3fd"
-_HASH_BLOCK_BYTES = 1 << 20
 
 
 def s3fd_entry() -> UrlFile:
@@ -30,14 +29,6 @@ def s3fd_entry() -> UrlFile:
 
 def s3fd_weights_path(models_dir: str | Path) -> Path:
     return Path(models_dir) / s3fd_entry().dest
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_HASH_BLOCK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _reason(exc: BaseException) -> str:
