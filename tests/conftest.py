@@ -1,4 +1,5 @@
-"""Shared fixtures: one real avatar (main.py) for the whole test session."""
+"""Shared fixtures: one real avatar (main.py) for the whole test session, the gateway timeline,
+and a tiny random Llama."""
 
 from __future__ import annotations
 
@@ -31,6 +32,17 @@ def question(tmp_path_factory):
     path = tmp_path_factory.mktemp("mic") / "question.wav"
     speech_s = write_mic_wav(path, piper_speech(SPOKEN_QUESTION), LEAD_S, tail_s=20.0)
     return path, LEAD_S + speech_s
+
+
+@pytest.fixture
+async def timeline():
+    """The real Gateway on a scripted timeline (tests/gateway_timeline.py), one session "s1"."""
+    from tests.gateway_timeline import Timeline
+
+    tl = Timeline()
+    await tl.start()
+    yield tl
+    await tl.close()
 
 
 @pytest.fixture(scope="session")

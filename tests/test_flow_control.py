@@ -9,7 +9,6 @@ and that neither stalled nor ws holds up anything.
 """
 
 import asyncio
-import json
 
 import numpy as np
 import pytest
@@ -23,20 +22,11 @@ from services.gateway.session import Session
 from services.gateway.settings import GatewaySettings
 from services.lipsync.service import LipsyncService
 from tests.fakes import FakeLipsync, MemoryTransport, VirtualClock
+from tests.gateway_timeline import PageSocket
 
 FRAME_S = 0.04
 ANSWER_S = 3.0
 QUEUE_UNITS = 5
-
-
-class _PageSocket:
-    closed = False
-
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-
-    async def send_str(self, text: str) -> None:
-        self.events.append(json.loads(text))
 
 
 class _Room:
@@ -48,11 +38,11 @@ class _Room:
         self.gateway = Gateway(GatewaySettings(), self.transport, idle)
         self.lipsync = LipsyncService(FakeLipsync(), self.transport.push(ep.gateway_frames), self.transport.push(ep.gateway_events))
         self.speech = self.transport.push(ep.lipsync_in)
-        self.pages: dict[str, _PageSocket] = {}
+        self.pages: dict[str, PageSocket] = {}
         self.played: dict[str, list[tuple[float, object]]] = {}
         self.tasks: list[asyncio.Task] = []
         for sid, media in (("a", True), ("b", True), ("stalled", True), ("ws", False)):
-            page = _PageSocket()
+            page = PageSocket()
             session_media = SessionMedia(QUEUE_UNITS, clock=self.clock,
                                          on_unit=lambda unit, sid=sid: self.gateway.turns.unit_played(self.gateway.sessions[sid], unit))
             session = Session(sid, page, session_media)

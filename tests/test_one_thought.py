@@ -3,11 +3,7 @@ turn (one transcript, one answer); speaking while it talks is a barge-in."""
 
 import json
 
-
 from services import messages as m
-from tests.test_barge_in_timeline import timeline  # noqa: F401 (the shared fixture)
-
-
 
 
 async def test_a_pause_before_the_answer_joins_the_two_sentences(timeline):

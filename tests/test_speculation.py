@@ -3,12 +3,7 @@ the answer is held back until the endpoint confirms it, and dropped if the user 
 
 import json
 
-
 from services import messages as m
-from tests.test_barge_in_timeline import timeline  # noqa: F401 (the shared fixture)
-
-
-
 
 QUESTION = "What is the capital of France"
 
