@@ -6,7 +6,9 @@ and the services both need lives here, so that each fact has one home:
 * ``media``: the media-time invariant (16 kHz audio, 25 fps video, 640 samples per frame);
   no dependencies, so the gateway can import it without torch;
 * ``device``: ``pick_device``, the one reading of ``AVATAR_DEVICE`` (auto | cpu | cuda), and
-  ``cpu_has_native_bf16``.
+  ``cpu_has_native_bf16``;
+* ``files``: ``file_sha256`` (model checksums, cache keys) and ``save_npz_atomically`` (caches
+  that a crash never leaves half-written).
 
 Nothing here imports ``services``, ``wav2lip`` or ``musetalk``.
 """
