@@ -8,7 +8,9 @@ and the services both need lives here, so that each fact has one home:
 * ``device``: ``pick_device``, the one reading of ``AVATAR_DEVICE`` (auto | cpu | cuda), and
   ``cpu_has_native_bf16``;
 * ``files``: ``file_sha256`` (model checksums, cache keys) and ``save_npz_atomically`` (caches
-  that a crash never leaves half-written).
+  that a crash never leaves half-written);
+* ``haar``: OpenCV's bundled cascades and the one rule for the avatar's face (Wav2Lip's and
+  MuseTalk's fallback, the ``haar`` face detector, the animated avatar's features).
 
 Nothing here imports ``services``, ``wav2lip`` or ``musetalk``.
 """

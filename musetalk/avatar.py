@@ -34,9 +34,10 @@ import cv2
 import numpy as np
 
 from avatar_base.files import file_sha256, save_npz_atomically
+from avatar_base.haar import largest_face
 from musetalk.inference import FACE_SIZE, encode_latents
 from musetalk.models import MuseTalkModels
-from wav2lip.avatar import largest_face
+from wav2lip.avatar import face_cascade
 from wav2lip.errors import AvatarError
 
 logger = logging.getLogger(__name__)
@@ -69,16 +70,6 @@ class MuseTalkAvatar:
     @property
     def frame_size(self) -> tuple[int, int]:
         return int(self.frames.shape[1]), int(self.frames.shape[2])
-
-
-def _face_detector() -> cv2.CascadeClassifier:
-    path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
-    detector = cv2.CascadeClassifier(path)
-    if detector.empty():
-        raise AvatarError(
-            f"OpenCV's face cascade {path} is missing (opencv-python-headless<5 ships it)"
-        )
-    return detector
 
 
 def detect_face(
@@ -166,7 +157,7 @@ def prepare_avatar(
     if find_faces is not None:
         found = list(find_faces(list(frames)))
     else:
-        detector = _face_detector()
+        detector = face_cascade()
         found = [detect_face(f, detector) for f in frames]
     haar = _fill_missing(found, source)
     face_boxes = np.stack([face_box_from_haar(b, height, width) for b in haar])

@@ -1,5 +1,5 @@
-"""avatar_base: the one device picker, file digests and cache writes, and the layering rule it
-exists for."""
+"""avatar_base: the one device picker, file digests and cache writes, the Haar face finder, and
+the layering rule it exists for."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 
 from avatar_base.device import pick_device
 from avatar_base.files import file_sha256, save_npz_atomically
+from avatar_base.haar import HaarCascadeMissing, largest_face, load_cascade
 
 REPO = Path(__file__).resolve().parent.parent
 # Who may not import whom: model libraries never reach up into the services.
@@ -85,3 +86,25 @@ def test_a_cache_write_that_fails_leaves_neither_a_file_nor_a_temporary(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["avatar.npz"]
     with np.load(path, allow_pickle=False) as data:
         assert data["frames"].shape == (2, 3)
+
+
+def test_the_avatar_face_is_the_largest_and_a_tiny_one_is_background():
+    import cv2
+    from skimage import data
+
+    gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)  # 512 x 512, one face of ~90 px
+    cascade = load_cascade()
+    x, y, w, h = largest_face(gray, cascade)
+    assert 60 <= w <= 200 and 100 <= x <= 300 and 0 <= y <= 200
+    # The face (~106 px found) on a grey canvas: found on 800 px, but on 1200 px it is under a
+    # tenth of the frame's short side, a background person, not the avatar.
+    face = gray[30:200, 140:310]
+    for side, found in ((800, True), (1200, False)):
+        canvas = np.full((side, side), 128, np.uint8)
+        canvas[100:270, 100:270] = face
+        assert (largest_face(canvas, cascade) is not None) == found, side
+
+
+def test_a_missing_cascade_names_the_file_and_the_fix():
+    with pytest.raises(HaarCascadeMissing, match=r"haarcascade_nothing\.xml.*opencv-python-headless<5"):
+        load_cascade("haarcascade_nothing.xml")

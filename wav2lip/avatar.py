@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from avatar_base.files import save_npz_atomically, update_with_file
+from avatar_base.haar import HaarCascadeMissing, largest_face, load_cascade
 from wav2lip.errors import AvatarError
 
 logger = logging.getLogger(__name__)
@@ -109,20 +110,6 @@ def read_source(
     return frames, fps, len(frames) == 1
 
 
-def largest_face(gray: np.ndarray, detector: cv2.CascadeClassifier) -> tuple[int, int, int, int] | None:
-    """Largest frontal face in a grey image as (x, y, w, h), or None (shared with MuseTalk)."""
-    gray = cv2.equalizeHist(gray)
-    # Faces smaller than a tenth of the frame are background people, not the avatar.
-    min_side = max(24, min(gray.shape) // 10)
-    faces = detector.detectMultiScale(
-        gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
-    )
-    if len(faces) == 0:
-        return None
-    x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
-    return int(x), int(y), int(w), int(h)
-
-
 def detect_face(
     frame_bgr: np.ndarray, detector: cv2.CascadeClassifier
 ) -> tuple[int, int, int, int] | None:
@@ -134,14 +121,12 @@ def detect_face(
     return y, y + h, x, x + w
 
 
-def _face_detector() -> cv2.CascadeClassifier:
-    path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
-    detector = cv2.CascadeClassifier(path)
-    if detector.empty():
-        raise AvatarError(
-            f"OpenCV's face cascade {path} is missing (opencv-python-headless<5 ships it)"
-        )
-    return detector
+def face_cascade() -> cv2.CascadeClassifier:
+    """The frontal-face cascade, its absence an ``AvatarError`` (shared with MuseTalk)."""
+    try:
+        return load_cascade()
+    except HaarCascadeMissing as exc:
+        raise AvatarError(str(exc)) from exc
 
 
 def pad_box(
@@ -246,7 +231,7 @@ def prepare_from_frames(
     elif find_faces is not None:
         found = [None if f is None else (f[1], f[1] + f[3], f[0], f[0] + f[2]) for f in find_faces(raw)]
     else:
-        detector = _face_detector()
+        detector = face_cascade()
         # A still image gives one box; video frames each get their own.
         found = [detect_face(f, detector) for f in raw]
     boxes = np.stack(

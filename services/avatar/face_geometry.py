@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from avatar_base.haar import FRONTAL_FACE, largest_box, load_cascade
+
 logger = logging.getLogger(__name__)
 
 DETECT_LONG_SIDE_PX = 640  # detection runs on a downscaled copy; boxes scale back
@@ -59,7 +61,7 @@ def detect_face_geometry(rgb: np.ndarray) -> FaceGeometry:
     small = cv2.resize(rgb, (round(w * scale), round(h * scale))) if scale < 1.0 else rgb
     gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
 
-    box = _largest(_cascade("haarcascade_frontalface_default.xml").detectMultiScale(
+    box = largest_box(load_cascade(FRONTAL_FACE).detectMultiScale(
         gray, scaleFactor=1.1, minNeighbors=5, minSize=(40, 40)
     ))
     if box is None:
@@ -89,24 +91,6 @@ def detect_face_geometry(rgb: np.ndarray) -> FaceGeometry:
         teeth_visible=teeth,
         detected=True,
     )
-
-
-def _cascade(name: str) -> cv2.CascadeClassifier:
-    path = cv2.data.haarcascades + name
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
-        raise RuntimeError(
-            f"OpenCV Haar cascade {path!r} is missing; install opencv-python-headless<5 "
-            "(5.x no longer ships the cascades)"
-        )
-    return cascade
-
-
-def _largest(boxes: np.ndarray | tuple) -> tuple[int, int, int, int] | None:
-    if len(boxes) == 0:
-        return None
-    x, y, w, h = max(boxes, key=lambda b: int(b[2]) * int(b[3]))
-    return int(x), int(y), int(w), int(h)
 
 
 def _from_proportions(face: tuple[int, int, int, int], detected: bool) -> FaceGeometry:
@@ -141,7 +125,7 @@ def _find_eyes(
     bx, by, bw, bh = box
     fallback = _from_proportions(face, detected=True)
     # Eyes live in the upper half of the face box; searching only there avoids nostril hits.
-    found = _cascade("haarcascade_eye.xml").detectMultiScale(
+    found = load_cascade("haarcascade_eye.xml").detectMultiScale(
         gray[by : by + bh // 2 + bh // 10, bx : bx + bw], scaleFactor=1.1, minNeighbors=5,
         minSize=(max(8, bw // 10), max(8, bw // 10)),
     )
@@ -185,11 +169,11 @@ def _find_mouth(
     bx, by, bw, bh = box
     fx, fy, fw, fh = face
     top = by + bh // 2
-    found = _cascade("haarcascade_smile.xml").detectMultiScale(
+    found = load_cascade("haarcascade_smile.xml").detectMultiScale(
         gray[top : by + bh + bh // 6, bx : bx + bw], scaleFactor=1.1, minNeighbors=15,
         minSize=(max(10, bw // 5), max(6, bw // 10)),
     )
-    mouth = _largest(found)
+    mouth = largest_box(found)
     if mouth is None:
         logger.warning("No mouth found by the smile cascade; placing it by face proportions")
         mx, my0, mw, mh = fx + 0.5 * fw, fy + 0.72 * fh, MOUTH_WIDTH * fw, 0.26 * fh

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -27,6 +26,8 @@ import torch
 from torch import nn
 
 from avatar_base.device import pick_device
+from avatar_base.haar import HaarCascadeMissing, load_cascade, min_face_side_px
+from avatar_base.haar import largest_face as largest_haar_face
 from services.face.boxes import (
     NMS_IOU,
     SCORE_THRESHOLD,
@@ -52,12 +53,6 @@ S3FD_LONG_SIDE_PX = 720
 S3FD_BATCH = 8
 # Five 2x2 poolings: anything smaller leaves the deepest stages with an empty map.
 S3FD_MIN_SIDE_PX = 32
-HAAR_CASCADE = "haarcascade_frontalface_default.xml"
-
-
-def min_face_side_px(height: int, width: int) -> int:
-    """Faces smaller than a tenth of the frame's short side are not the avatar."""
-    return max(24, min(height, width) // 10)
 
 
 def _check_image(image: np.ndarray, color: str) -> None:
@@ -90,12 +85,10 @@ class HaarFaceDetector(FaceDetector):
     name = "haar"
 
     def __init__(self) -> None:
-        path = os.path.join(cv2.data.haarcascades, HAAR_CASCADE)
-        self._cascade = cv2.CascadeClassifier(path)
-        if self._cascade.empty():
-            raise FaceDetectorError(
-                f"OpenCV's face cascade {path} is missing (opencv-python-headless<5 ships it)"
-            )
+        try:
+            self._cascade = load_cascade()
+        except HaarCascadeMissing as exc:
+            raise FaceDetectorError(str(exc)) from exc
 
     def largest_faces(
         self, images: Sequence[np.ndarray], *, color: ColorOrder
@@ -104,12 +97,8 @@ class HaarFaceDetector(FaceDetector):
         out: list[FaceBox | None] = []
         for image in images:
             _check_image(image, color)
-            gray = cv2.equalizeHist(cv2.cvtColor(image, code))
-            side = min_face_side_px(*gray.shape)
-            found = self._cascade.detectMultiScale(
-                gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side)
-            )
-            out.append(_largest([FaceBox(*(int(v) for v in f)) for f in found]))
+            face = largest_haar_face(cv2.cvtColor(image, code), self._cascade)
+            out.append(None if face is None else FaceBox(*face))
         return out
 
 
