@@ -1,11 +1,17 @@
 """ASR accuracy: word error rate of each working engine on the WER set (bench/wer_set.py).
 
-Every utterance goes straight to the engine as 16 kHz audio (no WebRTC, no VAD: the set
-already carries the endpointer's lead and trail silence), fed in 512-sample windows as the
-service feeds it. Per engine it reports WER (jiwer, on normalized text) overall, per voice
-family and per speed, and two latencies per utterance: ``final`` is the ``finish()`` call
-(what the user waits for after the endpoint) and ``compute`` adds the ``accept()`` calls
-(pocketsphinx decodes while the user speaks; Whisper does all its work in ``finish()``).
+Every utterance goes to the engine as 16 kHz audio the way the ASR service hands it over
+(``--cut vad``, the default): a second of silence around the speech, the service's own voice
+detector and endpointer (``UtteranceTracker`` with its settings) cut it, and what they cut is
+recognised. ``--cut fixed`` skips the detector and feeds the set's own cut (300 ms before,
+280 ms after); it flatters the engine, since the detector calls the onset ~150 ms into the
+speech, so the real cut has less lead than the pre-roll (2026-12-05, Whisper beam 1: 8.3 %
+fixed, 13.6 % through the real cut with a 300 ms pre-roll, 10.0 % with today's 500 ms).
+
+Per engine it reports WER (jiwer, on normalized text) overall, per voice family and per speed,
+and two latencies per utterance: ``final`` is the recogniser's final decode (what the user
+waits for after the endpoint) and ``compute`` the whole utterance's work (with ``--cut vad``
+that includes the detector; pocketsphinx decodes while the user speaks, Whisper at the end).
 
 Engines: ``whisper-short`` (the CPU default), ``whisper-padded`` (Whisper's 30 s window),
 ``pocketsphinx``, and ``whisper-short@N`` for the short mel with a margin of N frames.
@@ -29,12 +35,14 @@ import jiwer
 import numpy as np
 
 from bench.hardware import hardware
-from bench.wer_set import SPEED_NAMES, Utterance, build_set, load_sentences, normalize
+from bench.wer_set import SAMPLE_RATE, SPEED_NAMES, Utterance, build_set, load_sentences, normalize
 from services.asr.engine import AsrEngine
+from services.asr.settings import AsrSettings
 from services.asr.whisper_engine import DEFAULT_BEAM_SIZE
 
 DEFAULT_ENGINES = ("whisper-short", "whisper-padded", "pocketsphinx")
 FEED_SAMPLES = 512  # one VAD window: UtteranceTracker hands the engine audio in these
+PACKET_SAMPLES = 320  # 20 ms, as the gateway forwards the microphone
 
 
 def make_engine(spec: str, threads: int, beam: int) -> AsrEngine:
@@ -66,16 +74,43 @@ def recognize(engine: AsrEngine, pcm: np.ndarray) -> tuple[str, float, float]:
     return text, (done - before_final) * 1000, (done - started) * 1000
 
 
+# Silence the VAD cut sees around each utterance (the set's own margins included).
+CUT_SILENCE_S = 1.0
+
+
+def recognize_cut(engine: AsrEngine, pcm: np.ndarray, settings: AsrSettings) -> tuple[str, float, float]:
+    """(text, final_ms, compute_ms) of one utterance as the service cuts it: in 20 ms packets
+    through the voice detector and endpointer; every final transcript they produce, joined."""
+    from services.asr.utterance import Final, SileroVad, UtteranceTracker
+
+    pad = np.zeros(int(CUT_SILENCE_S * SAMPLE_RATE), np.int16)
+    audio = np.concatenate([pad, pcm, pad])
+    tracker = UtteranceTracker(engine, SileroVad(), settings)
+    started = time.perf_counter()
+    events = []
+    for i in range(0, len(audio), PACKET_SAMPLES):
+        events += tracker.process(audio[i : i + PACKET_SAMPLES])
+        while tracker.has_pending():
+            events += tracker.process(np.zeros(0, np.int16))
+    finals = [e for e in events if isinstance(e, Final)]
+    compute_ms = (time.perf_counter() - started) * 1000
+    return " ".join(f.text for f in finals if f.text), sum(f.decode_ms for f in finals), compute_ms
+
+
 def wer(rows: list[dict]) -> float:
     return jiwer.wer([r["reference_norm"] for r in rows], [r["hypothesis_norm"] for r in rows])
 
 
-def run_engine(spec: str, utterances: list[Utterance], threads: int, beam: int) -> dict:
+def run_engine(spec: str, utterances: list[Utterance], threads: int, beam: int, cut: str = "vad") -> dict:
     engine = make_engine(spec, threads, beam)
+    settings = AsrSettings.from_env()
     recognize(engine, utterances[0].pcm)  # warm-up: first-call allocations are not latency
     rows = []
     for u in utterances:
-        text, final_ms, compute_ms = recognize(engine, u.pcm)
+        if cut == "vad":
+            text, final_ms, compute_ms = recognize_cut(engine, u.pcm, settings)
+        else:
+            text, final_ms, compute_ms = recognize(engine, u.pcm)
         rows.append({
             "reference": u.reference, "family": u.family, "speed": u.speed, "hypothesis": text,
             "reference_norm": normalize(u.reference), "hypothesis_norm": normalize(text),
@@ -90,6 +125,7 @@ def run_engine(spec: str, utterances: list[Utterance], threads: int, beam: int) 
     return {
         "engine": f"{spec} beam {beam}" if whisper else spec,
         "beam": beam if whisper else None,
+        "cut": cut,
         "wer": wer(rows),
         "exact": sum(r["reference_norm"] == r["hypothesis_norm"] for r in rows) / len(rows),
         "wer_by_family": {k: wer(v) for k, v in by_family.items()},
@@ -124,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-piper", action="store_true", help="espeak-ng voices only")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N sentences")
     parser.add_argument("--threads", type=int, default=1, help="Whisper CPU threads (AVATAR_WHISPER_THREADS)")
+    parser.add_argument("--cut", choices=("vad", "fixed"), default="vad",
+                        help="vad: the service's detector cuts each utterance; fixed: the set's own cut")
     parser.add_argument("--beams", default=str(DEFAULT_BEAM_SIZE),
                         help="comma-separated Whisper beam widths to compare (AVATAR_WHISPER_BEAM)")
     args = parser.parse_args(argv)
@@ -142,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in (s.strip() for s in args.engines.split(",")):
         for beam in beams if spec.startswith("whisper") else beams[:1]:
             started = time.perf_counter()
-            results.append(run_engine(spec, utterances, args.threads, beam))
+            results.append(run_engine(spec, utterances, args.threads, beam, args.cut))
             took_s = time.perf_counter() - started
             print(f"{results[-1]['engine']}: WER {100 * results[-1]['wer']:.1f}% ({took_s:.0f} s)", flush=True)
     families = list(dict.fromkeys(u.family for u in utterances))
@@ -152,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "asr_wer",
         "hardware": hardware(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "method": "espeak-ng and Piper speech of bench/data/wer_sentences.txt, 16 kHz straight to "
-                  "each engine in 512-sample windows; WER by jiwer on normalized text",
+        "method": "espeak-ng and Piper speech of bench/data/wer_sentences.txt at 16 kHz, cut by "
+                  + ("the ASR service's voice detector and endpointer (20 ms packets)" if args.cut == "vad"
+                     else "the set's fixed margins, fed in 512-sample windows")
+                  + "; WER by jiwer on normalized text",
+        "cut": args.cut,
         "whisper_threads": args.threads,
         "sentences": len(sentences),
         "results": results,

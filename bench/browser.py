@@ -44,7 +44,8 @@ _INIT_JS = """
     ws.addEventListener('message', (e) => {
       try {
         const m = JSON.parse(e.data);
-        window.__wsEvents.push({ t: performance.now(), type: m.type, state: m.state, turn: m.turn });
+        window.__wsEvents.push({ t: performance.now(), type: m.type, state: m.state, turn: m.turn,
+                                 role: m.role, text: m.text, final: m.final });
       } catch (err) { /* not JSON: the page reports it */ }
     });
     return ws;
@@ -167,11 +168,12 @@ class Conversation:
 
 
 @contextlib.contextmanager
-def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = True):
+def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = True, query: str = ""):
     """A headless Chromium page in a connected call, sampling from the start of the call.
 
     Yields ``(page, gum_at_ms)``: the page time at which the fake microphone began playing
-    ``mic_wav``, so a time in the WAV maps to page time as ``gum_at_ms + 1000 * t``.
+    ``mic_wav``, so a time in the WAV maps to page time as ``gum_at_ms + 1000 * t``. ``query``
+    adds the page's own switches (e.g. ``ns=0`` turns the browser's noise suppression off).
     """
     from playwright.sync_api import sync_playwright
 
@@ -183,7 +185,8 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
             # The page's strict CSP forbids eval, which Playwright's wait_for_function uses.
             page = browser.new_page(viewport={"width": 1200, "height": 820}, bypass_csp=True)
             page.add_init_script(_INIT_JS)
-            page.goto(url + ("/" if echo_cancellation else "/?ec=0"))
+            switches = [q for q in ("" if echo_cancellation else "ec=0", query) if q]
+            page.goto(url + "/" + ("?" + "&".join(switches) if switches else ""))
             page.click("#start")
             page.wait_for_function("window.__gumAt !== undefined", timeout=20_000)
             page.wait_for_function(

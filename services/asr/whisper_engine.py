@@ -32,6 +32,11 @@ questions by 4 espeak-ng voices and the Piper voice: 200 utterances, or 600 with
 Beam 5 (``AVATAR_WHISPER_BEAM``, Whisper's own default) is ours: a sixth fewer word errors for
 6-9 ms a question, since the encoder, not the decoder's beams, is most of the work.
 
+Those figures feed the set's fixed cut (300 ms of lead). Through the service's own cut (the
+voice detector and endpointer, ``bench_wer``'s default since 2026-12-05) the same set gives
+beam 1 / beam 5: 15.0 / 11.7 % with a 300 ms pre-roll, 11.9 / 9.4 % with the 500 ms pre-roll
+now in AsrSettings (docs/bench/wer-vad-cut-*-2026-12-05.json).
+
 The short mel gets as many utterances word for word as the padded one and hallucinates less
 on the ones it misses (padded: "How many lengths do not apply to half?"), six times faster.
 It needs the margin (the frames of padding tell the decoder that speech has ended) and the
