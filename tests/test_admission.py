@@ -11,18 +11,9 @@ from services.gateway.server import Gateway
 from services.gateway.session import Session
 from services.gateway.settings import DEFAULT_MAX_CALLS, GatewaySettings
 from tests.fakes import MemoryTransport
+from tests.gateway_timeline import PageSocket
 
 OFFER = json.dumps({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"})
-
-
-class _Page:
-    closed = False
-
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-
-    async def send_str(self, text: str) -> None:
-        self.events.append(json.loads(text))
 
 
 class _Call:
@@ -32,8 +23,8 @@ class _Call:
         pass
 
 
-def _session(gateway: Gateway, sid: str) -> tuple[Session, _Page]:
-    page = _Page()
+def _session(gateway: Gateway, sid: str) -> tuple[Session, PageSocket]:
+    page = PageSocket()
     session = Session(sid, page, SessionMedia(5))
     gateway.sessions[sid] = session
     return session, page
