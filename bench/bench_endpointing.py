@@ -81,11 +81,7 @@ def measure(silence_ms: int, audios: list[np.ndarray]) -> dict:
     for pcm in audios:
         # A fresh VAD per utterance, as per session: silero carries state from call to call.
         tracker = UtteranceTracker(_NullEngine(), SileroVad(), AsrSettings(endpoint_silence_ms=silence_ms))
-        finals = []
-        for start in range(0, len(pcm), 320):
-            finals += [e for e in tracker.process(pcm[start : start + 320]) if isinstance(e, Final)]
-            while tracker.has_pending():
-                finals += [e for e in tracker.process(np.zeros(0, np.int16)) if isinstance(e, Final)]
+        finals = [e for e in tracker.process_recording(pcm) if isinstance(e, Final)]
         cut += len(finals) > 1
         if finals:
             delays.append(finals[-1].endpoint_ms)

@@ -5,8 +5,8 @@ Every utterance goes to the engine as 16 kHz audio the way the ASR service hands
 detector and endpointer (``UtteranceTracker`` with its settings) cut it, and what they cut is
 recognised. ``--cut fixed`` skips the detector and feeds the set's own cut (300 ms before,
 280 ms after); it flatters the engine, since the detector calls the onset ~150 ms into the
-speech, so the real cut has less lead than the pre-roll (2026-12-05, Whisper beam 1: 8.3 %
-fixed, 13.6 % through the real cut with a 300 ms pre-roll, 10.0 % with today's 500 ms).
+speech, so the real cut has less lead than the pre-roll (2026-12-05, Whisper beam 1: 9.9 %
+fixed, 15.0 % through the real cut with a 300 ms pre-roll, 11.9 % with today's 500 ms).
 
 Per engine it reports WER (jiwer, on normalized text) overall, per voice family and per speed,
 and two latencies per utterance: ``final`` is the recogniser's final decode (what the user
@@ -42,7 +42,6 @@ from services.asr.whisper_engine import DEFAULT_BEAM_SIZE
 
 DEFAULT_ENGINES = ("whisper-short", "whisper-padded", "pocketsphinx")
 FEED_SAMPLES = 512  # one VAD window: UtteranceTracker hands the engine audio in these
-PACKET_SAMPLES = 320  # 20 ms, as the gateway forwards the microphone
 
 
 def make_engine(spec: str, threads: int, beam: int) -> AsrEngine:
@@ -87,12 +86,7 @@ def recognize_cut(engine: AsrEngine, pcm: np.ndarray, settings: AsrSettings) -> 
     audio = np.concatenate([pad, pcm, pad])
     tracker = UtteranceTracker(engine, SileroVad(), settings)
     started = time.perf_counter()
-    events = []
-    for i in range(0, len(audio), PACKET_SAMPLES):
-        events += tracker.process(audio[i : i + PACKET_SAMPLES])
-        while tracker.has_pending():
-            events += tracker.process(np.zeros(0, np.int16))
-    finals = [e for e in events if isinstance(e, Final)]
+    finals = [e for e in tracker.process_recording(audio) if isinstance(e, Final)]
     compute_ms = (time.perf_counter() - started) * 1000
     return " ".join(f.text for f in finals if f.text), sum(f.decode_ms for f in finals), compute_ms
 

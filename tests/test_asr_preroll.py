@@ -16,8 +16,6 @@ from services.asr.settings import AsrSettings
 from services.asr.utterance import Final, SileroVad, UtteranceTracker
 from services.media import SAMPLE_RATE
 
-PACKET = 320  # 20 ms, as the gateway forwards the microphone
-
 
 class _Recorder:
     """An engine that keeps what the tracker hands it."""
@@ -54,11 +52,7 @@ def _cut(settings: AsrSettings, speech: np.ndarray) -> np.ndarray:
     audio = np.concatenate([silence, speech, silence])
     engine = _Recorder()
     tracker = UtteranceTracker(engine, SileroVad(), settings)
-    finals = []
-    for i in range(0, len(audio), PACKET):
-        finals += [e for e in tracker.process(audio[i : i + PACKET]) if isinstance(e, Final)]
-        while tracker.has_pending():
-            finals += [e for e in tracker.process(np.zeros(0, np.int16)) if isinstance(e, Final)]
+    finals = [e for e in tracker.process_recording(audio) if isinstance(e, Final)]
     assert len(finals) == len(engine.utterances) == 1
     return engine.utterances[0]
 

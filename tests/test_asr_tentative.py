@@ -56,12 +56,7 @@ def _run(script, settings=AsrSettings()):
     engine = _Engine()
     tracker = UtteranceTracker(engine, _ScriptedVad(script), settings, clock=lambda: 1000.0)
     n = sum(k for _, k in script)
-    events = []
-    pcm = np.zeros(n * VAD_WINDOW_SAMPLES, np.int16)
-    for i in range(0, len(pcm), 640):
-        events += tracker.process(pcm[i : i + 640])
-        while tracker.has_pending():
-            events += tracker.process(np.zeros(0, np.int16))
+    events = tracker.process_recording(np.zeros(n * VAD_WINDOW_SAMPLES, np.int16), 640)
     return events, engine.log
 
 

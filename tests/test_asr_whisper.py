@@ -182,11 +182,7 @@ def test_an_utterance_longer_than_a_window_is_heard_in_pieces(engine: WhisperEng
 def test_the_tracker_gives_one_final_and_no_partials(engine: WhisperEngine):
     pcm = np.concatenate([_silence(1.0), piper_speech(QUESTION), _silence(1.0)])
     tracker = UtteranceTracker(engine, SileroVad(), AsrSettings())
-    events = []
-    for i in range(0, len(pcm), CHUNK):
-        events += tracker.process(pcm[i : i + CHUNK])
-        while tracker.has_pending():
-            events += tracker.process(np.zeros(0, np.int16))
+    events = tracker.process_recording(pcm, CHUNK)
     assert isinstance(events[0], Onset)
     assert not any(isinstance(e, Partial) for e in events)
     finals = [e for e in events if isinstance(e, Final)]

@@ -18,6 +18,7 @@ from services import messages
 from services.asr.engine import AsrEngine
 from services.asr.settings import AsrSettings
 from services.asr.utterance import (
+    NO_AUDIO,
     Final,
     Onset,
     Partial,
@@ -32,8 +33,6 @@ from services.transport import Receiver, Sender
 from services.turns import TurnTracker
 
 logger = logging.getLogger(__name__)
-
-_NO_AUDIO = np.zeros(0, dtype=np.int16)
 
 
 class AsrService:
@@ -88,7 +87,7 @@ class AsrService:
         await self._report(msg.session, events)
         while tracker.has_pending():
             # An onset cut the call short so it could be reported first; finish the audio.
-            events = await loop.run_in_executor(self._pool, tracker.process, _NO_AUDIO, audible)
+            events = await loop.run_in_executor(self._pool, tracker.process, NO_AUDIO, audible)
             await self._report(msg.session, events)
 
     async def _report(self, session: str, events: list) -> None:

@@ -18,6 +18,9 @@ from services.asr.engine import AsrEngine, RecognizerStream
 from services.asr.settings import AsrSettings
 from services.media import SAMPLE_RATE
 
+# process() with nothing new: finish what an onset left pending.
+NO_AUDIO = np.zeros(0, np.int16)
+
 
 class SpeechProbability(Protocol):
     def __call__(self, window: np.ndarray) -> float:
@@ -144,6 +147,17 @@ class UtteranceTracker:
 
     def has_pending(self) -> bool:
         return self._stream_pending or len(self._pending) >= VAD_WINDOW_SAMPLES
+
+    def process_recording(self, pcm: np.ndarray, packet_samples: int = 320) -> list[AsrEvent]:
+        """A whole recording, fed in packets (20 ms, as the gateway forwards the microphone)
+        with every pending step finished after each: what the service does between its awaits,
+        for benchmarks and tests that have the audio up front."""
+        events: list[AsrEvent] = []
+        for start in range(0, len(pcm), packet_samples):
+            events += self.process(pcm[start : start + packet_samples])
+            while self.has_pending():
+                events += self.process(NO_AUDIO)
+        return events
 
     def _start_stream(self) -> None:
         self._stream = self._engine.new_stream()
