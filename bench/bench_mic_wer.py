@@ -26,9 +26,12 @@ import jiwer
 import numpy as np
 import soundfile as sf
 
-from bench.avatar_process import AvatarProcess
+from bench.avatar_process import AvatarProcess, is_loopback_url
 from bench.hardware import hardware
 from bench.wer_set import SAMPLE_RATE, Utterance, build_set, load_sentences, normalize
+from services.asr.engine import AsrEngine
+from services.asr.settings import AsrSettings
+from services.asr.whisper_engine import WhisperEngine
 
 PAUSE_S = 4.5  # after each question: endpoint + answer (~8 tokens) + margin
 LEAD_S = 2.0  # before the first question: the call settles
@@ -98,13 +101,9 @@ def score(utterances: list[Utterance], heard: list[str]) -> dict:
     }
 
 
-def direct(utterances: list[Utterance], snr_db: float | None) -> list[str]:
-    """The baseline: the same audio (noise included) straight into the service's Whisper engine."""
-    from services.asr.settings import AsrSettings
-    from services.asr.whisper_engine import WhisperEngine
-
-    engine = WhisperEngine.from_settings(AsrSettings.from_env())
-    audio, starts = mic_track(utterances, snr_db)
+def direct(engine: AsrEngine, utterances: list[Utterance], audio: np.ndarray, starts: list[float]) -> list[str]:
+    """The baseline: each question of the track (noise included) straight into the engine,
+    with the set's own cut."""
     out = []
     for u, start in zip(utterances, starts, strict=True):
         first = int(start * SAMPLE_RATE)
@@ -132,24 +131,27 @@ def main(argv: list[str] | None = None) -> int:
                              "(\"direct\", the same audio straight into Whisper, always runs)")
     parser.add_argument("--snr-db", default="none,10", help="comma-separated noise levels; none = clean")
     parser.add_argument("--out", type=Path, default=Path("bench-results/mic_wer.json"))
-    parser.add_argument("--url", default=None, help="use an avatar that is already running")
+    parser.add_argument("--url", default=None, help="use an avatar that is already running (loopback)")
     args = parser.parse_args(argv)
     if args.sentences < 1:
         parser.error("--sentences must be at least 1")
+    if args.url is not None and not is_loopback_url(args.url):
+        parser.error("--url must be a loopback address")
     utterances = one_voice_each(list(build_set(load_sentences()[: args.sentences])))
-    noise_levels = [_snr(v) for v in args.snr_db.split(",")]
+    tracks = {snr: mic_track(utterances, snr) for snr in (_snr(v) for v in args.snr_db.split(","))}
     results = []
-    for snr in noise_levels:
-        results.append({"snr_db": snr, "setting": "direct", **score(utterances, direct(utterances, snr))})
+    engine = WhisperEngine.from_settings(AsrSettings.from_env())
+    for snr, (audio, starts) in tracks.items():
+        results.append({"snr_db": snr, "setting": "direct", **score(utterances, direct(engine, utterances, audio, starts))})
         _print(results[-1], len(utterances))
+    del engine  # the avatar's own Whisper does the rest
     proc = None
     if args.url is None:
         proc = AvatarProcess(env=AVATAR_ENV)
         proc.wait_ready()
     url = args.url or proc.url
     try:
-        for snr in noise_levels:
-            audio, starts = mic_track(utterances, snr)
+        for snr, (audio, starts) in tracks.items():
             wav = args.out.with_suffix(f".snr-{snr}.wav")
             wav.parent.mkdir(parents=True, exist_ok=True)
             sf.write(wav, audio, SAMPLE_RATE, subtype="PCM_16")
