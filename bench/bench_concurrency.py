@@ -292,7 +292,12 @@ def table(levels: list[Level]) -> str:
             f"{min(fps):.0f}" if fps else "-",
             " / ".join(str(r.secs_below_20fps) for r in lv.results),
         ))
-    widths = [max(len(row[k]) for row in rows) for k in range(4)]
+    return _aligned(rows)
+
+
+def _aligned(rows: list[tuple[str, ...]]) -> str:
+    """Rows of cells as text columns, each as wide as its widest cell."""
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
 
 
@@ -335,8 +340,7 @@ def summary_table(summary: dict[str, dict]) -> str:
         fps = "-" if s["fps_min"] is None else f"{s['fps_min']:.0f}"
         gap = "-" if s.get("longest_gap_ms") is None else f"{s['longest_gap_ms']:.0f}"
         rows.append((label, str(s["rounds"]), f"{median} / {worst}", ratio, fps, str(s["secs_below_20fps"]), gap))
-    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
-    return "\n".join(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return _aligned(rows)
 
 
 def _print_level(lv: Level) -> None:
