@@ -291,6 +291,7 @@
     if (msg.stages && typeof msg.stages === "object") {
       for (const [name, value] of Object.entries(msg.stages)) {
         if (typeof value === "number" && Number.isFinite(value)) stages[name] = value;
+        else if (typeof value === "string" && value.length <= 40) stages[name] = value;  // a mode
       }
     }
     api.stats.turn = Number.isFinite(msg.turn) ? msg.turn : null;
@@ -307,7 +308,7 @@
       const dt = document.createElement("dt");
       dt.textContent = STAGE_LABELS[name] || name;
       const dd = document.createElement("dd");
-      dd.textContent = `${Math.round(stages[name])} ms`;
+      dd.textContent = typeof stages[name] === "string" ? stages[name] : `${Math.round(stages[name])} ms`;
       dd.dataset.stage = name;
       rows.push(dt, dd);
     }

@@ -1,11 +1,17 @@
-"""Animate one photo without neural weights: jaw drop by loudness, blinks, breathing, sway.
+"""Animate one photo without neural weights: a mouth shaped per viseme, blinks, breathing, sway.
 
-Everything is one backward warp (``cv2.remap``) of the photo plus a painted mouth cavity:
+Everything is one backward warp (``cv2.remap``) of the photo plus a painted mouth cavity, drawn
+for a ``MouthShape`` (services/avatar/visemes.py: opening, width, teeth, lip tuck), or for a bare
+openness when the voice came without phoneme timing (then loudness drives it, ``MouthEnvelope``):
 
-* jaw: below the lip line the lower lip, chin and lower cheeks move down by ``openness * gain``;
+* jaw: below the lip line the lower lip, chin and lower cheeks move down by ``open * gain``;
   in the middle of the mouth the displacement jumps at the lip line (the lips part), towards the
   corners it ramps up over a growing height (cheeks stretch), and below the chin it fades out so
   the chin slides over the neck. The gap that opens is covered with a shaded, feathered cavity.
+* width: the lip corners move in (rounded: o, u, w) or out (spread: i) by a horizontal warp that
+  is strongest at the corners; the cavity narrows with them, and rounds.
+* teeth: upper teeth hang from the upper lip into the opening (s, t, i), lower teeth rise from
+  the lower lip; on f and v the opening is all upper teeth resting on the lower lip.
 * blink: the band of lid skin above each eye is stretched down over the eye to a lid edge that
   follows the eye's lower arc, so the lash line itself moves (no painted bar).
 * idle life: the head region sways by a sum of slow incommensurate sines (about 1 px) and the body
@@ -26,12 +32,14 @@ import cv2
 import numpy as np
 
 from services.avatar.face_geometry import EyeGeometry, FaceGeometry, detect_face_geometry
+from services.avatar.visemes import MouthShape
 from services.media import SAMPLES_PER_VIDEO_FRAME, rms_dbfs
 
 logger = logging.getLogger(__name__)
 
 JAW_DROP_PER_MOUTH_WIDTH = 0.24  # lower-lip drop at openness 1 (0.2-0.25 looked right in a prototype)
 MOUTH_NARROWING = 0.14  # corners move in a little as the jaw opens
+WIDTH_GAIN = 0.75  # corner warp per unit of MouthShape.width (-1 rounded: corners ~30 % in)
 BLINK_S = 0.15
 BLINK_CLOSE_FRACTION = 0.4  # closing is faster than opening
 BLINK_INTERVAL_S = (3.0, 6.0)
@@ -154,17 +162,36 @@ class FaceAnimator:
 
     # --- rendering -------------------------------------------------------------------------
 
-    def render(self, openness: float, t_s: float) -> np.ndarray:
-        """The photo with the mouth opened by ``openness`` (0..1) at time ``t_s`` (idle life)."""
-        openness = float(min(1.0, max(0.0, openness)))
+    def mouth_geometry(self, mouth: MouthShape | float) -> tuple[float, float]:
+        """(lip opening at the centre, corner-to-corner width) in pixels as ``render`` draws them."""
+        shape = _as_shape(mouth)
+        return shape.open * self._jaw_drop_px, 2.0 * self._corner_half_width(_pucker(shape))
+
+    def _corner_half_width(self, pucker: float) -> float:
+        """Where the corner lands: the output x whose warped source is the photo's corner.
+
+        On the lip row the warp samples x + pucker * x * exp(-(x / 1.2 hw)^2); solved for the
+        corner (x = hw at the source) by a few fixed-point steps (the map is monotonic there).
+        """
+        hw = 0.5 * self.geometry.mouth_width
+        x = hw
+        for _ in range(8):
+            x = hw - pucker * x * math.exp(-((x / (1.2 * hw)) ** 2))
+        return x
+
+    def render(self, mouth: MouthShape | float, t_s: float) -> np.ndarray:
+        """The photo with the mouth in ``mouth`` (a shape, or a bare openness 0..1) at ``t_s``."""
+        shape = _as_shape(mouth)
+        openness = shape.open
+        pucker = _pucker(shape)
         sx, sy, breath = self._motion(t_s)
         map_x = cv2.scaleAdd(self._head, sx, self._base_x)
         map_y = cv2.scaleAdd(self._head, sy, self._base_y)
         map_y = cv2.scaleAdd(self._body, breath, map_y)
 
         mouth_shift = self._shift_at(self.geometry.mouth_x, self.geometry.lip_line_y, sx, sy, breath)
-        if openness > 0.005:
-            self._apply_jaw(map_x, map_y, openness, mouth_shift)
+        if openness > 0.005 or abs(pucker) > 0.005:
+            self._apply_jaw(map_x, map_y, openness, pucker, mouth_shift)
         closure = self.blink_closure(t_s)
         lashes = []
         if closure > 0.01:
@@ -178,7 +205,7 @@ class FaceAnimator:
                 roi, shade = lash
                 out[roi] = (out[roi] * shade[..., None] + 0.5).astype(np.uint8)
         if openness > 0.005:
-            self._paint_cavity(out, openness, mouth_shift)
+            self._paint_cavity(out, shape, self._corner_half_width(pucker), mouth_shift)
         return out
 
     def _shift_at(self, x: float, y: float, sx: float, sy: float, breath: float) -> tuple[float, float]:
@@ -190,7 +217,8 @@ class FaceAnimator:
         )
 
     def _apply_jaw(
-        self, map_x: np.ndarray, map_y: np.ndarray, openness: float, shift: tuple[float, float]
+        self, map_x: np.ndarray, map_y: np.ndarray, openness: float, pucker: float,
+        shift: tuple[float, float],
     ) -> None:
         # The fields are defined on the still photo; sample them where the swayed content is.
         roi_h, roi_w = self._jaw_field.shape
@@ -201,7 +229,7 @@ class FaceAnimator:
         narrow = cv2.warpAffine(self._narrow_field, m, (roi_w, roi_h), flags=flags,
                                 borderMode=cv2.BORDER_REPLICATE)
         map_y[self._jaw_roi] -= (openness * self._jaw_drop_px) * drop
-        map_x[self._jaw_roi] += (openness * MOUTH_NARROWING) * narrow
+        map_x[self._jaw_roi] += pucker * narrow
 
     def _apply_lid(
         self, map_y: np.ndarray, eye: EyeGeometry, closure: float, shift: tuple[float, float]
@@ -233,11 +261,15 @@ class FaceAnimator:
         shade = 1.0 - 0.35 * closure * (taper > 0.05) * np.exp(-(((ys - edge + 0.5) / 0.9) ** 2))
         return (slice(y0, y1), slice(x0, x1)), shade.astype(np.float32)
 
-    def _paint_cavity(self, out: np.ndarray, openness: float, shift: tuple[float, float]) -> None:
+    def _paint_cavity(
+        self, out: np.ndarray, shape: MouthShape, corner: float, shift: tuple[float, float]
+    ) -> None:
         g = self.geometry
         h, w = out.shape[:2]
         hw = 0.5 * g.mouth_width
-        gap = openness * self._jaw_drop_px
+        gap = shape.open * self._jaw_drop_px
+        # The opening spans the corners where the warp put them (narrow and round, or wide).
+        inner = 0.95 * corner
         x0, x1 = int(max(0, g.mouth_x - hw - shift[0] - 2)), int(min(w, g.mouth_x + hw - shift[0] + 3))
         y0 = int(max(0, g.lip_line_y - g.lip_curve - shift[1] - 2))
         y1 = int(min(h, g.lip_line_y - shift[1] + gap + 3))
@@ -246,8 +278,9 @@ class FaceAnimator:
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         dx = xs + shift[0] - g.mouth_x
         dy = ys + shift[1] - self._lip_y(dx)
-        lens = np.sqrt(np.clip(1.0 - (dx / (0.95 * hw)) ** 2, 0.0, 1.0))
-        height = np.maximum(gap * lens**0.8, 1e-3)
+        lens = np.sqrt(np.clip(1.0 - (dx / inner) ** 2, 0.0, 1.0))
+        roundness = float(np.clip(-shape.width, 0.0, 1.0))
+        height = np.maximum(gap * lens ** (0.8 - 0.5 * roundness), 1e-3)
         # Feathered by about a pixel on every side; the corners fade in over the lens taper, and a
         # barely open mouth gets a faint shadow rather than a hard one-pixel line.
         alpha = (
@@ -261,15 +294,33 @@ class FaceAnimator:
         radial = np.clip(np.sqrt((dx / hw) ** 2 + (1.6 * (v - 0.35)) ** 2), 0.0, 1.0)
         shade = np.maximum(radial**1.5, 0.55 * v**2)
         colour = CAVITY_DARK + (CAVITY_RIM - CAVITY_DARK) * shade[..., None]
+        across = 1.0 - _smoothstep(0.5 * inner, 0.8 * inner, np.abs(dx))
         if not g.teeth_visible:
-            # A hint of upper teeth hanging from the upper lip: light at the top, fading down.
-            band = np.clip(1.0 - dy / max(1.5, 0.09 * g.mouth_width), 0.0, 1.0)
-            teeth = 0.75 * band * (1.0 - _smoothstep(0.45 * hw, 0.7 * hw, np.abs(dx)))
-            teeth *= min(1.0, gap / 4.0)
+            # Upper teeth hang from the upper lip: a hint when relaxed, more on s/t/i, and on
+            # f/v (tuck) they fill the opening down to the lower lip they rest on.
+            depth = max(1.5, 0.09 * g.mouth_width) * (1.0 + 1.5 * shape.teeth) + shape.tuck * gap
+            band = np.clip(1.0 - dy / depth, 0.0, 1.0) ** 0.5
+            teeth = (0.75 + 0.2 * shape.teeth) * band * across * min(1.0, gap / 4.0)
             colour += (TEETH - colour) * teeth[..., None]
+        if shape.teeth > 0.5 and gap > 3.0:
+            # Lower teeth just inside the lower lip when the teeth are close together.
+            lower = np.clip(1.0 - (height - dy) / (0.25 * gap), 0.0, 1.0) * (shape.teeth - 0.5) * 1.2
+            colour += (TEETH * 0.9 - colour) * (lower * across)[..., None]
         patch = out[y0:y1, x0:x1].astype(np.float32)
         a = alpha[..., None]
         out[y0:y1, x0:x1] = (patch + (colour - patch) * a + 0.5).astype(np.uint8)
+
+
+def _as_shape(mouth: MouthShape | float) -> MouthShape:
+    if isinstance(mouth, MouthShape):
+        return MouthShape(min(1.0, max(0.0, mouth.open)), min(1.0, max(-1.0, mouth.width)),
+                          min(1.0, max(0.0, mouth.teeth)), min(1.0, max(0.0, mouth.tuck)))
+    return MouthShape(float(min(1.0, max(0.0, mouth))))
+
+
+def _pucker(shape: MouthShape) -> float:
+    """Horizontal corner warp: corners in as the jaw opens or the lips round, out when spread."""
+    return shape.open * MOUTH_NARROWING - shape.width * WIDTH_GAIN
 
 
 class MouthEnvelope:
