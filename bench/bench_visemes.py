@@ -6,7 +6,7 @@ Fixed sentences go through the real TTS stage (``TtsService`` + the packaged Pip
 ``SpeechAudio`` messages are encoded and decoded as on the wire) and the lip-sync stage's own
 path (``VoiceStream`` cuts the voice and its phoneme timing into pieces, ``AnimationEngine``
 prepares them), with no browser. For every phoneme (stress and length marks merged) the frame
-that holds its centre is scored from the rendered geometry (``FaceAnimator.mouth_geometry``:
+on screen at its centre is scored from the rendered geometry (``FaceAnimator.mouth_geometry``:
 lip opening at the mouth's centre and corner-to-corner width, as ``render`` draws them):
 
 - closed (m b p): opening <= 15 % of the sentence's widest opening;
@@ -107,6 +107,12 @@ def _phonemes(chunks: list[messages.SpeechAudio]) -> list[PhonemeSpan]:
     return merge_marks(spans)
 
 
+def frame_at(sample: float) -> int:
+    """The frame on screen at ``sample``: frame k shows from k * 640 on and is drawn for the
+    voice half a frame either side of that moment (AnimationEngine.prepare)."""
+    return int(round(sample / SAMPLES_PER_VIDEO_FRAME))
+
+
 def _class_of(phoneme: str) -> str | None:
     first = phoneme[:1]
     if first in "mbp":
@@ -127,7 +133,7 @@ def _score(spans, mouths, animator: FaceAnimator) -> dict[str, list[float]]:
     out: dict[str, list[float]] = defaultdict(list)
     for span in spans:
         cls = _class_of(span.phoneme)
-        k = int(span.centre) // SAMPLES_PER_VIDEO_FRAME
+        k = frame_at(span.centre)
         if cls is None or k >= len(geometry):
             continue
         opening, width = geometry[k]
@@ -184,7 +190,7 @@ def _example(spans, mouths, animator: FaceAnimator, viseme: Viseme, letter: str)
     """The mouth region at the centre of the first phoneme of ``letter`` (else of its class)."""
     for pick in (lambda s: s.phoneme[:1] == letter, lambda s: viseme_of(s.phoneme) is viseme):
         for span in spans:
-            k = int(span.centre) // SAMPLES_PER_VIDEO_FRAME
+            k = frame_at(span.centre)
             if pick(span) and k < len(mouths):
                 frame = animator.render(mouths[k], k * 0.04)
                 g = animator.geometry

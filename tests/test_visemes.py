@@ -178,3 +178,15 @@ def test_piper_sends_phoneme_timing_that_tiles_each_chunk() -> None:
         assert spans is not None and spans[-1].end == len(chunk.pcm)
     first = [s.phoneme for s in merge_marks(parse_timing(chunks[0].phonemes, len(chunks[0].pcm)))]
     assert first[:3] == ["^", "m", "ɑ"] and first.count("b") >= 2
+
+
+def test_a_frame_shows_the_voice_around_its_own_moment_not_the_next_40_ms() -> None:
+    """The renderer's look-ahead: frame k is on screen from k * 40 ms; a sound that starts
+    three quarters into unit 0 must not open the mouth of frame 0 (it did: the mouth led)."""
+    engine = AnimationEngine([skimage.data.astronaut()])
+    pcm = np.concatenate([np.zeros(480, np.int16), _voice(5 * UNIT - 480)])
+    loud = engine.prepare(pcm, 0)
+    assert loud.mouths[0].open == 0.0 and loud.mouths[2].open > 0.3
+    spans = tuple(parse_timing(encode_timing([("_", 480), ("a", 5 * UNIT - 480)]), len(pcm)))
+    timed = engine.prepare(pcm, 0, phonemes=spans)
+    assert timed.mouths[0].open < 0.25 * timed.mouths[2].open

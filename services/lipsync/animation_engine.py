@@ -19,12 +19,13 @@ from services.avatar.idle import IdleAvatar
 from services.avatar.visemes import MouthShape, viseme_track
 from services.lipsync.engine import frames_in_batches
 from services.lipsync.settings import LipsyncSettings
-from services.media import FRAME_MS, audio_units
+from services.media import FRAME_MS, SAMPLES_PER_VIDEO_FRAME, audio_units
 from services.phoneme_timing import PhonemeSpan
 
 logger = logging.getLogger(__name__)
 
 SECONDS_PER_FRAME = FRAME_MS / 1000.0
+HALF_FRAME = SAMPLES_PER_VIDEO_FRAME // 2
 
 
 MOUTH_VISEMES = "visemes"
@@ -98,17 +99,25 @@ class AnimationEngine:
         or past the end): a phoneme next door still shapes the edge frames (coarticulation).
         """
         pcm = np.asarray(pcm, np.int16)
-        units = audio_units(pcm)
+        n = -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME)
+        # Frame k is on screen from the moment its unit starts to sound, for 40 ms: its mouth is
+        # the voice *around* that moment (half a frame either side), not the 40 ms still to come,
+        # which had the mouth open up to a frame before the sound (20 ms early at the median).
+        lead_in = np.zeros(HALF_FRAME, np.int16)
+        if before is not None and len(before):
+            lead_in[HALF_FRAME - min(HALF_FRAME, len(before)) :] = before[-HALF_FRAME:]
+        centred = np.concatenate([lead_in, pcm])[: n * SAMPLES_PER_VIDEO_FRAME]
+        units = audio_units(centred)[:n]
         # A fresh envelope per clause (clauses of several sessions are prepared in turn), warmed
         # on the voice before it so the mouth does not snap shut where a stream was cut.
         envelope = MouthEnvelope()
-        for unit in audio_units(before if before is not None else np.zeros(0, np.int16)):
+        for unit in audio_units(before[:-HALF_FRAME] if before is not None else np.zeros(0, np.int16)):
             envelope.frame_openness(unit)
         loudness = [MouthShape(envelope.frame_openness(u)) for u in units]
         if not phonemes:
             return AnimationJob(first_index, tuple(loudness), MOUTH_LOUDNESS)
         padded = np.concatenate(units) if units else pcm
-        track = viseme_track(phonemes, padded, len(units))
+        track = viseme_track(phonemes, padded, len(units), first_sample=-HALF_FRAME)
         mouths = tuple(v if v is not None else o for v, o in zip(track, loudness, strict=True))
         return AnimationJob(first_index, mouths, MOUTH_VISEMES)
 
