@@ -168,7 +168,8 @@ _PROBE_JS = """(box) => {
     const row = { t: performance.now() };
     (await pc.getStats()).forEach((r) => {
       if (r.type === 'inbound-rtp') row[r.kind] = [r.estimatedPlayoutTimestamp ?? null, r.timestamp,
-        r.jitterBufferDelay, r.jitterBufferEmittedCount];
+        r.jitterBufferDelay, r.jitterBufferEmittedCount, r.jitterBufferTargetDelay ?? null,
+        r.jitterBufferMinimumDelay ?? null];
     });
     P.playout.push(row);
   }, 100);
@@ -202,7 +203,28 @@ def _motion(crops: np.ndarray) -> np.ndarray:
     return np.abs(crops - rest).mean(axis=1)
 
 
-def reference_lag_ms(text: str, box: tuple[float, float, float, float]) -> float | None:
+def renderer_onset_ms(chunks, engine, timed: bool) -> float | None:
+    """In media time (frame k on screen from k * 40 ms, beside its own 640 samples): the first
+    frame whose lips part minus the first 10 ms of voice above -40 dBFS. The renderer's own
+    share of the onset offset, before any network or browser; resolution one frame."""
+    from services.lipsync.voice_stream import VoiceStream
+    from services.media import FRAME_MS
+
+    stream, mouths = VoiceStream("ref"), []
+    for msg in chunks:
+        for clause in stream.feed(msg.turn, msg.text, msg.pcm, msg.final, msg.phonemes if timed else ""):
+            mouths.extend(engine.prepare(clause.pcm, 0, clause.before, clause.after, phonemes=clause.phonemes).mouths)
+    voice = np.concatenate([c.pcm for c in chunks]).astype(np.float32) / 32768.0
+    blocks = voice[: len(voice) // 160 * 160].reshape(-1, 160)
+    loud = np.flatnonzero((blocks**2).mean(axis=1) > AUDIO_ON)
+    animator = engine._animator(0)
+    parted = [k for k, m in enumerate(mouths) if animator.mouth_geometry(m)[0] > 0.5]
+    if not len(loud) or not parted:
+        return None
+    return float(parted[0] * FRAME_MS - (loud[0] + 1) * 10)
+
+
+def reference_lag_ms(text: str, box: tuple[float, float, float, float]) -> tuple[float | None, dict]:
     """The same statistic on the avatar's own output, in media time (the zero of the probe)."""
     import asyncio
 
@@ -235,7 +257,9 @@ def reference_lag_ms(text: str, box: tuple[float, float, float, float]) -> float
     win = int(round(256 / 48_000 * SAMPLE_RATE))
     ends = np.arange(win, len(voice), int(0.005 * SAMPLE_RATE))
     level = np.array([np.mean(voice[e - win : e] ** 2) for e in ends])
-    return best_lag_ms(frame_ms, _motion(crops), ends * 1000.0 / SAMPLE_RATE, level)
+    lag = best_lag_ms(frame_ms, _motion(crops), ends * 1000.0 / SAMPLE_RATE, level)
+    onsets = {mode: renderer_onset_ms(chunks, engine, mode == "visemes") for mode in ("visemes", "loudness")}
+    return lag, onsets
 
 
 def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp: str) -> dict:
@@ -270,6 +294,7 @@ def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp:
     playout = [
         r["video"][0] - r["audio"][0] for r in probe.get("playout", [])
         if r.get("video") and r.get("audio") and r["video"][0] and r["audio"][0]
+        and talking[0] <= r["t"] <= talking[-1]
     ]
     jb = {}
     for kind in ("audio", "video"):
@@ -307,8 +332,9 @@ def main() -> None:
     if args.url and not is_loopback_url(args.url):
         parser.error("--url must be a loopback address")
     box = mouth_box_of_default_avatar()
-    reference = reference_lag_ms(PROBE_TEXT, box)
-    print(f"reference lag (the avatar's own frames beside their audio): {reference} ms", flush=True)
+    reference, onsets = reference_lag_ms(PROBE_TEXT, box)
+    print(f"reference lag (the avatar's own frames beside their audio): {reference} ms; renderer's "
+          f"own onset offset (lips part - voice onset, media time): {onsets}", flush=True)
     proc = None
     if not args.url:
         proc = AvatarProcess()
@@ -327,9 +353,12 @@ def main() -> None:
         if proc is not None:
             proc.stop()
     offsets = [r["offset_ms"] for r in runs if r["offset_ms"] is not None]
-    result = {"text": PROBE_TEXT, "reference_lag_ms": reference, "runs": runs,
-              "median_offset_ms": statistics.median(offsets) if offsets else None}
-    print(f"median offset over {len(offsets)} runs: {result['median_offset_ms']} ms (goal: within +-20 ms)")
+    playout = [r["playout_video_minus_audio_ms"] for r in runs if r.get("playout_video_minus_audio_ms") is not None]
+    result = {"text": PROBE_TEXT, "reference_lag_ms": reference, "renderer_onset_ms": onsets, "runs": runs,
+              "median_offset_ms": statistics.median(offsets) if offsets else None,
+              "median_playout_video_minus_audio_ms": statistics.median(playout) if playout else None}
+    print(f"median offset over {len(offsets)} runs: {result['median_offset_ms']} ms (goal: within +-20 ms); "
+          f"Chrome's own playout clocks, video - audio: {result['median_playout_video_minus_audio_ms']} ms")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)

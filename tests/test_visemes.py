@@ -190,3 +190,17 @@ def test_a_frame_shows_the_voice_around_its_own_moment_not_the_next_40_ms() -> N
     spans = tuple(parse_timing(encode_timing([("_", 480), ("a", 5 * UNIT - 480)]), len(pcm)))
     timed = engine.prepare(pcm, 0, phonemes=spans)
     assert timed.mouths[0].open < 0.25 * timed.mouths[2].open
+
+
+def test_the_av_probe_finds_a_known_lag() -> None:
+    """bench/av_sync.py's fine lag: a mouth that follows the voice 60 ms late reads as +60."""
+    from bench.av_sync import best_lag_ms
+
+    rng = np.random.default_rng(3)
+    audio_ms = np.arange(0, 8000, 5.0)
+    syllables = np.convolve(rng.random(len(audio_ms)) > 0.97, np.hanning(40), mode="same")
+    level = syllables**2
+    frame_ms = np.arange(0, 8000, 40.0) + 7.0
+    for late in (-60.0, 0.0, 60.0):
+        motion = np.interp(frame_ms + 20.0 - late, audio_ms, syllables)
+        assert best_lag_ms(frame_ms, motion, audio_ms, level) == late
