@@ -277,7 +277,8 @@ def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp:
         page.wait_for_selector('#transcript .entry[data-role="avatar"][data-final="true"]', timeout=150_000)
         page.wait_for_timeout(800)
         probe = page.evaluate("window.__probe")
-        stages = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.stats))").get("stages") or {}
+        page_stats = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.stats))")
+        stages, hold = page_stats.get("stages") or {}, page_stats.get("videoHoldMs")
     frames = [f for f in probe["frames"] if f[0] is not None]
     frame_ms = np.array([f[0] for f in frames], float)
     crops = np.array([f[2] for f in frames], float)
@@ -311,6 +312,7 @@ def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp:
         "output_latency_ms": None if probe["outputLatency"] is None else round(1000 * probe["outputLatency"], 1),
         "base_latency_ms": None if probe["baseLatency"] is None else round(1000 * probe["baseLatency"], 1),
         "mouth": stages.get("lipsync_mouth"),
+        "video_hold_ms": hold,
     }
 
 
