@@ -217,7 +217,7 @@ def renderer_onset_ms(chunks, engine, timed: bool) -> float | None:
     voice = np.concatenate([c.pcm for c in chunks]).astype(np.float32) / 32768.0
     blocks = voice[: len(voice) // 160 * 160].reshape(-1, 160)
     loud = np.flatnonzero((blocks**2).mean(axis=1) > AUDIO_ON)
-    animator = engine._animator(0)
+    animator = engine.animator(0)
     parted = [k for k, m in enumerate(mouths) if animator.mouth_geometry(m)[0] > 0.5]
     if not len(loud) or not parted:
         return None

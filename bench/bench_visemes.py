@@ -217,7 +217,7 @@ def main() -> None:
     examples: dict[str, dict[str, np.ndarray]] = {}
     for name, image in faces().items():
         engine = AnimationEngine([image])
-        animator = engine._animator(0)
+        animator = engine.animator(0)
         per_face: dict[str, dict[str, list[float]]] = {"visemes": defaultdict(list), "loudness": defaultdict(list)}
         tiles: dict[str, np.ndarray] = {}
         for chunks in spoken:

@@ -78,7 +78,8 @@ class AnimationEngine:
     def frame_size(self) -> tuple[int, int]:
         return self._idle.frame_size
 
-    def _animator(self, index: int) -> FaceAnimator:
+    def animator(self, index: int) -> FaceAnimator:
+        """The animator of running frame ``index`` (its geometry is the photo's, for benchmarks)."""
         return self._idle.animator(index)
 
     @property
@@ -125,7 +126,7 @@ class AnimationEngine:
         out = []
         for job, k in items:
             index = job.first_index + k
-            out.append(self._animator(index).render(job.mouths[k], index * SECONDS_PER_FRAME))
+            out.append(self.animator(index).render(job.mouths[k], index * SECONDS_PER_FRAME))
         return out
 
     def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
