@@ -82,6 +82,7 @@ class FaceAnimator:
         self._body = np.maximum(0.35 * self._head, chest).astype(np.float32)
 
         self._jaw_roi, self._jaw_field, self._narrow_field = self._jaw_fields(h, w)
+        self._cavity = _cavity_colours(image, g)
         self._eyes = (g.left_eye, g.right_eye)
         rng = np.random.default_rng(seed)
         intervals = rng.uniform(*BLINK_INTERVAL_S, size=64)
@@ -293,7 +294,8 @@ class FaceAnimator:
         # Darkest just under the upper teeth and in the middle; the tongue catches light lower down.
         radial = np.clip(np.sqrt((dx / hw) ** 2 + (1.6 * (v - 0.35)) ** 2), 0.0, 1.0)
         shade = np.maximum(radial**1.5, 0.55 * v**2)
-        colour = CAVITY_DARK + (CAVITY_RIM - CAVITY_DARK) * shade[..., None]
+        dark, rim = self._cavity
+        colour = dark + (rim - dark) * shade[..., None]
         across = 1.0 - _smoothstep(0.5 * inner, 0.8 * inner, np.abs(dx))
         if not g.teeth_visible:
             # Upper teeth hang from the upper lip: a hint when relaxed, more on s/t/i, and on
@@ -309,6 +311,21 @@ class FaceAnimator:
         patch = out[y0:y1, x0:x1].astype(np.float32)
         a = alpha[..., None]
         out[y0:y1, x0:x1] = (patch + (colour - patch) * a + 0.5).astype(np.uint8)
+
+
+def _cavity_colours(image: np.ndarray, g: FaceGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """The inner mouth's dark and rim colours, as colourful as the lips around it: a grey
+    photo gets a grey mouth, not a red one."""
+    hw = max(2, int(0.5 * g.mouth_width))
+    y, x = int(g.lip_line_y), int(g.mouth_x)
+    patch = image[max(0, y - hw // 2) : y + hw // 2, max(0, x - hw) : x + hw]
+    saturation = float(cv2.cvtColor(patch, cv2.COLOR_RGB2HSV)[..., 1].mean()) / 255.0 if patch.size else 1.0
+    keep = min(1.0, saturation / 0.25)
+    out = []
+    for colour in (CAVITY_DARK, CAVITY_RIM):
+        grey = np.float32(colour.mean())
+        out.append((grey + (colour - grey) * keep).astype(np.float32))
+    return out[0], out[1]
 
 
 def _as_shape(mouth: MouthShape | float) -> MouthShape:
