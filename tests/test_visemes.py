@@ -204,3 +204,30 @@ def test_the_av_probe_finds_a_known_lag() -> None:
     for late in (-60.0, 0.0, 60.0):
         motion = np.interp(frame_ms + 20.0 - late, audio_ms, syllables)
         assert best_lag_ms(frame_ms, motion, audio_ms, level) == late
+
+
+async def test_the_lipsync_stage_says_which_mouth_each_turn_got() -> None:
+    """Timed voice -> visemes; the same voice untimed (XTTS, an API voice) -> loudness."""
+    import asyncio
+    import contextlib
+
+    from services.lipsync.service import LipsyncService
+    from tests.fakes import RecordingSender
+
+    out, events = RecordingSender(), RecordingSender()
+    svc = LipsyncService(AnimationEngine([skimage.data.astronaut()]), out, events)
+    task = asyncio.create_task(svc._schedule())
+    svc.on_credit(m.FlowCredit("s", 1, 0, 100, True))
+    pcm = _voice(sum(n for _, n in MAMA))
+    for turn, timing in ((1, encode_timing(MAMA)), (2, "")):
+        await svc.handle(m.SpeechAudio("s", turn, 0, "Mama.", pcm, False, timing))
+        await svc.handle(m.SpeechAudio("s", turn, 1, "", pcm[:0], True))
+        for _ in range(200):
+            if any(f.final and f.turn == turn for f in out.of(m.AvatarFrame)):
+                break
+            await asyncio.sleep(0.02)
+    notes = {n.turn: n.value for n in events.of(m.StageNote) if n.name == "mouth"}
+    assert notes == {1: "visemes", 2: "loudness"}
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
