@@ -194,7 +194,8 @@ def best_lag_ms(frame_ms: np.ndarray, motion: np.ndarray, audio_ms: np.ndarray, 
         score = float(np.mean(m * (v - v.mean()) / v.std()))
         if score > best:
             best, best_lag = score, float(lag)
-    return best_lag
+    # A best fit at the edge of the search is no fit (dropped frames, a stalled machine).
+    return None if best_lag is None or abs(best_lag) >= MAX_LAG_MS else best_lag
 
 
 def _motion(crops: np.ndarray) -> np.ndarray:
