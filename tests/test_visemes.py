@@ -231,3 +231,20 @@ async def test_the_lipsync_stage_says_which_mouth_each_turn_got() -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def test_closed_lips_cover_the_teeth_the_photo_shows() -> None:
+    """The astronaut smiles with her teeth showing; on m/b/p her lips must meet over them."""
+    animator = FaceAnimator(skimage.data.astronaut())
+    g = animator.geometry
+    assert g.teeth_visible and 0 < g.teeth_top_y < g.lip_line_y
+    y0, y1 = int(g.teeth_top_y), int(g.lip_line_y)
+    x0, x1 = int(g.mouth_x - 0.2 * g.mouth_width), int(g.mouth_x + 0.2 * g.mouth_width)
+    rest = animator.render(MouthShape(), 0.0)[y0:y1, x0:x1].astype(float)
+    closed = animator.render(MouthShape(seal=1.0), 0.0)[y0:y1, x0:x1].astype(float)
+    # Teeth are bright and grey; lips are darker and redder.
+    assert closed.mean() < rest.mean() - 15
+    assert (closed[..., 0] - closed[..., 2]).mean() > (rest[..., 0] - rest[..., 2]).mean() + 10
+    # The viseme track asks for it on "m" and not on "a".
+    track = viseme_track([PhonemeSpan("m", 0, 1600), PhonemeSpan("a", 1600, 4800)], _voice(4800), 7)
+    assert track[1].seal > 0.8 and track[5].seal < 0.2

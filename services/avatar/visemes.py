@@ -32,6 +32,7 @@ class MouthShape:
     width: float = 0.0
     teeth: float = 0.0  # how much of the teeth shows in the opening
     tuck: float = 0.0  # lower lip drawn up under the upper teeth (f, v)
+    seal: float = 0.0  # lips pressed together (m, b, p): they cover teeth the photo shows
 
 
 REST = MouthShape()
@@ -62,7 +63,8 @@ class _Target:
 
 def _t(viseme: Viseme, open_: float, width: float, teeth: float, tuck: float,
        hold: float, reach: float, reach_ms: float, shape_hold: float, shape_reach: float) -> _Target:
-    return _Target(viseme, MouthShape(open_, width, teeth, tuck), hold, reach, reach_ms, shape_hold, shape_reach)
+    seal = 1.0 if viseme is Viseme.CLOSED else 0.0
+    return _Target(viseme, MouthShape(open_, width, teeth, tuck, seal), hold, reach, reach_ms, shape_hold, shape_reach)
 
 
 V = Viseme
@@ -166,6 +168,7 @@ def viseme_track(
     shape_hold = np.array([t.shape_hold for t in targets])
     shape_reach = np.array([t.shape_reach for t in targets])
     opens = np.array([t.shape.open for t in targets])
+    seals = np.array([t.shape.seal for t in targets])
     others = np.array([(t.shape.width, t.shape.teeth, t.shape.tuck) for t in targets])
     frame = float(SAMPLES_PER_VIDEO_FRAME)
     out: list[MouthShape | None] = []
@@ -184,6 +187,7 @@ def viseme_track(
         w_shape = shape_hold * (overlap + midpoint) + shape_reach * fade
         unit = pcm[k * SAMPLES_PER_VIDEO_FRAME : (k + 1) * SAMPLES_PER_VIDEO_FRAME]
         open_ = float(w_open @ opens / w_open.sum()) * loudness_gain(unit)
+        seal = float(w_open @ seals / w_open.sum())  # closing the lips is the opening's business
         width, teeth, tuck = (w_shape @ others) / w_shape.sum()
-        out.append(MouthShape(open_, float(width), float(teeth), float(tuck)))
+        out.append(MouthShape(open_, float(width), float(teeth), float(tuck), seal))
     return out
