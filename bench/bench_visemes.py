@@ -183,7 +183,7 @@ def contact_sheet(examples: dict[str, dict[str, np.ndarray]], path: str) -> None
         cv2.putText(header, face, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
         rows.append(np.vstack([header, strip]))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    cv2.imwrite(path, cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(path, cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
 
 
 def _example(spans, mouths, animator: FaceAnimator, viseme: Viseme, letter: str) -> np.ndarray | None:
