@@ -104,3 +104,269 @@ def av_sync(conv: Conversation) -> dict:
     result.update(lag_first_third_ms=first, lag_last_third_ms=last,
                   drift_ms=None if first is None or last is None else last - first)
     return result
+
+
+# --- the A/V probe: a known sentence through ``say``, every presented frame, fine lags --------
+#
+#     python -m bench.av_sync [--runs 5] [--url http://127.0.0.1:PORT] [--out bench-results/av_sync.json]
+#
+# The onset figure above has a resolution of one 40 ms sample and compares two different
+# thresholds (any mouth change vs -40 dBFS of voice). The probe instead records every frame the
+# page presents (requestVideoFrameCallback: its display time and its mouth crop) and the voice
+# every 5 ms with the time it reaches the speaker (AudioContext.getOutputTimestamp), then finds
+# the lag that best lines the mouth's motion up with the voice's envelope, in 5 ms steps. The
+# same statistic on the avatar's own output (each frame beside its own 640 samples, computed
+# in-process from the frames lip-sync renders for the same sentence) is the zero: the offset is
+# the browser's lag minus that reference lag, so how the mouth relates to loudness cancels out.
+
+PROBE_TEXT = (
+    "Mama bought a blue umbrella, for Bob. Peter made a map of the harbour, and Amy paid for it. "
+    "Maybe a bottle of apple juice is better."
+)
+LAG_STEP_MS = 5.0
+MAX_LAG_MS = 200.0
+
+_PROBE_JS = """(box) => {
+  const video = document.getElementById('avatar');
+  const canvas = document.createElement('canvas');
+  canvas.width = 16; canvas.height = 8;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const P = window.__probe = { frames: [], audio: [], outputLatency: null, baseLatency: null };
+  const onFrame = (now, meta) => {
+    const W = video.videoWidth, H = video.videoHeight;
+    if (W > 0) {
+      ctx.drawImage(video, box[0] * W, box[1] * H, box[2] * W, box[3] * H, 0, 0, 16, 8);
+      const d = ctx.getImageData(0, 0, 16, 8).data;
+      const mouth = [];
+      for (let i = 0; i < d.length; i += 4) mouth.push((d[i] + d[i + 1] + d[i + 2]) / 3);
+      P.frames.push([meta.expectedDisplayTime, meta.rtpTimestamp === undefined ? null : meta.rtpTimestamp, mouth, now]);
+    }
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+  const ac = new AudioContext();
+  const analyser = ac.createAnalyser();
+  analyser.fftSize = 256;
+  ac.createMediaStreamSource(document.getElementById('avatar-audio').srcObject).connect(analyser);
+  const buf = new Float32Array(analyser.fftSize);
+  setInterval(() => {
+    analyser.getFloatTimeDomainData(buf);
+    let sum = 0;
+    for (const x of buf) sum += x * x;
+    const ts = ac.getOutputTimestamp();
+    // The analysed block was rendered at ac.currentTime; the device plays context time
+    // ts.contextTime at page time ts.performanceTime: so this block is heard at...
+    const heard = ts.performanceTime + 1000 * (ac.currentTime - ts.contextTime);
+    P.audio.push([performance.now(), heard, sum / buf.length]);
+    P.outputLatency = ac.outputLatency; P.baseLatency = ac.baseLatency;
+  }, 5);
+  // The receiver's own view: which sender time (NTP) each stream is playing out now.
+  P.playout = [];
+  setInterval(async () => {
+    const pc = window.avatarClient.pc;
+    if (!pc) return;
+    const row = { t: performance.now() };
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === 'inbound-rtp') row[r.kind] = [r.estimatedPlayoutTimestamp ?? null, r.timestamp,
+        r.jitterBufferDelay, r.jitterBufferEmittedCount, r.jitterBufferTargetDelay ?? null,
+        r.jitterBufferMinimumDelay ?? null];
+    });
+    P.playout.push(row);
+  }, 100);
+}"""
+
+
+def best_lag_ms(frame_ms: np.ndarray, motion: np.ndarray, audio_ms: np.ndarray, level: np.ndarray) -> float | None:
+    """The lag (ms, positive: the mouth is late) that best correlates the mouth's motion at
+    each frame's display time with the voice's envelope around that time."""
+    if len(frame_ms) < 20 or motion.std() == 0:
+        return None
+    env = np.sqrt(np.maximum(level, 0.0))
+    order = np.argsort(audio_ms)
+    audio_ms, env = audio_ms[order], env[order]
+    m = (motion - motion.mean()) / motion.std()
+    best, best_lag = -np.inf, None
+    for lag in np.arange(-MAX_LAG_MS, MAX_LAG_MS + LAG_STEP_MS / 2, LAG_STEP_MS):
+        # A frame shows its unit's 40 ms: compare it with the voice 20 ms into its display.
+        v = np.interp(frame_ms + 20.0 - lag, audio_ms, env)
+        if v.std() == 0:
+            continue
+        score = float(np.mean(m * (v - v.mean()) / v.std()))
+        if score > best:
+            best, best_lag = score, float(lag)
+    # A best fit at the edge of the search is no fit (dropped frames, a stalled machine).
+    return None if best_lag is None or abs(best_lag) >= MAX_LAG_MS else best_lag
+
+
+def _motion(crops: np.ndarray) -> np.ndarray:
+    """How far each mouth crop is from the closed mouth (the most common crop of the answer)."""
+    rest = np.median(crops, axis=0)
+    return np.abs(crops - rest).mean(axis=1)
+
+
+def renderer_onset_ms(chunks, engine, timed: bool) -> float | None:
+    """In media time (frame k on screen from k * 40 ms, beside its own 640 samples): the first
+    frame whose lips part minus the first 10 ms of voice above -40 dBFS. The renderer's own
+    share of the onset offset, before any network or browser; resolution one frame."""
+    from services.lipsync.voice_stream import VoiceStream
+    from services.media import FRAME_MS
+
+    stream, mouths = VoiceStream("ref"), []
+    for msg in chunks:
+        for clause in stream.feed(msg.turn, msg.text, msg.pcm, msg.final, msg.phonemes if timed else ""):
+            mouths.extend(engine.prepare(clause.pcm, 0, clause.before, clause.after, phonemes=clause.phonemes).mouths)
+    voice = np.concatenate([c.pcm for c in chunks]).astype(np.float32) / 32768.0
+    blocks = voice[: len(voice) // 160 * 160].reshape(-1, 160)
+    loud = np.flatnonzero((blocks**2).mean(axis=1) > AUDIO_ON)
+    animator = engine.animator(0)
+    parted = [k for k, m in enumerate(mouths) if animator.mouth_geometry(m)[0] > 0.5]
+    if not len(loud) or not parted:
+        return None
+    return float(parted[0] * FRAME_MS - (loud[0] + 1) * 10)
+
+
+def reference_lag_ms(text: str, box: tuple[float, float, float, float]) -> tuple[float | None, dict]:
+    """The same statistic on the avatar's own output, in media time (the zero of the probe)."""
+    import asyncio
+
+    import cv2
+
+    from bench.bench_visemes import _speak
+    from services.lipsync.animation_engine import AnimationEngine
+    from services.lipsync.voice_stream import VoiceStream
+    from services.media import SAMPLES_PER_VIDEO_FRAME, SAMPLE_RATE
+    from services.tts.piper_engine import PiperEngine
+    from services.tts.settings import TtsSettings
+
+    chunks = asyncio.run(_speak(text, PiperEngine.from_settings(TtsSettings(), noise=False)))
+    engine = AnimationEngine.default()
+    stream, frames, pcm = VoiceStream("ref"), [], []
+    for msg in chunks:
+        for clause in stream.feed(msg.turn, msg.text, msg.pcm, msg.final, msg.phonemes):
+            job = engine.prepare(clause.pcm, len(frames), clause.before, clause.after, phonemes=clause.phonemes)
+            frames.extend(engine.render([(job, k) for k in range(job.n_frames)]))
+            pcm.append(np.pad(clause.pcm, (0, job.n_frames * SAMPLES_PER_VIDEO_FRAME - len(clause.pcm))))
+    voice = np.concatenate(pcm).astype(np.float32) / 32768.0
+    h, w = frames[0].shape[:2]
+    x0, y0, bw, bh = int(box[0] * w), int(box[1] * h), int(box[2] * w), int(box[3] * h)
+    crops = np.array([
+        cv2.resize(cv2.cvtColor(f[y0 : y0 + bh, x0 : x0 + bw], cv2.COLOR_RGB2GRAY), (16, 8),
+                   interpolation=cv2.INTER_AREA).reshape(-1) for f in frames
+    ], float)
+    frame_ms = np.arange(len(frames)) * 1000.0 * SAMPLES_PER_VIDEO_FRAME / SAMPLE_RATE
+    # The analyser's view: mean square of the last 256 samples at 48 kHz (5.3 ms), every 5 ms.
+    win = int(round(256 / 48_000 * SAMPLE_RATE))
+    ends = np.arange(win, len(voice), int(0.005 * SAMPLE_RATE))
+    level = np.array([np.mean(voice[e - win : e] ** 2) for e in ends])
+    lag = best_lag_ms(frame_ms, _motion(crops), ends * 1000.0 / SAMPLE_RATE, level)
+    onsets = {mode: renderer_onset_ms(chunks, engine, mode == "visemes") for mode in ("visemes", "loudness")}
+    return lag, onsets
+
+
+def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp: str) -> dict:
+    """One call: the avatar says ``text``; returns what the page presented and played."""
+    from pathlib import Path
+
+    from bench.browser import open_call, write_mic_wav
+
+    wav = Path(tmp) / "silence.wav"
+    write_mic_wav(wav, np.zeros(0, np.int16), 1.0, 90.0)
+    with open_call(url, wav, box) as (page, _):
+        page.evaluate(_PROBE_JS, list(box))
+        page.wait_for_timeout(1500)  # a second of idle frames first
+        page.evaluate("t => window.avatarClient.ws.send(JSON.stringify({type: 'say', text: t}))", text)
+        page.wait_for_selector('#transcript .entry[data-role="avatar"][data-final="true"]', timeout=150_000)
+        page.wait_for_timeout(800)
+        probe = page.evaluate("window.__probe")
+        page_stats = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.stats))")
+        stages, hold = page_stats.get("stages") or {}, page_stats.get("videoHoldMs")
+    frames = [f for f in probe["frames"] if f[0] is not None]
+    frame_ms = np.array([f[0] for f in frames], float)
+    crops = np.array([f[2] for f in frames], float)
+    audio = np.array([(a[1], a[2]) for a in probe["audio"]], float)
+    talking = audio[audio[:, 1] > AUDIO_ON, 0]
+    if not len(talking) or not len(frame_ms):
+        return {"lag_ms": None}
+    # Only the answer (plus a little either side): idle blinks would add noise.
+    span = (frame_ms > talking[0] - 300) & (frame_ms < talking[-1] + 300)
+    near = (audio[:, 0] > talking[0] - 600) & (audio[:, 0] < talking[-1] + 600)
+    lag = best_lag_ms(frame_ms[span], _motion(crops[span]), audio[near, 0], audio[near, 1])
+    raw = np.array([(a[0], a[2]) for a in probe["audio"]], float)
+    callback_ms = np.array([f[3] for f in frames], float)
+    playout = [
+        r["video"][0] - r["audio"][0] for r in probe.get("playout", [])
+        if r.get("video") and r.get("audio") and r["video"][0] and r["audio"][0]
+        and talking[0] <= r["t"] <= talking[-1]
+    ]
+    jb = {}
+    for kind in ("audio", "video"):
+        last = next((r[kind] for r in reversed(probe.get("playout", [])) if r.get(kind)), None)
+        if last and last[3]:
+            jb[kind] = round(1000 * last[2] / last[3], 1)
+    return {
+        "lag_ms": lag,
+        "lag_analyser_time_ms": best_lag_ms(frame_ms[span], _motion(crops[span]), raw[near, 0], raw[near, 1]),
+        "lag_callback_time_ms": best_lag_ms(callback_ms[span], _motion(crops[span]), audio[near, 0], audio[near, 1]),
+        "playout_video_minus_audio_ms": round(float(np.median(playout)), 1) if playout else None,
+        "jitter_buffer_ms": jb,
+        "frames": int(span.sum()),
+        "output_latency_ms": None if probe["outputLatency"] is None else round(1000 * probe["outputLatency"], 1),
+        "base_latency_ms": None if probe["baseLatency"] is None else round(1000 * probe["baseLatency"], 1),
+        "mouth": stages.get("lipsync_mouth"),
+        "video_hold_ms": hold,
+    }
+
+
+def main() -> None:
+    import argparse
+    import json
+    import os
+    import statistics
+    import tempfile
+
+    from bench.avatar_process import AvatarProcess, is_loopback_url
+    from tests.speech import mouth_box_of_default_avatar
+
+    parser = argparse.ArgumentParser(description="A/V offset in headless Chromium (see bench/av_sync.py)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--url", default="", help="a running avatar (loopback); default: start one")
+    parser.add_argument("--out", default="bench-results/av_sync.json")
+    args = parser.parse_args()
+    if args.url and not is_loopback_url(args.url):
+        parser.error("--url must be a loopback address")
+    box = mouth_box_of_default_avatar()
+    reference, onsets = reference_lag_ms(PROBE_TEXT, box)
+    print(f"reference lag (the avatar's own frames beside their audio): {reference} ms; renderer's "
+          f"own onset offset (lips part - voice onset, media time): {onsets}", flush=True)
+    proc = None
+    if not args.url:
+        proc = AvatarProcess()
+        proc.wait_ready()
+    url = args.url or proc.url
+    runs = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(args.runs):
+                run = probe_once(url, PROBE_TEXT, box, tmp)
+                run["offset_ms"] = None if run["lag_ms"] is None or reference is None else run["lag_ms"] - reference
+                runs.append(run)
+                print(f"run {i + 1}/{args.runs}: mouth vs voice {run['offset_ms']} ms (positive: mouth late); "
+                      f"{run}", flush=True)
+    finally:
+        if proc is not None:
+            proc.stop()
+    offsets = [r["offset_ms"] for r in runs if r["offset_ms"] is not None]
+    playout = [r["playout_video_minus_audio_ms"] for r in runs if r.get("playout_video_minus_audio_ms") is not None]
+    result = {"text": PROBE_TEXT, "reference_lag_ms": reference, "renderer_onset_ms": onsets, "runs": runs,
+              "median_offset_ms": statistics.median(offsets) if offsets else None,
+              "median_playout_video_minus_audio_ms": statistics.median(playout) if playout else None}
+    print(f"median offset over {len(offsets)} runs: {result['median_offset_ms']} ms (goal: within +-20 ms); "
+          f"Chrome's own playout clocks, video - audio: {result['median_playout_video_minus_audio_ms']} ms")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

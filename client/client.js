@@ -17,6 +17,12 @@
   const ICE_GATHER_CAP_MS = 3000;
   const CONFIG_WAIT_CAP_MS = 2000;
   const STATS_INTERVAL_MS = 1000;
+  // Holding the picture back to the voice (alignVideo): how often, how much of the gap at once,
+  // what gap is left alone (the receiver's clocks move in 10-40 ms steps), and at most how much.
+  const AV_ALIGN_INTERVAL_MS = 500;
+  const AV_ALIGN_GAIN = 0.5;
+  const AV_ALIGN_DEADBAND_MS = 10;
+  const AV_ALIGN_MAX_MS = 1000;
 
   const STAGE_LABELS = {
     endpoint_ms: "End of speech detected",
@@ -291,6 +297,7 @@
     if (msg.stages && typeof msg.stages === "object") {
       for (const [name, value] of Object.entries(msg.stages)) {
         if (typeof value === "number" && Number.isFinite(value)) stages[name] = value;
+        else if (typeof value === "string" && value.length <= 40) stages[name] = value;  // a mode
       }
     }
     api.stats.turn = Number.isFinite(msg.turn) ? msg.turn : null;
@@ -307,7 +314,7 @@
       const dt = document.createElement("dt");
       dt.textContent = STAGE_LABELS[name] || name;
       const dd = document.createElement("dd");
-      dd.textContent = `${Math.round(stages[name])} ms`;
+      dd.textContent = typeof stages[name] === "string" ? stages[name] : `${Math.round(stages[name])} ms`;
       dd.dataset.stage = name;
       rows.push(dt, dd);
     }
@@ -361,6 +368,40 @@
       lastVideoSample = { time: now, frames: framesDecoded, fps: result.fps };
     }
     return result;
+  }
+
+  // Chrome lines a call's audio and video up only once both streams have sent RTCP sender
+  // reports, then by at most 80 ms a second and never within 30 ms; meanwhile the voice waits
+  // longer in its jitter buffer than the picture does in its own, and the mouth runs ahead of
+  // the voice (measured: the video playing 100-500 ms of sender time ahead on a busy machine).
+  // The receiver's playout clocks (estimatedPlayoutTimestamp, in the sender's time) say by how
+  // much; the video receiver's jitterBufferTarget holds the picture back by that, smoothed.
+  async function alignVideo(c) {
+    const pc = c.pc;
+    const receiver = pc && pc.getReceivers().find((r) => r.track && r.track.kind === "video");
+    if (!receiver || !("jitterBufferTarget" in receiver)) return;
+    let audio = null;
+    let video = null;
+    try {
+      (await pc.getStats()).forEach((s) => {
+        if (s.type !== "inbound-rtp" || !s.estimatedPlayoutTimestamp) return;
+        if (s.kind === "audio") audio = s.estimatedPlayoutTimestamp;
+        else if (s.kind === "video") video = s.estimatedPlayoutTimestamp;
+      });
+    } catch (err) {
+      return;
+    }
+    if (c.closed || audio === null || video === null) return;
+    const lead = video - audio;  // > 0: the picture shows sender time the voice has not reached
+    api.stats.videoLeadMs = lead;
+    if (Math.abs(lead) < AV_ALIGN_DEADBAND_MS) return;
+    const hold = Math.min(AV_ALIGN_MAX_MS, Math.max(0, (receiver.jitterBufferTarget || 0) + AV_ALIGN_GAIN * lead));
+    try {
+      receiver.jitterBufferTarget = hold;
+      api.stats.videoHoldMs = hold;
+    } catch (err) {
+      console.warn("jitterBufferTarget refused", err);
+    }
   }
 
   async function pollStats(c) {
@@ -722,6 +763,7 @@
       meterRunning: false,
       pingTimer: null,
       statsTimer: null,
+      alignTimer: null,
       resolveConfig: () => {},
     };
     call = c;
@@ -773,6 +815,7 @@
     send(c, { type: "hello", version: PROTOCOL_VERSION, conversation: keptConversation() });
     c.pingTimer = setInterval(() => send(c, { type: "ping", t: Date.now() }), PING_INTERVAL_MS);
     c.statsTimer = setInterval(() => pollStats(c), STATS_INTERVAL_MS);
+    c.alignTimer = setInterval(() => alignVideo(c), AV_ALIGN_INTERVAL_MS);
 
     // The config carries the ICE servers; an older server may not send one, so don't wait forever.
     await Promise.race([configReceived, new Promise((r) => setTimeout(r, CONFIG_WAIT_CAP_MS))]);
@@ -797,6 +840,7 @@
     c.closed = true;
     clearInterval(c.pingTimer);
     clearInterval(c.statsTimer);
+    clearInterval(c.alignTimer);
     if (c.pc) c.pc.close();
     if (c.ws && (c.ws.readyState === WebSocket.OPEN || c.ws.readyState === WebSocket.CONNECTING)) {
       c.ws.close(1000, "hang up");

@@ -79,6 +79,9 @@ class SpeechAudio:
     text: str
     pcm: np.ndarray
     final: bool
+    # Which phoneme sounds over which samples of ``pcm`` (services/phoneme_timing.py's wire
+    # text); "" when the voice has no timing (lip-sync then follows loudness).
+    phonemes: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,17 @@ class StageTiming:
     stage: str
     name: str
     ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class StageNote:
+    """A per-turn fact that is not a time, e.g. stage='lipsync', name='mouth', value='visemes'."""
+
+    session: str
+    turn: int
+    stage: str
+    name: str
+    value: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +276,7 @@ Message = Union[
     Transcript,
     SpeechResumed,
     StageTiming,
+    StageNote,
     StageError,
     SessionOpened,
     SessionClosed,

@@ -71,6 +71,7 @@ class FakeLipsync:
     """A lip-sync engine whose frame ``i`` is filled with ``i % 256``; records its batches."""
 
     name = "fake-lipsync"
+    uses_phonemes = False
     frame_size = (8, 8)
     max_batch = 8
 

@@ -1,11 +1,19 @@
-"""Animate one photo without neural weights: jaw drop by loudness, blinks, breathing, sway.
+"""Animate one photo without neural weights: a mouth shaped per viseme, blinks, breathing, sway.
 
-Everything is one backward warp (``cv2.remap``) of the photo plus a painted mouth cavity:
+Everything is one backward warp (``cv2.remap``) of the photo plus a painted mouth cavity, drawn
+for a ``MouthShape`` (services/avatar/visemes.py: opening, width, teeth, lip tuck), or for a bare
+openness when the voice came without phoneme timing (then loudness drives it, ``MouthEnvelope``):
 
-* jaw: below the lip line the lower lip, chin and lower cheeks move down by ``openness * gain``;
+* jaw: below the lip line the lower lip, chin and lower cheeks move down by ``open * gain``;
   in the middle of the mouth the displacement jumps at the lip line (the lips part), towards the
   corners it ramps up over a growing height (cheeks stretch), and below the chin it fades out so
   the chin slides over the neck. The gap that opens is covered with a shaded, feathered cavity.
+* width: the lip corners move in (rounded: o, u, w) or out (spread: i) by a horizontal warp that
+  is strongest at the corners; the cavity narrows with them, and rounds.
+* teeth: upper teeth hang from the upper lip into the opening (s, t, i), lower teeth rise from
+  the lower lip; on f and v the opening is all upper teeth resting on the lower lip.
+* seal: on m, b and p a photo that shows its teeth has its upper lip stretched down over them
+  to the lower lip (as the lids close over the eyes), so the lips visibly meet.
 * blink: the band of lid skin above each eye is stretched down over the eye to a lid edge that
   follows the eye's lower arc, so the lash line itself moves (no painted bar).
 * idle life: the head region sways by a sum of slow incommensurate sines (about 1 px) and the body
@@ -26,12 +34,14 @@ import cv2
 import numpy as np
 
 from services.avatar.face_geometry import EyeGeometry, FaceGeometry, detect_face_geometry
+from services.avatar.visemes import MouthShape
 from services.media import SAMPLES_PER_VIDEO_FRAME, rms_dbfs
 
 logger = logging.getLogger(__name__)
 
 JAW_DROP_PER_MOUTH_WIDTH = 0.24  # lower-lip drop at openness 1 (0.2-0.25 looked right in a prototype)
 MOUTH_NARROWING = 0.14  # corners move in a little as the jaw opens
+WIDTH_GAIN = 0.75  # corner warp per unit of MouthShape.width (-1 rounded: corners ~30 % in)
 BLINK_S = 0.15
 BLINK_CLOSE_FRACTION = 0.4  # closing is faster than opening
 BLINK_INTERVAL_S = (3.0, 6.0)
@@ -74,6 +84,8 @@ class FaceAnimator:
         self._body = np.maximum(0.35 * self._head, chest).astype(np.float32)
 
         self._jaw_roi, self._jaw_field, self._narrow_field = self._jaw_fields(h, w)
+        self._cavity = _cavity_colours(image, g)
+        self._teeth = _teeth_columns(image, g) if g.teeth_visible else None
         self._eyes = (g.left_eye, g.right_eye)
         rng = np.random.default_rng(seed)
         intervals = rng.uniform(*BLINK_INTERVAL_S, size=64)
@@ -154,17 +166,38 @@ class FaceAnimator:
 
     # --- rendering -------------------------------------------------------------------------
 
-    def render(self, openness: float, t_s: float) -> np.ndarray:
-        """The photo with the mouth opened by ``openness`` (0..1) at time ``t_s`` (idle life)."""
-        openness = float(min(1.0, max(0.0, openness)))
+    def mouth_geometry(self, mouth: MouthShape | float) -> tuple[float, float]:
+        """(lip opening at the centre, corner-to-corner width) in pixels as ``render`` draws them."""
+        shape = _as_shape(mouth)
+        return shape.open * self._jaw_drop_px, 2.0 * self._corner_half_width(_pucker(shape))
+
+    def _corner_half_width(self, pucker: float) -> float:
+        """Where the corner lands: the output x whose warped source is the photo's corner.
+
+        On the lip row the warp samples x + pucker * x * exp(-(x / 1.2 hw)^2); solved for the
+        corner (x = hw at the source) by a few fixed-point steps (the map is monotonic there).
+        """
+        hw = 0.5 * self.geometry.mouth_width
+        x = hw
+        for _ in range(8):
+            x = hw - pucker * x * math.exp(-((x / (1.2 * hw)) ** 2))
+        return x
+
+    def render(self, mouth: MouthShape | float, t_s: float) -> np.ndarray:
+        """The photo with the mouth in ``mouth`` (a shape, or a bare openness 0..1) at ``t_s``."""
+        shape = _as_shape(mouth)
+        openness = shape.open
+        pucker = _pucker(shape)
         sx, sy, breath = self._motion(t_s)
         map_x = cv2.scaleAdd(self._head, sx, self._base_x)
         map_y = cv2.scaleAdd(self._head, sy, self._base_y)
         map_y = cv2.scaleAdd(self._body, breath, map_y)
 
         mouth_shift = self._shift_at(self.geometry.mouth_x, self.geometry.lip_line_y, sx, sy, breath)
-        if openness > 0.005:
-            self._apply_jaw(map_x, map_y, openness, mouth_shift)
+        if openness > 0.005 or abs(pucker) > 0.005:
+            self._apply_jaw(map_x, map_y, openness, pucker, mouth_shift)
+        if shape.seal > 0.01 and self._teeth is not None:
+            self._apply_seal(map_y, shape.seal, mouth_shift)
         closure = self.blink_closure(t_s)
         lashes = []
         if closure > 0.01:
@@ -178,7 +211,7 @@ class FaceAnimator:
                 roi, shade = lash
                 out[roi] = (out[roi] * shade[..., None] + 0.5).astype(np.uint8)
         if openness > 0.005:
-            self._paint_cavity(out, openness, mouth_shift)
+            self._paint_cavity(out, shape, self._corner_half_width(pucker), mouth_shift)
         return out
 
     def _shift_at(self, x: float, y: float, sx: float, sy: float, breath: float) -> tuple[float, float]:
@@ -190,7 +223,8 @@ class FaceAnimator:
         )
 
     def _apply_jaw(
-        self, map_x: np.ndarray, map_y: np.ndarray, openness: float, shift: tuple[float, float]
+        self, map_x: np.ndarray, map_y: np.ndarray, openness: float, pucker: float,
+        shift: tuple[float, float],
     ) -> None:
         # The fields are defined on the still photo; sample them where the swayed content is.
         roi_h, roi_w = self._jaw_field.shape
@@ -201,7 +235,32 @@ class FaceAnimator:
         narrow = cv2.warpAffine(self._narrow_field, m, (roi_w, roi_h), flags=flags,
                                 borderMode=cv2.BORDER_REPLICATE)
         map_y[self._jaw_roi] -= (openness * self._jaw_drop_px) * drop
-        map_x[self._jaw_roi] += (openness * MOUTH_NARROWING) * narrow
+        map_x[self._jaw_roi] += pucker * narrow
+
+    def _apply_seal(self, map_y: np.ndarray, seal: float, shift: tuple[float, float]) -> None:
+        """Stretch the upper lip down over the teeth the photo shows, ``seal`` of the way."""
+        if self._teeth is None:
+            return
+        x0, top_of, bottom_of = self._teeth
+        h, w = map_y.shape
+        skin = max(3.0, 0.1 * self.geometry.mouth_width)  # the upper lip that stretches
+        x1 = x0 + len(top_of)
+        y0 = int(max(0, float(top_of.min()) - skin - 3))
+        y1 = int(min(h, float(bottom_of.max()) + 3))
+        if y1 <= y0:
+            return
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        xs += shift[0]
+        ys += shift[1]
+        columns = np.clip(np.round(xs[0] - x0).astype(int), 0, len(top_of) - 1)
+        top, bottom = top_of[columns][None, :], bottom_of[columns][None, :]
+        band_top = top - skin
+        edge = top + seal * (bottom - top)
+        inside = (ys >= band_top) & (ys < edge) & (bottom > top)
+        # The lip's own rows only: the row at the teeth's top edge is half tooth already.
+        lip_end = top - 1.0
+        src = band_top + (ys - band_top) * (lip_end - band_top) / np.maximum(edge - band_top, 1e-3)
+        map_y[y0:y1, x0:x1] -= np.where(inside, ys - src, 0.0).astype(np.float32)
 
     def _apply_lid(
         self, map_y: np.ndarray, eye: EyeGeometry, closure: float, shift: tuple[float, float]
@@ -233,11 +292,15 @@ class FaceAnimator:
         shade = 1.0 - 0.35 * closure * (taper > 0.05) * np.exp(-(((ys - edge + 0.5) / 0.9) ** 2))
         return (slice(y0, y1), slice(x0, x1)), shade.astype(np.float32)
 
-    def _paint_cavity(self, out: np.ndarray, openness: float, shift: tuple[float, float]) -> None:
+    def _paint_cavity(
+        self, out: np.ndarray, shape: MouthShape, corner: float, shift: tuple[float, float]
+    ) -> None:
         g = self.geometry
         h, w = out.shape[:2]
         hw = 0.5 * g.mouth_width
-        gap = openness * self._jaw_drop_px
+        gap = shape.open * self._jaw_drop_px
+        # The opening spans the corners where the warp put them (narrow and round, or wide).
+        inner = 0.95 * corner
         x0, x1 = int(max(0, g.mouth_x - hw - shift[0] - 2)), int(min(w, g.mouth_x + hw - shift[0] + 3))
         y0 = int(max(0, g.lip_line_y - g.lip_curve - shift[1] - 2))
         y1 = int(min(h, g.lip_line_y - shift[1] + gap + 3))
@@ -246,8 +309,9 @@ class FaceAnimator:
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         dx = xs + shift[0] - g.mouth_x
         dy = ys + shift[1] - self._lip_y(dx)
-        lens = np.sqrt(np.clip(1.0 - (dx / (0.95 * hw)) ** 2, 0.0, 1.0))
-        height = np.maximum(gap * lens**0.8, 1e-3)
+        lens = np.sqrt(np.clip(1.0 - (dx / inner) ** 2, 0.0, 1.0))
+        roundness = float(np.clip(-shape.width, 0.0, 1.0))
+        height = np.maximum(gap * lens ** (0.8 - 0.5 * roundness), 1e-3)
         # Feathered by about a pixel on every side; the corners fade in over the lens taper, and a
         # barely open mouth gets a faint shadow rather than a hard one-pixel line.
         alpha = (
@@ -260,16 +324,94 @@ class FaceAnimator:
         # Darkest just under the upper teeth and in the middle; the tongue catches light lower down.
         radial = np.clip(np.sqrt((dx / hw) ** 2 + (1.6 * (v - 0.35)) ** 2), 0.0, 1.0)
         shade = np.maximum(radial**1.5, 0.55 * v**2)
-        colour = CAVITY_DARK + (CAVITY_RIM - CAVITY_DARK) * shade[..., None]
+        dark, rim = self._cavity
+        colour = dark + (rim - dark) * shade[..., None]
+        across = 1.0 - _smoothstep(0.5 * inner, 0.8 * inner, np.abs(dx))
         if not g.teeth_visible:
-            # A hint of upper teeth hanging from the upper lip: light at the top, fading down.
-            band = np.clip(1.0 - dy / max(1.5, 0.09 * g.mouth_width), 0.0, 1.0)
-            teeth = 0.75 * band * (1.0 - _smoothstep(0.45 * hw, 0.7 * hw, np.abs(dx)))
-            teeth *= min(1.0, gap / 4.0)
+            # Upper teeth hang from the upper lip: a hint when relaxed, more on s/t/i, and on
+            # f/v (tuck) they fill the opening down to the lower lip they rest on.
+            depth = max(1.5, 0.09 * g.mouth_width) * (1.0 + 1.5 * shape.teeth) + shape.tuck * gap
+            band = np.clip(1.0 - dy / depth, 0.0, 1.0) ** 0.5
+            teeth = (0.75 + 0.2 * shape.teeth) * band * across * min(1.0, gap / 4.0)
             colour += (TEETH - colour) * teeth[..., None]
+        if shape.teeth > 0.5 and gap > 3.0:
+            # Lower teeth just inside the lower lip when the teeth are close together.
+            lower = np.clip(1.0 - (height - dy) / (0.25 * gap), 0.0, 1.0) * (shape.teeth - 0.5) * 1.2
+            colour += (TEETH * 0.9 - colour) * (lower * across)[..., None]
         patch = out[y0:y1, x0:x1].astype(np.float32)
         a = alpha[..., None]
         out[y0:y1, x0:x1] = (patch + (colour - patch) * a + 0.5).astype(np.uint8)
+
+
+def _teeth_columns(image: np.ndarray, g: FaceGeometry) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """Per column of the mouth: the first and one-past-last row of the teeth the photo shows.
+
+    Teeth are the bright, unsaturated pixels near the lip line (the same test that finds the
+    lip line at the centre, per pixel); a column without any gets top = bottom (nothing to
+    cover). Smoothed across columns so one stray highlight does not tear the lip.
+    """
+    h, w = image.shape[:2]
+    hw = 0.5 * g.mouth_width
+    reach = max(3.0, 0.18 * g.mouth_width)
+    x0, x1 = int(max(0, g.mouth_x - hw)), int(min(w, g.mouth_x + hw + 1))
+    y0 = int(max(0, g.lip_line_y - g.lip_curve - reach))
+    y1 = int(min(h, g.lip_line_y + reach))
+    if x1 - x0 < 3 or y1 - y0 < 3:
+        return None
+    hsv = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2HSV).astype(np.float32)
+    sat, val = hsv[..., 1], hsv[..., 2]
+    mask = (val > np.median(val) + 8) & (sat < 0.75 * np.median(sat))
+    # Per column, the run of teeth pixels that touches the lip line (a highlight on the lip or
+    # the nose above is another run, and is left alone).
+    n_rows, n_cols = mask.shape
+    dx = np.arange(x0, x1, dtype=np.float32) - g.mouth_x
+    line = np.round(g.lip_line_y - g.lip_curve * np.clip((dx / hw) ** 2, 0.0, 1.0)).astype(int) - y0
+    top = np.empty(n_cols, np.float32)
+    bottom = np.empty(n_cols, np.float32)
+    for c in range(n_cols):
+        seeds = [r for r in (line[c] - 1, line[c] - 2, line[c]) if 0 <= r < n_rows and mask[r, c]]
+        if not seeds:
+            top[c] = bottom[c] = y0 + line[c]
+            continue
+        first = last = seeds[0]
+        while first > 0 and mask[first - 1, c]:
+            first -= 1
+        while last + 1 < n_rows and mask[last + 1, c]:
+            last += 1
+        top[c], bottom[c] = y0 + first, y0 + last + 1
+    if (bottom > top).sum() < 3:
+        return None
+    top = cv2.medianBlur(top[None, :], 3)[0] if n_cols >= 3 else top
+    bottom = cv2.medianBlur(bottom[None, :], 3)[0] if n_cols >= 3 else bottom
+    return x0, top.astype(np.float32), np.maximum(bottom, top).astype(np.float32)
+
+
+def _cavity_colours(image: np.ndarray, g: FaceGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """The inner mouth's dark and rim colours, as colourful as the lips around it: a grey
+    photo gets a grey mouth, not a red one."""
+    hw = max(2, int(0.5 * g.mouth_width))
+    y, x = int(g.lip_line_y), int(g.mouth_x)
+    patch = image[max(0, y - hw // 2) : y + hw // 2, max(0, x - hw) : x + hw]
+    saturation = float(cv2.cvtColor(patch, cv2.COLOR_RGB2HSV)[..., 1].mean()) / 255.0 if patch.size else 1.0
+    keep = min(1.0, saturation / 0.25)
+    out = []
+    for colour in (CAVITY_DARK, CAVITY_RIM):
+        grey = np.float32(colour.mean())
+        out.append((grey + (colour - grey) * keep).astype(np.float32))
+    return out[0], out[1]
+
+
+def _as_shape(mouth: MouthShape | float) -> MouthShape:
+    if isinstance(mouth, MouthShape):
+        return MouthShape(min(1.0, max(0.0, mouth.open)), min(1.0, max(-1.0, mouth.width)),
+                          min(1.0, max(0.0, mouth.teeth)), min(1.0, max(0.0, mouth.tuck)),
+                          min(1.0, max(0.0, mouth.seal)))
+    return MouthShape(float(min(1.0, max(0.0, mouth))))
+
+
+def _pucker(shape: MouthShape) -> float:
+    """Horizontal corner warp: corners in as the jaw opens or the lips round, out when spread."""
+    return shape.open * MOUTH_NARROWING - shape.width * WIDTH_GAIN
 
 
 class MouthEnvelope:

@@ -52,6 +52,9 @@ class FaceGeometry:
     right_eye: EyeGeometry
     teeth_visible: bool  # the photo already shows upper teeth above the lip line
     detected: bool  # False when the face cascade failed and proportions of the frame were used
+    # With teeth_visible: where the visible upper teeth begin (the upper lip's lower edge), so
+    # lips that close (m, b, p) can cover them. 0.0 when no teeth show.
+    teeth_top_y: float = 0.0
 
 
 def detect_face_geometry(rgb: np.ndarray) -> FaceGeometry:
@@ -78,7 +81,7 @@ def detect_face_geometry(rgb: np.ndarray) -> FaceGeometry:
     face = (fx, fy, fw, fh)
     full_gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     left_eye, right_eye = _find_eyes(gray, box, scale, full_gray, face)
-    mouth_x, lip_line_y, lip_curve, mouth_width, teeth = _find_mouth(gray, box, scale, rgb, face)
+    mouth_x, lip_line_y, lip_curve, mouth_width, teeth, teeth_top = _find_mouth(gray, box, scale, rgb, face)
     return FaceGeometry(
         face_box=face,
         mouth_x=mouth_x,
@@ -90,6 +93,7 @@ def detect_face_geometry(rgb: np.ndarray) -> FaceGeometry:
         right_eye=right_eye,
         teeth_visible=teeth,
         detected=True,
+        teeth_top_y=teeth_top,
     )
 
 
@@ -165,7 +169,7 @@ def _find_mouth(
     scale: float,
     rgb: np.ndarray,
     face: tuple[int, int, int, int],
-) -> tuple[float, float, float, float, bool]:
+) -> tuple[float, float, float, float, bool, float]:
     bx, by, bw, bh = box
     fx, fy, fw, fh = face
     top = by + bh // 2
@@ -181,13 +185,14 @@ def _find_mouth(
         sx, sy, sw, sh = (v / scale for v in mouth)
         # The smile box runs past the lip corners on both sides.
         mx, my0, mw, mh = bx / scale + sx + sw / 2, top / scale + sy, 0.8 * sw, sh
-    lip_y, teeth = _lip_line(rgb, mx, my0, mw, mh)
+    lip_y, teeth, teeth_top = _lip_line(rgb, mx, my0, mw, mh)
     curve = _lip_curve(rgb, mx, lip_y, mw, mh)
-    return float(mx), lip_y, curve, float(mw), teeth
+    return float(mx), lip_y, curve, float(mw), teeth, teeth_top
 
 
-def _lip_line(rgb: np.ndarray, mx: float, y0: float, mw: float, mh: float) -> tuple[float, bool]:
-    """Row where the lips part, from the mean colour of the mouth box's central columns.
+def _lip_line(rgb: np.ndarray, mx: float, y0: float, mw: float, mh: float) -> tuple[float, bool, float]:
+    """Row where the lips part, from the mean colour of the mouth box's central columns, whether
+    teeth show, and where they begin (0.0 if they do not).
 
     Teeth are bright and unsaturated; if a band of them shows, the jaw line is the lower edge of
     that band (upper teeth stay with the skull). Otherwise it is the darkest row (the lip seam).
@@ -196,14 +201,14 @@ def _lip_line(rgb: np.ndarray, mx: float, y0: float, mw: float, mh: float) -> tu
     ya, yb = int(y0 + 0.3 * mh), int(y0 + mh)
     strip = rgb[ya:yb, x0:x1]
     if strip.shape[0] < 3 or strip.shape[1] < 2:
-        return y0 + 0.6 * mh, False
+        return y0 + 0.6 * mh, False, 0.0
     hsv = cv2.cvtColor(np.ascontiguousarray(strip), cv2.COLOR_RGB2HSV).astype(np.float32)
     sat, val = hsv[..., 1].mean(axis=1), hsv[..., 2].mean(axis=1)
     teeth_rows = (val > np.median(val) + 8) & (sat < 0.75 * np.median(sat))
     if teeth_rows.sum() >= 2:
-        last = int(np.flatnonzero(teeth_rows)[-1])
-        return float(ya + last + 1), True
-    return float(ya + int(np.argmin(val)) + 0.5), False
+        rows = np.flatnonzero(teeth_rows)
+        return float(ya + rows[-1] + 1), True, float(ya + rows[0])
+    return float(ya + int(np.argmin(val)) + 0.5), False, 0.0
 
 
 def _lip_curve(rgb: np.ndarray, mx: float, lip_y: float, mw: float, mh: float) -> float:

@@ -38,6 +38,7 @@ from services.gateway.idle_frames import IdleFrames
 from services.gateway.limits import AddressCounter, SessionLimits
 from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.say import Speaker
 from services.gateway.session import Session
 from services.gateway.settings import GatewaySettings
 from services.gateway.turn_keeper import TurnKeeper
@@ -84,6 +85,7 @@ class Gateway:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.access = AccessPolicy(settings.access_token, settings.allowed_origins)
+        self.speaker = Speaker(transport.push(ep.tts_in), self.turns, lambda: self.sessions, self.access, self._refuse)
         self._per_address = AddressCounter(settings.limits.sessions_per_address)
 
     # --- HTTP ------------------------------------------------------------------------------
@@ -96,6 +98,7 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/ice-servers", self._ice_servers)
+        app.router.add_post("/api/say", self.speaker.http)
         app.router.add_static("/", client, show_index=False, follow_symlinks=False)
         app.on_startup.append(self._start_background)
         app.on_shutdown.append(self._shutdown)
@@ -254,6 +257,8 @@ class Gateway:
             self.metrics.stage_latency.labels(msg.stage, msg.name).observe(msg.ms)
             key = _STAGE_KEYS.get((msg.stage, msg.name), f"{msg.stage}_{msg.name}_ms")
             session.turn_stats(msg.turn).stages[key] = round(msg.ms, 1)
+        elif isinstance(msg, messages.StageNote):
+            session.turn_stats(msg.turn).stages[f"{msg.stage}_{msg.name}"] = msg.value
         elif isinstance(msg, messages.StageError):
             logger.warning("Session(%s) %s error: %s", session.id, msg.stage, msg.message)
             session.error(f"{msg.stage}_error", msg.message)
@@ -341,7 +346,7 @@ class Gateway:
         except signaling.ClientMessageError as exc:
             self._refuse(session, exc.code, str(exc))
             return
-        if isinstance(msg, signaling.Text) and not limits.text.take():
+        if isinstance(msg, (signaling.Text, signaling.Say)) and not limits.text.take():
             self._refuse(session, "rate_limited", f"too many questions: wait {limits.text.retry_after_s():.0f} s")
             return
         if isinstance(msg, signaling.Offer) and not limits.offer.take():
@@ -360,6 +365,8 @@ class Gateway:
             await self.calls.candidate(session, msg)
         elif isinstance(msg, signaling.Text):
             await self.turns.typed(session, msg.text)
+        elif isinstance(msg, signaling.Say):
+            await self.speaker.say(session, msg.text)
         elif isinstance(msg, signaling.InterruptRequest):
             await self.turns.new_turn(session, reason="stop button")
         elif isinstance(msg, signaling.Ping):

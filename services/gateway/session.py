@@ -32,7 +32,7 @@ _CONNECT_GRACE_S = 2.0
 class TurnStats:
     turn: int
     speech_end_unix_s: float = 0.0
-    stages: dict[str, float] = field(default_factory=dict)
+    stages: dict[str, float | str] = field(default_factory=dict)  # str: a mode, e.g. lipsync_mouth
     first_audio_sent: bool = False
 
 

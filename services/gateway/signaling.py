@@ -49,6 +49,13 @@ class Text:
 
 
 @dataclass(frozen=True, slots=True)
+class Say:
+    """Speak this text word for word (services/gateway/say.py); validated as a typed question."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class InterruptRequest:
     pass
 
@@ -58,7 +65,7 @@ class Ping:
     t: float
 
 
-ClientMessage = Hello | Offer | Candidate | Text | InterruptRequest | Ping
+ClientMessage = Hello | Offer | Candidate | Text | Say | InterruptRequest | Ping
 
 
 def parse(raw: str | bytes) -> ClientMessage:
@@ -141,6 +148,10 @@ def _text(data: dict[str, Any]) -> Text:
     return Text(text)
 
 
+def _say(data: dict[str, Any]) -> Say:
+    return Say(_text(data).text)
+
+
 def _interrupt(data: dict[str, Any]) -> InterruptRequest:
     return InterruptRequest()
 
@@ -157,6 +168,7 @@ _PARSERS = {
     "offer": _offer,
     "candidate": _candidate,
     "text": _text,
+    "say": _say,
     "interrupt": _interrupt,
     "ping": _ping,
 }

@@ -1,4 +1,9 @@
-"""The embedded-default lip-sync engine: an animated photo driven by loudness (no weights)."""
+"""The embedded-default lip-sync engine: an animated photo (no weights).
+
+With phoneme timing (Piper) each frame's mouth takes the shape of the visemes under it
+(services/avatar/visemes.py); voice without timing (XTTS, an API voice) opens the jaw by
+loudness, as before. ``AnimationJob.mouth`` says which one a clause got.
+"""
 
 from __future__ import annotations
 
@@ -11,23 +16,31 @@ import numpy as np
 from services.avatar import AvatarLoop, load_loop
 from services.avatar.animation import FaceAnimator, MouthEnvelope
 from services.avatar.idle import IdleAvatar
+from services.avatar.visemes import MouthShape, viseme_track
 from services.lipsync.engine import frames_in_batches
 from services.lipsync.settings import LipsyncSettings
-from services.media import FRAME_MS, audio_units
+from services.media import FRAME_MS, SAMPLES_PER_VIDEO_FRAME, audio_units
+from services.phoneme_timing import PhonemeSpan
 
 logger = logging.getLogger(__name__)
 
 SECONDS_PER_FRAME = FRAME_MS / 1000.0
+HALF_FRAME = SAMPLES_PER_VIDEO_FRAME // 2
+
+
+MOUTH_VISEMES = "visemes"
+MOUTH_LOUDNESS = "loudness"
 
 
 @dataclass(frozen=True, slots=True)
 class AnimationJob:
     first_index: int
-    openness: tuple[float, ...]  # mouth openness per frame, from the clause's loudness envelope
+    mouths: tuple[MouthShape, ...]  # the mouth of each frame
+    mouth: str = MOUTH_LOUDNESS  # what shaped it: MOUTH_VISEMES, or MOUTH_LOUDNESS (no timing)
 
     @property
     def n_frames(self) -> int:
-        return len(self.openness)
+        return len(self.mouths)
 
 
 class AnimationEngine:
@@ -39,6 +52,7 @@ class AnimationEngine:
     """
 
     name = "animation"
+    uses_phonemes = True  # the lip-sync service hands this engine the voice's phoneme timing
 
     def __init__(self, frames: list[np.ndarray] | AvatarLoop):
         loop = frames if isinstance(frames, AvatarLoop) else AvatarLoop(tuple(frames), "")
@@ -64,7 +78,8 @@ class AnimationEngine:
     def frame_size(self) -> tuple[int, int]:
         return self._idle.frame_size
 
-    def _animator(self, index: int) -> FaceAnimator:
+    def animator(self, index: int) -> FaceAnimator:
+        """The animator of running frame ``index`` (its geometry is the photo's, for benchmarks)."""
         return self._idle.animator(index)
 
     @property
@@ -72,21 +87,46 @@ class AnimationEngine:
         return 8  # no model: a batch only bounds how long one render call holds the thread
 
     def prepare(
-        self, pcm: np.ndarray, first_index: int, before: np.ndarray | None = None, after: np.ndarray | None = None
+        self,
+        pcm: np.ndarray,
+        first_index: int,
+        before: np.ndarray | None = None,
+        after: np.ndarray | None = None,
+        phonemes: Sequence[PhonemeSpan] | None = None,
     ) -> AnimationJob:
-        """The mouth envelope over the whole clause (the tail padded with silence)."""
+        """The mouth of every frame of the clause (the tail padded with silence).
+
+        ``phonemes`` are in the clause's time and may reach into ``before``/``after`` (negative
+        or past the end): a phoneme next door still shapes the edge frames (coarticulation).
+        """
+        pcm = np.asarray(pcm, np.int16)
+        n = -(-len(pcm) // SAMPLES_PER_VIDEO_FRAME)
+        # Frame k is on screen from the moment its unit starts to sound, for 40 ms: its mouth is
+        # the voice *around* that moment (half a frame either side), not the 40 ms still to come,
+        # which had the mouth open up to a frame before the sound (20 ms early at the median).
+        lead_in = np.zeros(HALF_FRAME, np.int16)
+        if before is not None and len(before):
+            lead_in[HALF_FRAME - min(HALF_FRAME, len(before)) :] = before[-HALF_FRAME:]
+        centred = np.concatenate([lead_in, pcm])[: n * SAMPLES_PER_VIDEO_FRAME]
+        units = audio_units(centred)[:n]
         # A fresh envelope per clause (clauses of several sessions are prepared in turn), warmed
         # on the voice before it so the mouth does not snap shut where a stream was cut.
         envelope = MouthEnvelope()
-        for unit in audio_units(before if before is not None else np.zeros(0, np.int16)):
+        for unit in audio_units(before[:-HALF_FRAME] if before is not None else np.zeros(0, np.int16)):
             envelope.frame_openness(unit)
-        return AnimationJob(first_index, tuple(envelope.frame_openness(u) for u in audio_units(np.asarray(pcm, np.int16))))
+        loudness = [MouthShape(envelope.frame_openness(u)) for u in units]
+        if not phonemes:
+            return AnimationJob(first_index, tuple(loudness), MOUTH_LOUDNESS)
+        padded = np.concatenate(units) if units else pcm
+        track = viseme_track(phonemes, padded, len(units), first_sample=-HALF_FRAME)
+        mouths = tuple(v if v is not None else o for v, o in zip(track, loudness, strict=True))
+        return AnimationJob(first_index, mouths, MOUTH_VISEMES)
 
     def render(self, items: Sequence[tuple[AnimationJob, int]]) -> list[np.ndarray]:
         out = []
         for job, k in items:
             index = job.first_index + k
-            out.append(self._animator(index).render(job.openness[k], index * SECONDS_PER_FRAME))
+            out.append(self.animator(index).render(job.mouths[k], index * SECONDS_PER_FRAME))
         return out
 
     def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:

@@ -34,6 +34,8 @@ class ClauseJob(Protocol):
 
 class LipsyncEngine(Protocol):
     name: str
+    # True: ``prepare`` also takes ``phonemes`` (the voice's phoneme timing, clause time).
+    uses_phonemes: bool
 
     @property
     def frame_size(self) -> tuple[int, int]:

@@ -46,6 +46,7 @@ class MuseTalkJob:
 
 class MuseTalkEngine:
     name = "musetalk"
+    uses_phonemes = False  # it learns the mouth from the audio itself
 
     def __init__(
         self,

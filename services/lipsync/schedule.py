@@ -18,6 +18,7 @@ import numpy as np
 
 from services.lipsync.engine import ClauseJob
 from services.media import SAMPLES_PER_VIDEO_FRAME
+from services.phoneme_timing import PhonemeSpan
 
 
 @dataclass(slots=True, eq=False)
@@ -27,6 +28,8 @@ class Clause:
     ``texts`` maps a frame to the words that start under it (a streamed clause's pieces are
     re-cut into whole frames, so a clause's text may start inside one). ``before``/``after`` are
     the voice around the piece, for the engine's look-behind and look-ahead windows.
+    ``phonemes`` is the voice's phoneme timing in the piece's time, reaching into ``before`` and
+    ``after`` where known; None when the voice came without timing.
     """
 
     session: str
@@ -37,6 +40,7 @@ class Clause:
     n_frames: int
     before: np.ndarray | None = None
     after: np.ndarray | None = None
+    phonemes: tuple[PhonemeSpan, ...] | None = None
     first_index: int = -1  # the session's running index of frame 0, set when first scheduled
     job: ClauseJob | None = None  # prepared in the worker thread before its first render
     scheduled: int = 0  # frames handed to a batch so far

@@ -18,6 +18,7 @@ import numpy as np
 
 from services import messages
 from services.control import serve_stage
+from services.lipsync.animation_engine import AnimationJob
 from services.lipsync.engine import LipsyncEngine
 from services.lipsync.schedule import Clause, FrameSlot, SessionFlow, pick_batch
 from services.lipsync.voice_stream import HOLD_MAX_S, VoiceStream
@@ -68,7 +69,7 @@ class LipsyncService:
         if stream is None:
             stream = self._streams[msg.session] = VoiceStream(msg.session)
         self._first_audio.setdefault((msg.session, msg.turn), time.monotonic())
-        for clause in stream.feed(msg.turn, msg.text, msg.pcm, msg.final):
+        for clause in stream.feed(msg.turn, msg.text, msg.pcm, msg.final, msg.phonemes):
             await self._queue(flow, clause)
         self._wake.set()
 
@@ -141,7 +142,11 @@ class LipsyncService:
         for slot in batch:
             clause = slot.clause
             if slot.k is not None and clause.job is None:
-                clause.job = self._engine.prepare(clause.pcm, clause.first_index, clause.before, clause.after)
+                args = (clause.pcm, clause.first_index, clause.before, clause.after)
+                if self._engine.uses_phonemes:
+                    clause.job = self._engine.prepare(*args, phonemes=clause.phonemes)
+                else:
+                    clause.job = self._engine.prepare(*args)
         talking = [slot for slot in batch if slot.k is not None]
         rendered = iter(self._engine.render([(s.clause.job, s.k) for s in talking]))
         return [next(rendered) if s.k is not None else self._engine.idle_frame(s.index) for s in batch]
@@ -159,6 +164,10 @@ class LipsyncService:
                 ms = (time.monotonic() - started) * 1000
                 logger.info("Session(%s) turn %d: lipsync first frame after %.0f ms", session, turn, ms)
                 await self._events.send(messages.StageTiming(session, turn, "lipsync", "first_frame", ms))
+                # What drives the mouth this turn: phoneme timing, loudness, or a model's own ear.
+                if slot.k is not None:
+                    mouth = clause.job.mouth if isinstance(clause.job, AnimationJob) else self._engine.name
+                    await self._events.send(messages.StageNote(session, turn, "lipsync", "mouth", mouth))
             audio = _SILENCE if slot.k is None else _unit(clause.pcm, slot.k)
             await self._out.send(
                 messages.AvatarFrame(session, turn, slot.index, image, audio, slot.text, slot.final)

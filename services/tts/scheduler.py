@@ -48,6 +48,7 @@ import numpy as np
 
 from services.media import SAMPLE_RATE
 from services.messages import TextChunk
+from services.tts.engine import TimedVoice, voice_pcm
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,9 @@ logger = logging.getLogger(__name__)
 class SpeechSink(Protocol):
     """Where the scheduler's results go (the TTS service turns them into messages)."""
 
-    async def on_audio(self, clause: TextChunk, pcm: np.ndarray, first: bool) -> None:
-        """One chunk of ``clause``'s voice; ``first`` on the clause's first chunk."""
+    async def on_audio(self, clause: TextChunk, pcm: np.ndarray | TimedVoice, first: bool) -> None:
+        """One chunk of ``clause``'s voice (as the engine yielded it); ``first`` on the clause's
+        first chunk."""
 
     async def on_failure(self, clause: TextChunk, exc: Exception) -> None:
         """The engine raised while synthesizing ``clause``; the clause ends there."""
@@ -69,7 +71,7 @@ class SpeechSink(Protocol):
 class _Clause:
     chunk: TextChunk
     # Created and advanced in the worker thread only.
-    iterator: Iterator[np.ndarray] | None = None
+    iterator: Iterator[np.ndarray | TimedVoice] | None = None
     spoken: bool = False  # its first audio has gone out (the text travels with that one)
 
 
@@ -104,7 +106,7 @@ class SpeechScheduler:
 
     def __init__(
         self,
-        synthesize: Callable[[str], Iterable[np.ndarray]],
+        synthesize: Callable[[str], Iterable[np.ndarray | TimedVoice]],
         sink: SpeechSink,
         pool: concurrent.futures.Executor,
         max_pending: int = 64,
@@ -242,11 +244,11 @@ class SpeechScheduler:
             return
         if voice.first_audio_at is None:
             voice.first_audio_at = self._clock()
-        voice.audio_s += len(pcm) / SAMPLE_RATE
+        voice.audio_s += len(voice_pcm(pcm)) / SAMPLE_RATE
         first, clause.spoken = not clause.spoken, True
         await self._sink.on_audio(clause.chunk, pcm, first)
 
-    def _advance(self, clause: _Clause) -> np.ndarray | None:
+    def _advance(self, clause: _Clause) -> np.ndarray | TimedVoice | None:
         """One engine step, in the worker thread: the clause's next chunk, None when done."""
         if clause.iterator is None:
             clause.iterator = iter(self._synthesize(clause.chunk.text))

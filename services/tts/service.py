@@ -17,7 +17,7 @@ import numpy as np
 from services import messages
 from services.control import serve_stage
 from services.transport import Receiver, Sender
-from services.tts.engine import TtsEngine
+from services.tts.engine import TimedVoice, TtsEngine, voice_pcm
 from services.tts.scheduler import SpeechScheduler
 from services.turns import TurnTracker
 
@@ -94,7 +94,7 @@ class TtsService:
 
     # --- SpeechSink: what the scheduler produces --------------------------------------------
 
-    async def on_audio(self, clause: messages.TextChunk, pcm: np.ndarray, first: bool) -> None:
+    async def on_audio(self, clause: messages.TextChunk, chunk: np.ndarray | TimedVoice, first: bool) -> None:
         session, turn = clause.session, clause.turn
         started = self._turn_started.pop((session, turn), None)
         if started is not None:
@@ -102,7 +102,10 @@ class TtsService:
             logger.info("Session(%s) turn %d: tts first audio after %.0f ms", session, turn, ms)
             await self._events.send(messages.StageTiming(session, turn, "tts", "first_audio", ms))
         text = clause.text if first else ""  # the clause text travels with its first audio only
-        await self._out.send(messages.SpeechAudio(session, turn, self._next_index(session), text, pcm, False))
+        phonemes = chunk.phonemes if isinstance(chunk, TimedVoice) else ""
+        await self._out.send(messages.SpeechAudio(
+            session, turn, self._next_index(session), text, voice_pcm(chunk), False, phonemes
+        ))
 
     async def on_failure(self, clause: messages.TextChunk, exc: Exception) -> None:
         logger.error("Session(%s) turn %d: synthesis failed", clause.session, clause.turn, exc_info=exc)
