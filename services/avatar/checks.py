@@ -84,7 +84,7 @@ def _why_no_face(gray: np.ndarray) -> None:
     for angle in _TILTS_DEG:
         m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
         rotated = cv2.warpAffine(gray, m, (w, h))
-        if len(frontal.detectMultiScale(rotated, scaleFactor=1.1, minNeighbors=6, minSize=(side, side))):
+        if len(frontal.detectMultiScale(rotated, scaleFactor=1.1, minNeighbors=12, minSize=(side, side))):
             raise AvatarError("face_turned", "the head is tilted; use a photo with the head upright, facing the camera")
     raise AvatarError("no_face", "no face found; use a well-lit photo of one face looking at the camera")
 

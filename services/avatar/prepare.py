@@ -120,20 +120,21 @@ def _prepare(store, avatar_id, name, kind, frames, report, keep_source) -> Avata
 
 def _track(loop: np.ndarray, first_box: tuple[int, int, int, int], progress: Callable[[float], None]) -> np.ndarray:
     """The face box of every loop frame: the same Haar rule everywhere, on a half-size copy of
-    a video frame (a face is >= a tenth of the frame), a missed frame taking its neighbour's."""
+    a video frame when the face is large, a missed frame taking its neighbour's."""
     if len(loop) == 1:
         return np.array([first_box], np.int32)
     cascade = load_cascade()
+    # Half size halves the cost; a face under 100 px would then be too small for the cascade.
+    shrink = 2 if first_box[2] >= 100 else 1
     found: list[tuple[int, int, int, int] | None] = []
     for i, frame in enumerate(loop):
-        small = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        small = frame if shrink == 1 else cv2.resize(
+            frame, (frame.shape[1] // shrink, frame.shape[0] // shrink), interpolation=cv2.INTER_AREA)
         box = largest_face(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), cascade)
-        found.append(None if box is None else tuple(2 * v for v in box))  # type: ignore[misc]
+        found.append(None if box is None else tuple(shrink * v for v in box))  # type: ignore[misc]
         if i % 10 == 0:
             progress(i / len(loop))
     hits = [i for i, b in enumerate(found) if b is not None]
-    if not hits:
-        return np.repeat(np.array([first_box], np.int32), len(loop), axis=0)
     if len(hits) < len(found) // 2:
         raise AvatarError("face_lost", f"the face is visible in only {len(hits)} of {len(found)} frames; "
                           "keep the face turned to the camera for the whole video")
