@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -93,42 +94,47 @@ class AvatarJobs:
             job.ended = time.monotonic()
 
     async def _child(self, job: Job, source: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.avatar.prepare", "--cache-dir", self._cache_dir,
-            "--source", source, "--name", job.name,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=_REPO,
-            preexec_fn=_lower_priority,
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.avatar.prepare", "--cache-dir", self._cache_dir,
+             "--source", source, "--name", job.name],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=_REPO, preexec_fn=_lower_priority,
         )
-        stderr = asyncio.create_task(proc.stderr.read())
         try:
-            assert proc.stdout is not None
-            async for raw in proc.stdout:
-                try:
-                    line = json.loads(raw)
-                except ValueError:
-                    continue
-                if not isinstance(line, dict):
-                    continue
-                if "ok" in line:
-                    if line["ok"]:
-                        job.avatar = AvatarInfo.from_json(line["avatar"])
-                        job.state, job.step, job.progress = "ready", "ready", 1.0
-                    else:
-                        self._fail(job, str(line.get("code", "failed")), str(line.get("message", "")))
-                else:
-                    job.step, job.progress = str(line.get("step", "")), float(line.get("progress", 0.0))
-            code = await proc.wait()
+            # A thread reads the child's lines (blocking pipes; no event-loop child watcher).
+            code, err = await asyncio.to_thread(self._follow, job, proc)
         finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            err = (await stderr).decode(errors="replace").strip()
+            if proc.poll() is None:
+                proc.kill()  # timed out or the gateway is stopping: the reading thread then ends
+            await asyncio.to_thread(proc.wait)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         if err:
             logger.info("avatar job %s: %s", job.id, err[-2000:])
         if job.state == "preparing":
             # Killed by a signal (a decoder crash, out of memory): clear words, never its trace.
             self._fail(job, "failed", f"the file could not be prepared (the preparing process ended with {code}); "
                                       "is it a damaged or unusual file?")
+
+    def _follow(self, job: Job, proc: subprocess.Popen) -> tuple[int, str]:
+        """Worker thread: progress and the result from the child's JSON lines."""
+        assert proc.stdout is not None and proc.stderr is not None
+        for raw in proc.stdout:
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(line, dict):
+                continue
+            if "ok" not in line:
+                job.step, job.progress = str(line.get("step", "")), float(line.get("progress", 0.0))
+            elif line["ok"]:
+                job.avatar = AvatarInfo.from_json(line["avatar"])
+                job.state, job.step, job.progress = "ready", "ready", 1.0
+            else:
+                self._fail(job, str(line.get("code", "failed")), str(line.get("message", "")))
+        err = proc.stderr.read().decode(errors="replace").strip()
+        return proc.wait(), err
 
     @staticmethod
     def _fail(job: Job, code: str, message: str) -> None:
