@@ -13,7 +13,7 @@ from services.avatar.errors import AvatarError
 from services.avatar.prepare import ensure_astronaut, ensure_default, prepare_file
 from services.avatar.store import ASTRONAUT, AvatarStore
 from services.lipsync.avatar_steps import wav2lip_avatar
-from tests.avatar_files import bad_files, my_face, write_photo, write_video
+from bench.avatar_files import bad_files, my_face, write_photo, write_video
 
 
 def test_the_astronaut_is_always_there_and_survives_a_restart(tmp_path):

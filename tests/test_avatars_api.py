@@ -22,7 +22,7 @@ from services.gateway.avatar_library import AvatarLibrary, CallBudget
 from services.gateway.avatars_api import UploadSettings
 from services.gateway.server import Gateway
 from services.gateway.settings import GatewaySettings
-from tests.avatar_files import bad_files, my_face, write_photo
+from bench.avatar_files import bad_files, my_face, write_photo
 from tests.fakes import MemoryTransport
 
 TOKEN = "t0ken-" + "y" * 24

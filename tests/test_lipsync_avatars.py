@@ -15,7 +15,7 @@ from services.avatar.prepare import prepare_file
 from services.lipsync.animation_engine import AnimationEngine
 from services.lipsync.avatars import SessionEngines
 from services.lipsync.service import LipsyncService
-from tests.avatar_files import my_face, write_photo
+from bench.avatar_files import my_face, write_photo
 from tests.fakes import RecordingSender
 
 
