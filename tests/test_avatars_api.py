@@ -211,3 +211,18 @@ async def test_each_session_chooses_its_avatar_and_lipsync_is_told(serve, tmp_pa
         assert chosen == {mine: mine, "": "astronaut"}
         told = [m for m in server.control.pending() if isinstance(m, messages.SessionAvatar)]
         assert sorted(m.avatar for m in told) == sorted([mine, "astronaut"])
+
+
+def test_the_call_limit_counts_the_memory_of_each_face(tmp_path):
+    from services.avatar.prepare import prepare_file
+    from services.gateway.avatar_library import avatar_memory_bytes
+
+    store, default = default_avatar(str(tmp_path), "")
+    mine = prepare_file(store, str(write_photo(tmp_path / "me.jpg", my_face()))).id
+    one_face = avatar_memory_bytes(store.info(mine), "animation")
+    assert one_face == 560 * 640 * (3 + 16 + 16)  # frames, and the animation's fields here and in lip-sync
+    library = AvatarLibrary(store, "animation", default.id, CallBudget(int(1.5 * one_face)))
+    assert library.call_refusal(mine, []) is None
+    assert library.call_refusal(mine, [mine, mine]) is None  # a face already shown costs nothing more
+    refusal = library.call_refusal("astronaut", [mine])
+    assert refusal is not None and "busy" in refusal and "MB" in refusal

@@ -414,6 +414,8 @@ class Gateway:
         session.media.flush(session.turn + 1)
         await self._control.send(messages.SessionClosed(session.id))
         await session.close()
+        if self.library is not None:  # its face's idle pictures go with its last session
+            self.library.prune(s.avatar for s in self.sessions.values())
         self.metrics.active_sessions.set(len(self.sessions))
         logger.info("Session(%s) closed", session.id)
 
