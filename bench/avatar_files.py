@@ -39,12 +39,15 @@ def write_photo(path: Path, rgb: np.ndarray, quality: int = 92) -> Path:
 
 
 def phone_photo(path: Path) -> Path:
-    """A 12-megapixel (4000x3000) JPEG of the astronaut, as a phone would take it."""
+    """A 12-megapixel (4000x3000) JPEG of the astronaut, as a phone would take it: with sensor
+    grain, so it weighs what a phone's photo does (a few MB), not what a smooth upscale does."""
     face = cv2.resize(astronaut(), (2600, 2600), interpolation=cv2.INTER_CUBIC)
     canvas = np.zeros((3000, 4000, 3), np.uint8)
     canvas[:] = (90, 100, 110)
     canvas[200:2800, 700:3300] = face
-    return write_photo(path, canvas, 90)
+    grain = np.random.default_rng(12).normal(0, 4, canvas.shape)
+    canvas = np.clip(canvas + grain, 0, 255).astype(np.uint8)
+    return write_photo(path, canvas, 92)
 
 
 def write_video(path: Path, seconds: float, size: tuple[int, int] = (1920, 1080), face: np.ndarray | None = None,

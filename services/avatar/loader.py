@@ -96,6 +96,7 @@ def load_video(path: str, progress: Progress | None = None, max_s: float = MAX_V
             if not container.streams.video:
                 raise AvatarError("corrupt", "the video has no picture track")
             stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # frame and slice threads: both cores decode
             width, height = stream.codec_context.width, stream.codec_context.height
             if width * height > MAX_VIDEO_PIXELS:
                 raise AvatarError("too_many_pixels", f"the video is {width}x{height}; at most 4K (3840x2160)")

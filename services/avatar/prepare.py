@@ -119,19 +119,21 @@ def _prepare(store, avatar_id, name, kind, frames, report, keep_source) -> Avata
 
 
 def _track(loop: np.ndarray, first_box: tuple[int, int, int, int], progress: Callable[[float], None]) -> np.ndarray:
-    """The face box of every loop frame: the same Haar rule everywhere, on a half-size copy of
-    a video frame when the face is large, a missed frame taking its neighbour's."""
+    """The face box of every loop frame, by the one Haar rule (the largest frontal face on an
+    equalized grey image), searched near the previous frame's face and at about its size: a
+    face moves a little between frames 40 ms apart, and a whole-frame search at every scale
+    cost 166 ms per 720p frame here against a few ms. A frame where it is not found there gets
+    a whole-frame search; a frame where it is not found at all takes its neighbour's box."""
     if len(loop) == 1:
         return np.array([first_box], np.int32)
     cascade = load_cascade()
-    # Half size halves the cost; a face under 100 px would then be too small for the cascade.
-    shrink = 2 if first_box[2] >= 100 else 1
     found: list[tuple[int, int, int, int] | None] = []
+    previous = first_box
     for i, frame in enumerate(loop):
-        small = frame if shrink == 1 else cv2.resize(
-            frame, (frame.shape[1] // shrink, frame.shape[0] // shrink), interpolation=cv2.INTER_AREA)
-        box = largest_face(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), cascade)
-        found.append(None if box is None else tuple(shrink * v for v in box))  # type: ignore[misc]
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        box = _near(gray, previous, cascade) or largest_face(gray, cascade)
+        found.append(box)
+        previous = box or previous
         if i % 10 == 0:
             progress(i / len(loop))
     hits = [i for i, b in enumerate(found) if b is not None]
@@ -139,6 +141,20 @@ def _track(loop: np.ndarray, first_box: tuple[int, int, int, int], progress: Cal
         raise AvatarError("face_lost", f"the face is visible in only {len(hits)} of {len(found)} frames; "
                           "keep the face turned to the camera for the whole video")
     return np.array([found[min(hits, key=lambda j, i=i: abs(j - i))] for i in range(len(found))], np.int32)
+
+
+def _near(gray: np.ndarray, box: tuple[int, int, int, int], cascade: cv2.CascadeClassifier) -> tuple[int, int, int, int] | None:
+    x, y, w, h = box
+    H, W = gray.shape
+    x0, y0 = max(0, x - w // 2), max(0, y - h // 2)
+    x1, y1 = min(W, x + w + w // 2), min(H, y + h + h // 2)
+    roi = cv2.equalizeHist(gray[y0:y1, x0:x1])
+    faces = cascade.detectMultiScale(roi, scaleFactor=1.1, minNeighbors=5,
+                                     minSize=(int(0.75 * w), int(0.75 * h)), maxSize=(int(1.33 * w), int(1.33 * h)))
+    if len(faces) == 0:
+        return None
+    fx, fy, fw, fh = max(faces, key=lambda f: int(f[2]) * int(f[3]))
+    return int(fx) + x0, int(fy) + y0, int(fw), int(fh)
 
 
 def _thumbnail(rgb: np.ndarray, box: tuple[int, int, int, int]) -> bytes:
