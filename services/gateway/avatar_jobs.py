@@ -134,6 +134,9 @@ class AvatarJobs:
             else:
                 self._fail(job, str(line.get("code", "failed")), str(line.get("message", "")))
         err = proc.stderr.read().decode(errors="replace").strip()
+        # Closed here, by the thread that read them: a job cancelled meanwhile has stopped waiting.
+        proc.stdout.close()
+        proc.stderr.close()
         return proc.wait(), err
 
     @staticmethod
