@@ -93,3 +93,14 @@ def test_every_bad_file_gets_its_clear_error(tmp_path):
 def test_the_server_setting_names_its_file(tmp_path):
     with pytest.raises(AvatarError, match="nobody.png"):
         ensure_default(AvatarStore(str(tmp_path)), str(tmp_path / "nobody.png"))
+
+
+def test_the_type_comes_from_the_content():
+    from services.avatar.sniff import sniff_bytes
+
+    assert sniff_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 12).kind == "jpeg"
+    assert sniff_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 4).kind == "mp4"
+    for head in (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 4, b"GIF89a" + b"\x00" * 10, b"<html>" + b"\x00" * 10):
+        with pytest.raises(AvatarError) as refused:
+            sniff_bytes(head)
+        assert refused.value.code == "unsupported"

@@ -41,7 +41,9 @@ def sniff_bytes(head: bytes) -> Sniffed:
         return Sniffed("webp", True)
     if head[:2] == b"BM":
         return Sniffed("bmp", True)
-    if head[4:8] == b"ftyp":  # ISO media: mp4, mov, m4v, 3gp
+    if head[4:8] == b"ftyp":  # ISO media: mp4, mov, m4v, 3gp; and HEIF/AVIF stills
+        if head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif", b"hevc"):
+            raise AvatarError("unsupported", "HEIC/AVIF photos are not supported; save the photo as JPEG or PNG")
         return Sniffed("mp4", False)
     if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: webm, mkv
         return Sniffed("webm", False)
