@@ -3,7 +3,6 @@ good photos and videos, and one bad file of every kind the avatar store must ref
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from pathlib import Path
