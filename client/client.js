@@ -616,6 +616,7 @@
         showHistory(msg.history);
         reconnectAttempts = 0;
         c.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+        api.avatar = typeof msg.avatar === "string" ? msg.avatar : null;
         c.resolveConfig();
         break;
       case "answer":
@@ -812,7 +813,9 @@
     }
     if (c.closed) return;
     refreshConnState();
-    send(c, { type: "hello", version: PROTOCOL_VERSION, conversation: keptConversation() });
+    // The face chosen in avatars.js ("" = the server's default).
+    const avatar = window.avatarPicker ? window.avatarPicker.chosen() : "";
+    send(c, { type: "hello", version: PROTOCOL_VERSION, conversation: keptConversation(), avatar });
     c.pingTimer = setInterval(() => send(c, { type: "ping", t: Date.now() }), PING_INTERVAL_MS);
     c.statsTimer = setInterval(() => pollStats(c), STATS_INTERVAL_MS);
     c.alignTimer = setInterval(() => alignVideo(c), AV_ALIGN_INTERVAL_MS);

@@ -18,22 +18,19 @@ Per loop frame we keep:
 
 The frames come from the lip-sync service's shared avatar (``services.avatar``: normalised,
 25 fps, a forward loop with a crossfaded wrap), the same pictures the gateway shows while idle;
-running frame i is loop frame i % N for every engine. Results are cached in an ``.npz`` keyed by
-hashes of the source file and of the VAE weights (the latents depend on both).
+running frame i is loop frame i % N for every engine. The avatar store keeps the result
+(services/lipsync/avatar_steps.py: a step named for the detector and the VAE weights).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from avatar_base.files import file_sha256, save_npz_atomically
 from avatar_base.haar import largest_face
 from musetalk.inference import FACE_SIZE, encode_latents
 from musetalk.models import MuseTalkModels
@@ -166,72 +163,3 @@ def prepare_avatar(
     masks = np.stack([blend_mask(f, c) for f, c in zip(face_boxes, crop_boxes, strict=True)])
     latents = encode_latents(models, crops, batch_size)
     return MuseTalkAvatar(frames, face_boxes, crop_boxes, latents, masks)
-
-
-def cache_key(source: str, vae_weights: str, variant: str = "") -> str:
-    digest = hashlib.sha256()
-    digest.update(variant.encode())
-    digest.update(file_sha256(source).encode() if source else b"skimage.data.astronaut")
-    digest.update(file_sha256(vae_weights).encode())
-    digest.update(repr((_CACHE_VERSION, CROP_EXPAND, UPPER_BOUNDARY_RATIO, BLUR_FRACTION)).encode())
-    return digest.hexdigest()[:32]
-
-
-def save_avatar(avatar: MuseTalkAvatar, path: str) -> None:
-    save_npz_atomically(
-        path,
-        frames=avatar.frames,
-        face_boxes=avatar.face_boxes,
-        crop_boxes=avatar.crop_boxes,
-        latents=avatar.latents,
-        masks=avatar.masks,
-    )
-
-
-def read_avatar(path: str) -> MuseTalkAvatar:
-    with np.load(path, allow_pickle=False) as data:
-        return MuseTalkAvatar(
-            frames=data["frames"],
-            face_boxes=data["face_boxes"],
-            crop_boxes=data["crop_boxes"],
-            latents=data["latents"],
-            masks=data["masks"],
-        )
-
-
-def load_or_prepare(
-    source: str,
-    frames_rgb: list[np.ndarray],
-    models: MuseTalkModels,
-    vae_weights: str,
-    cache_dir: str,
-    batch_size: int = 8,
-    find_faces: FaceFinder | None = None,
-    variant: str = "",
-) -> MuseTalkAvatar:
-    """The prepared avatar, from ``cache_dir`` when this source and VAE were seen before.
-
-    ``variant`` names how the frames and faces were made (face detector), part of the key."""
-    if source and not os.path.isfile(source):
-        raise AvatarError(f"avatar {source}: no such file (give a photo or a short video)")
-    if not cache_dir:
-        return prepare_avatar(source, frames_rgb, models, batch_size, find_faces)
-    os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, f"musetalk-avatar-{cache_key(source, vae_weights, variant)}.npz")
-    if os.path.isfile(path):
-        try:
-            avatar = read_avatar(path)
-            logger.info(
-                "MuseTalkAvatar(%s): %d frames from cache %s",
-                source or "astronaut", len(avatar.frames), path,
-            )
-            return avatar
-        except (OSError, ValueError, KeyError) as exc:
-            logger.warning("MuseTalk avatar cache %s unreadable (%s); rebuilding", path, exc)
-    avatar = prepare_avatar(source, frames_rgb, models, batch_size, find_faces)
-    save_avatar(avatar, path)
-    logger.info(
-        "MuseTalkAvatar(%s): prepared %d frames, cached in %s",
-        source or "astronaut", len(avatar.frames), path,
-    )
-    return avatar

@@ -23,10 +23,12 @@ async def follow_control(
     on_interrupt: Callable[[messages.Interrupt], None],
     on_close: Callable[[str], None],
     on_credit: Callable[[messages.FlowCredit], None] | None = None,
+    on_avatar: Callable[[messages.SessionAvatar], None] | None = None,
 ) -> None:
     """Apply control messages to ``turns`` and tell the stage; runs until cancelled.
 
-    Flow credits are for lip-sync only; other stages ignore them (they hear the broadcast too).
+    Flow credits and avatar choices are for lip-sync only; other stages ignore them (they hear
+    the broadcast too).
     """
     while True:
         msg = await control.recv()
@@ -38,6 +40,9 @@ async def follow_control(
         elif isinstance(msg, messages.Interrupt):
             if turns.advance(msg.session, msg.turn):
                 on_interrupt(msg)
+        elif isinstance(msg, messages.SessionAvatar):
+            if on_avatar is not None and not turns.is_closed(msg.session):
+                on_avatar(msg)
         elif isinstance(msg, messages.FlowCredit):
             if on_credit is not None and not turns.is_closed(msg.session):
                 on_credit(msg)
@@ -75,7 +80,7 @@ async def serve_stage(
     control_task = asyncio.create_task(
         follow_control(
             control, stage.turns, stage.on_interrupt, stage.on_close,
-            getattr(stage, "on_credit", None),
+            getattr(stage, "on_credit", None), getattr(stage, "on_avatar", None),
         ),
         name=f"{name}-control",
     )

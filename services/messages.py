@@ -197,6 +197,16 @@ class SessionClosed:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionAvatar:
+    """The session shows ``avatar`` (an id of the avatar store, services/avatar/store.py) from
+    now on; lip-sync loads it from the store (shared by every session on it)."""
+
+    session: str
+    turn: int
+    avatar: str
+
+
+@dataclass(frozen=True, slots=True)
 class Interrupt:
     """Everything of ``session`` older than ``turn`` is stale: drop it and stop work in flight.
 
@@ -280,6 +290,7 @@ Message = Union[
     StageError,
     SessionOpened,
     SessionClosed,
+    SessionAvatar,
     Interrupt,
     FlowCredit,
     ServiceReady,

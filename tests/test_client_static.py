@@ -78,7 +78,7 @@ def test_html_loads_the_script_and_stylesheet_from_the_same_folder() -> None:
         for tag, attrs in tags
         if tag == "link" and attrs.get("rel") == "stylesheet"
     ]
-    assert scripts == ["client.js"], f"client.html should load exactly client.js, found {scripts}"
+    assert scripts == ["client.js", "avatars.js"], f"client.html should load client.js and avatars.js, found {scripts}"
     assert styles == ["client.css"], f"client.html should load exactly client.css, found {styles}"
 
 

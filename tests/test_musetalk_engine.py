@@ -10,7 +10,7 @@ import pytest
 
 import musetalk.avatar as avatar_mod
 from services.avatar import load_loop
-from musetalk.avatar import MuseTalkAvatar, blend_mask, crop_box_for, load_or_prepare
+from musetalk.avatar import MuseTalkAvatar, blend_mask, crop_box_for, prepare_avatar
 from musetalk.inference import blend_face
 from musetalk.models import find_files, load_models
 from services.lipsync.engine import LipsyncModelMissing
@@ -47,7 +47,7 @@ def _frames(source: str) -> list[np.ndarray]:
 
 
 def test_astronaut_avatar_shapes_and_mask(models):
-    avatar = load_or_prepare("", _frames(""), models, "", "")
+    avatar = prepare_avatar("", _frames(""), models)
     assert avatar.frames.shape == (1, 512, 512, 3)
     assert avatar.latents.shape == (1, 8, 32, 32) and avatar.latents.dtype == np.float32
     assert avatar.masks.shape == (1, 256, 256) and avatar.masks.dtype == np.uint8
@@ -84,24 +84,28 @@ def test_blend_face_respects_mask():
     assert (out[48:] == 10).all() and frame.max() == 10  # input untouched
 
 
-def test_avatar_cache_round_trip(models, tiny_dir, tmp_path, monkeypatch):
+def test_avatar_store_keeps_the_musetalk_step(models, tiny_dir, tmp_path, monkeypatch):
+    from services.avatar.library import default_avatar
+    from services.lipsync.avatar_steps import musetalk_avatar
+
     vae = find_files(tiny_dir).vae_weights
-    first = load_or_prepare("", _frames(""), models, vae, str(tmp_path))
-    cached = [f for f in os.listdir(tmp_path) if f.endswith(".npz")]
-    assert len(cached) == 1
+    store, prepared = default_avatar(str(tmp_path), "")
+    first = musetalk_avatar(store, prepared, models, vae, 4, None)
+    steps = [f for f in os.listdir(prepared.path) if f.startswith("musetalk-")]
+    assert len(steps) == 1
 
     def refuse(*_args, **_kwargs):
-        raise AssertionError("cache was not used")
+        raise AssertionError("the store's step was not used")
 
     monkeypatch.setattr(avatar_mod, "prepare_avatar", refuse)
-    second = load_or_prepare("", _frames(""), models, vae, str(tmp_path))
+    second = musetalk_avatar(store, prepared, models, vae, 4, None)
     for name in ("frames", "face_boxes", "crop_boxes", "latents", "masks"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
-    # Other VAE weights -> other latents -> another cache entry.
+    # Other VAE weights -> other latents -> another step file.
     other = tmp_path / "other-vae.safetensors"
     other.write_bytes(b"different weights")
-    with pytest.raises(AssertionError, match="cache was not used"):
-        load_or_prepare("", _frames(""), models, str(other), str(tmp_path))
+    with pytest.raises(AssertionError, match="step was not used"):
+        musetalk_avatar(store, prepared, models, str(other), 4, None)
 
 
 def test_video_avatar_prepares_every_frame(models, tmp_path):
@@ -117,7 +121,7 @@ def test_video_avatar_prepares_every_frame(models, tmp_path):
             frame = av.VideoFrame.from_ndarray(np.roll(photo, shift, axis=1), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
-    avatar = load_or_prepare(path, _frames(path), models, "", "")
+    avatar = prepare_avatar(path, _frames(path), models)
     assert avatar.frames.shape[0] == 3 and avatar.latents.shape == (3, 8, 32, 32)
     assert len(avatar) == 3  # the shared forward loop: 0 1 2 0 1 2
     assert avatar.face_boxes[2, 0] - avatar.face_boxes[0, 0] == pytest.approx(8, abs=3)

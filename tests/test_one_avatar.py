@@ -16,6 +16,7 @@ import skimage.data
 
 from services.avatar import load_loop
 from services.avatar.idle import IdleAvatar
+from services.avatar.library import default_avatar
 from services.lipsync.engines import build_engine
 from services.lipsync.settings import LipsyncSettings
 from tests.test_musetalk_models import build_tiny_folder
@@ -68,8 +69,10 @@ def _voice(seconds: float) -> np.ndarray:
 def test_idle_and_talking_are_one_picture(kind, source, big_video, weights, tmp_path):
     avatar = "" if source == "photo" else big_video
     engine = _engine(kind, avatar, weights, str(tmp_path))
-    # What the gateway shows while the avatar is silent (services/gateway/__main__.py).
-    gateway_idle = IdleAvatar.for_engine(load_loop(avatar), kind)
+    # What the gateway shows while the avatar is silent: the same store entry (services/gateway/
+    # avatar_idle.py).
+    _store, prepared = default_avatar(str(tmp_path), avatar)
+    gateway_idle = IdleAvatar.for_engine(prepared.loop, kind, prepared.geometry)
     h, w = gateway_idle.frame_size
     assert max(h, w) <= 720 and h % 2 == 0 and w % 2 == 0  # normalised, even, for the encoder
     assert engine.frame_size == (h, w)

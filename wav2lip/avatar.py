@@ -10,7 +10,10 @@ Conventions (kept from upstream so the released weights see what they were train
 The face is found with OpenCV's bundled Haar cascade (no detector weights to fetch), or taken
 from a user-supplied box. A video avatar becomes a forward-only idle loop whose seam is hidden by
 a cross-fade of the last frames into the first ones (no ping-pong, which makes motion run
-backwards). The result is cached in an ``.npz`` keyed by the source's content hash and settings.
+backwards). ``load_or_prepare`` caches the result in an ``.npz`` keyed by the source's content
+hash and settings for the standalone command line (``python -m wav2lip``); the services take
+their Wav2Lip avatars from the avatar store instead (services/lipsync/avatar_steps.py), which
+calls ``prepare_from_frames`` on the store's loop and faces.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from services.avatar.animation import FaceAnimator
+from services.avatar.face_geometry import FaceGeometry
 from services.avatar.loop import AvatarLoop
 from services.media import FRAME_MS
 
@@ -20,17 +21,23 @@ SECONDS_PER_FRAME = FRAME_MS / 1000.0
 
 
 class IdleAvatar:
-    def __init__(self, loop: AvatarLoop, animated: bool) -> None:
+    def __init__(self, loop: AvatarLoop, animated: bool, geometry: FaceGeometry | None = None) -> None:
+        """``geometry``: the avatar store's (services/avatar/store.py); found now when None."""
         self.loop = loop
         self._animators: list[FaceAnimator] | None = None
         if animated or loop.still:
             # Geometry once, on the first frame: a short avatar clip holds the head still.
-            first = FaceAnimator(loop.frames[0])
+            first = FaceAnimator(loop.frames[0], geometry)
             self._animators = [first] + [first.with_image(f) for f in loop.frames[1:]]
 
     @classmethod
-    def for_engine(cls, loop: AvatarLoop, engine: str) -> IdleAvatar:
-        return cls(loop, animated=engine == "animation")
+    def for_engine(cls, loop: AvatarLoop, engine: str, geometry: FaceGeometry | None = None) -> IdleAvatar:
+        return cls(loop, animated=engine == "animation", geometry=geometry)
+
+    def memory_bytes(self) -> int:
+        """The animation's per-pixel fields (four float32 maps) on top of the frames."""
+        h, w = self.frame_size
+        return 16 * h * w if self._animators is not None else 0
 
     @property
     def frame_size(self) -> tuple[int, int]:

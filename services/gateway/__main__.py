@@ -12,8 +12,11 @@ from aiohttp import web
 from services.cli import service_main
 from services.gateway.server import Gateway, ssl_context
 from services.gateway.settings import GatewaySettings
-from services.avatar import load_loop
 from services.avatar.idle import IdleAvatar
+from services.avatar.library import default_avatar
+from services.gateway.avatar_library import AvatarLibrary, CallBudget
+from services.gateway.avatars_api import UploadSettings
+from services.settings_util import env_int
 from services.lipsync.settings import LipsyncSettings
 from services.runner import Ready, ServiceMain
 from services.transport import Transport
@@ -32,9 +35,12 @@ def serve() -> ServiceMain:
         # Idle pictures come from the same prepared avatar the lip-sync engine draws on, so
         # idle and talking frames have one size and one loop (services/avatar/).
         lipsync = LipsyncSettings.from_env()
-        loop = await asyncio.to_thread(load_loop, lipsync.avatar)
-        idle = IdleAvatar.for_engine(loop, lipsync.engine)
-        gateway = Gateway(settings, transport, idle.idle_frame)
+        store, prepared = await asyncio.to_thread(default_avatar, lipsync.cache_dir, lipsync.avatar)
+        idle = IdleAvatar.for_engine(prepared.loop, lipsync.engine, prepared.geometry)
+        # The memory the avatars of the calls may hold at once (each distinct face once).
+        budget = CallBudget(env_int(os.environ, "AVATAR_CALL_AVATARS_MB", 2048, 64, 10**6) * 2**20)
+        library = AvatarLibrary(store, lipsync.engine, prepared.id, budget, idle.idle_frame)
+        gateway = Gateway(settings, transport, idle.idle_frame, library, UploadSettings.from_env(os.environ))
         runner = web.AppRunner(gateway.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_context(settings))

@@ -43,10 +43,11 @@ class Calls:
         self,
         settings: GatewaySettings,
         sessions: Mapping[str, Session],
-        idle_frames: IdleFrames,
+        idle_frames: IdleFrames | Callable[[Session], IdleFrames],
         asr: Sender,
         poke_flow: Callable[[], None],
         refuse: Refuse,
+        admit: Callable[[Session], str | None] | None = None,
     ) -> None:
         self._settings = settings
         self._sessions = sessions
@@ -55,12 +56,18 @@ class Calls:
         # A call coming or going changes what a session can play: credits now.
         self._poke_flow = poke_flow
         self._refuse = refuse
+        # More than the call count: e.g. the memory of the avatars the calls show (avatar_library).
+        self._admit = admit
 
     async def offer(self, session: Session, offer: signaling.Offer) -> None:
         calls = sum(1 for s in self._sessions.values() if s.pc is not None and s is not session)
         if calls >= self._settings.max_calls:
             self._refuse(session, "busy", f"the avatar is busy: {calls} calls at once is all this machine can hold at "
                                           "full frame rate; try again shortly (typed questions still work)")
+            return
+        refusal = self._admit(session) if self._admit is not None else None
+        if refusal is not None:
+            self._refuse(session, "busy", refusal)
             return
         if session.pc is not None:
             # A new offer replaces the call (e.g. the page restarted it).
@@ -96,7 +103,8 @@ class Calls:
                 if transceiver.kind == "audio":
                     shorten_mic_jitter_buffer(transceiver.receiver)
             pc.addTrack(AvatarAudioTrack(session.media))
-            pc.addTrack(AvatarVideoTrack(session.media, self._idle_frames))
+            idle = self._idle_frames if isinstance(self._idle_frames, IdleFrames) else self._idle_frames(session)
+            pc.addTrack(AvatarVideoTrack(session.media, idle))
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)
             for transceiver in pc.getTransceivers():

@@ -31,6 +31,8 @@ from aiohttp import WSMsgType, web
 from services import messages
 from services.gateway import signaling, turn_credentials
 from services.gateway.access import TOKEN_COOKIE, AccessPolicy
+from services.gateway.avatar_library import AvatarLibrary
+from services.gateway.avatars_api import AvatarsApi, UploadSettings
 from services.gateway.calls import Calls
 from services.gateway.conversation import ConversationStore
 from services.gateway.flow import FlowControl
@@ -64,7 +66,10 @@ _STAGE_KEYS = {("asr", "endpoint"): "endpoint_ms", ("asr", "final"): "asr_ms"}
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings, transport: Transport, idle_image: IdleImage) -> None:
+    def __init__(
+        self, settings: GatewaySettings, transport: Transport, idle_image: IdleImage,
+        library: AvatarLibrary | None = None, uploads: UploadSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
         ep = transport.endpoints
@@ -79,13 +84,20 @@ class Gateway:
             transport.push(ep.llm_in), self._control, self.conversations, self.metrics, lambda: self.flow.poke()
         )
         self.flow = FlowControl(self._control, lambda: list(self.sessions.values()), self.turns.media_lost)
+        # With the avatar library, each session shows its own avatar (services/gateway/avatars_api.py).
+        self.library = library
         self.calls = Calls(
-            settings, self.sessions, IdleFrames(idle_image), transport.push(ep.asr_in),
-            self.flow.poke, self._refuse,
+            settings, self.sessions,
+            IdleFrames(idle_image) if library is None else (lambda s: library.idle_frames(s.avatar)),
+            transport.push(ep.asr_in), self.flow.poke, self._refuse,
+            None if library is None else self._avatar_refusal,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.access = AccessPolicy(settings.access_token, settings.allowed_origins)
         self.speaker = Speaker(transport.push(ep.tts_in), self.turns, lambda: self.sessions, self.access, self._refuse)
+        self.avatars = None if library is None else AvatarsApi(
+            library, self.access, uploads or UploadSettings(), lambda: {s.avatar for s in self.sessions.values()}
+        )
         self._per_address = AddressCounter(settings.limits.sessions_per_address)
 
     # --- HTTP ------------------------------------------------------------------------------
@@ -99,6 +111,8 @@ class Gateway:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/ice-servers", self._ice_servers)
         app.router.add_post("/api/say", self.speaker.http)
+        if self.avatars is not None:
+            self.avatars.register(app)
         app.router.add_static("/", client, show_index=False, follow_symlinks=False)
         app.on_startup.append(self._start_background)
         app.on_shutdown.append(self._shutdown)
@@ -354,9 +368,11 @@ class Gateway:
             return
         if isinstance(msg, signaling.Hello):
             self._resume(session, msg.conversation)
+            await self._choose_avatar(session, msg.avatar)
             session.send({
                 "type": "config", "session": session.id, "iceServers": self._client_ice_servers(session.id),
                 "conversation": session.conversation.id, "history": session.conversation.transcript(),
+                "avatar": session.avatar,
             })
             session.set_state("idle")
         elif isinstance(msg, signaling.Offer):
@@ -371,6 +387,32 @@ class Gateway:
             await self.turns.new_turn(session, reason="stop button")
         elif isinstance(msg, signaling.Ping):
             session.send({"type": "pong", "t": msg.t})
+        elif isinstance(msg, signaling.ChooseAvatar):
+            await self._choose_avatar(session, msg.avatar)
+
+    async def _choose_avatar(self, session: Session, wanted: str) -> None:
+        """The session shows ``wanted`` from now on; lip-sync is told (it loads it from the store)."""
+        if self.library is None:
+            return
+        avatar, problem = self.library.resolve(wanted)
+        if problem is not None:
+            self._refuse(session, "bad_avatar", problem)
+        if avatar == session.avatar:
+            return
+        if session.pc is not None and session.avatar:
+            # The call's video keeps one size; the page hangs up, chooses, and calls again.
+            self._refuse(session, "avatar_in_call", "hang up before choosing another face")
+            return
+        session.avatar = avatar
+        await self._control.send(messages.SessionAvatar(session.id, session.turn, avatar))
+        session.send({"type": "avatar", "id": avatar})
+        self.library.prune(s.avatar for s in self.sessions.values())
+
+    def _avatar_refusal(self, session: Session) -> str | None:
+        assert self.library is not None
+        if not session.avatar:
+            session.avatar = self.library.default_id
+        return self.library.call_refusal(session.avatar, [s.avatar for s in self.sessions.values() if s.pc is not None and s is not session])
 
     async def _close_session(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is None:
@@ -379,6 +421,8 @@ class Gateway:
         session.media.flush(session.turn + 1)
         await self._control.send(messages.SessionClosed(session.id))
         await session.close()
+        if self.library is not None:  # its face's idle pictures go with its last session
+            self.library.prune(s.avatar for s in self.sessions.values())
         self.metrics.active_sessions.set(len(self.sessions))
         logger.info("Session(%s) closed", session.id)
 

@@ -57,6 +57,7 @@ class Session:
         self.frames_received = 0
         self.connected_at: float | None = None
         self.address = "?"
+        self.avatar = ""  # the avatar store's id this session shows ("" = the server's default)
         self.limits = SessionLimits(LimitSettings())
         self.last_message_at = time.monotonic()
         # Replaced by the stored one when the page says hello with the id it kept.

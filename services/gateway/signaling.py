@@ -8,6 +8,7 @@ with a known ``type`` and fields of the right type and size. Anything else raise
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,12 @@ class ClientMessageError(ValueError):
 class Hello:
     version: int
     conversation: str = ""  # the id the page kept, to continue a conversation after a reconnect
+    avatar: str = ""  # the avatar the page chose (services/avatar/store.py); "" = the default
+
+
+@dataclass(frozen=True, slots=True)
+class ChooseAvatar:
+    avatar: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +72,7 @@ class Ping:
     t: float
 
 
-ClientMessage = Hello | Offer | Candidate | Text | Say | InterruptRequest | Ping
+ClientMessage = Hello | Offer | Candidate | Text | Say | InterruptRequest | Ping | ChooseAvatar
 
 
 def parse(raw: str | bytes) -> ClientMessage:
@@ -105,7 +112,23 @@ def _hello(data: dict[str, Any]) -> Hello:
         conversation = ""
     if not isinstance(conversation, str) or len(conversation) > 64:
         raise ClientMessageError("bad_field", "'hello' field 'conversation' must be a short string")
-    return Hello(version, conversation)
+    return Hello(version, conversation, _avatar_id(data.get("avatar", "")))
+
+
+def _avatar_id(value: Any) -> str:
+    if value is None:
+        return ""
+    # The store's ids: "astronaut" or 16 hex digits (never a path).
+    if not isinstance(value, str) or (value and not re.fullmatch(r"astronaut|[0-9a-f]{16}", value)):
+        raise ClientMessageError("bad_field", "'avatar' must be an avatar id from /api/avatars")
+    return value
+
+
+def _choose_avatar(data: dict[str, Any]) -> ChooseAvatar:
+    avatar = _avatar_id(data.get("id"))
+    if not avatar:
+        raise ClientMessageError("bad_field", "'avatar' needs an 'id'")
+    return ChooseAvatar(avatar)
 
 
 def _offer(data: dict[str, Any]) -> Offer:
@@ -171,4 +194,5 @@ _PARSERS = {
     "say": _say,
     "interrupt": _interrupt,
     "ping": _ping,
+    "avatar": _choose_avatar,
 }

@@ -7,6 +7,9 @@ import sys
 
 from services.cli import service_main
 from services.cuda_check import require_cuda
+from services.avatar.library import default_avatar
+from services.lipsync.avatars import SessionEngines
+from services.lipsync.engine import LipsyncEngine
 from services.lipsync.engines import build_engine
 from services.lipsync.service import LipsyncService
 from services.lipsync.settings import LipsyncSettings
@@ -23,13 +26,20 @@ def serve() -> ServiceMain:
 
     async def main(transport: Transport, ready: Ready) -> None:
         engine = await asyncio.to_thread(build_engine, settings)
+        engines = await asyncio.to_thread(session_engines, settings, engine)
         ep = transport.endpoints
-        service = LipsyncService(engine, transport.push(ep.gateway_frames), transport.push(ep.gateway_events))
+        service = LipsyncService(engines, transport.push(ep.gateway_frames), transport.push(ep.gateway_events))
         inbox, control = transport.pull(ep.lipsync_in), transport.subscribe(ep.control)
         await ready()
         await service.run(inbox, control)
 
     return main
+
+
+def session_engines(settings: LipsyncSettings, engine: LipsyncEngine) -> SessionEngines:
+    """Per-session avatars from the store, each on the one loaded model."""
+    store, default = default_avatar(settings.cache_dir, settings.avatar)
+    return SessionEngines(engine, default.id, lambda avatar: engine.with_avatar(store, store.load(avatar)))
 
 
 def check() -> None:

@@ -15,8 +15,11 @@ import numpy as np
 
 from services.avatar import AvatarLoop, load_loop
 from services.avatar.animation import FaceAnimator, MouthEnvelope
+from services.avatar.face_geometry import FaceGeometry
 from services.avatar.idle import IdleAvatar
 from services.avatar.visemes import MouthShape, viseme_track
+from services.avatar.library import default_avatar
+from services.avatar.store import AvatarStore, PreparedAvatar
 from services.lipsync.engine import frames_in_batches
 from services.lipsync.settings import LipsyncSettings
 from services.media import FRAME_MS, SAMPLES_PER_VIDEO_FRAME, audio_units
@@ -54,11 +57,11 @@ class AnimationEngine:
     name = "animation"
     uses_phonemes = True  # the lip-sync service hands this engine the voice's phoneme timing
 
-    def __init__(self, frames: list[np.ndarray] | AvatarLoop):
+    def __init__(self, frames: list[np.ndarray] | AvatarLoop, geometry: FaceGeometry | None = None):
         loop = frames if isinstance(frames, AvatarLoop) else AvatarLoop(tuple(frames), "")
         if not loop.frames:
             raise ValueError("AnimationEngine needs at least one avatar frame")
-        self._idle = IdleAvatar(loop, animated=True)
+        self._idle = IdleAvatar(loop, animated=True, geometry=geometry)
         geometry = self._idle.animator(0).geometry
         logger.info(
             "AnimationEngine: %d loop frame(s) of %dx%d, face %s detected=%s",
@@ -67,7 +70,16 @@ class AnimationEngine:
 
     @classmethod
     def from_settings(cls, settings: LipsyncSettings) -> "AnimationEngine":
-        return cls(load_loop(settings.avatar))
+        _store, avatar = default_avatar(settings.cache_dir, settings.avatar)
+        return cls(avatar.loop, avatar.geometry)
+
+    def with_avatar(self, store: AvatarStore, avatar: PreparedAvatar) -> "AnimationEngine":
+        """The same engine on another stored avatar (the geometry is the store's)."""
+        return AnimationEngine(avatar.loop, avatar.geometry)
+
+    def memory_bytes(self) -> int:
+        h, w = self.frame_size
+        return self._idle.memory_bytes() + len(self._idle.loop) * h * w * 3
 
     @classmethod
     def default(cls) -> "AnimationEngine":

@@ -20,7 +20,7 @@ uses the same avatar to fill gaps, so idle and talking pictures share one geomet
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -69,6 +69,11 @@ class LipsyncEngine(Protocol):
 
     def idle_frame(self, index: int) -> np.ndarray:
         """The silent avatar at running frame ``index`` (blinking, breathing; never frozen)."""
+
+    def with_avatar(self, store: Any, avatar: Any) -> LipsyncEngine:
+        """The same loaded model drawing another avatar of the store (``services.avatar.store``:
+        an ``AvatarStore`` and a ``PreparedAvatar``); blocking, it may run the engine's own
+        preparation step of that avatar once."""
 
 
 def frames_in_batches(engine: LipsyncEngine, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:

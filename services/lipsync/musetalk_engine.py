@@ -8,6 +8,7 @@ VAE decoder, each face blended into its avatar loop frame. Frames whose audio wi
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -16,13 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from musetalk.audio_features import ClauseFeatures, WhisperFeaturizer, speaking_frames
-from musetalk.avatar import MuseTalkAvatar, load_or_prepare
+from musetalk.avatar import MuseTalkAvatar
 from musetalk.errors import MuseTalkModelMissing
 from musetalk.inference import MuseTalkRenderer, blend_face
 from musetalk.models import MuseTalkModels, load_models
-from services.avatar import load_loop
 from services.avatar.idle import IdleAvatar
-from services.face import face_detector
+from services.avatar.library import default_avatar, open_store
+from services.avatar.prepare import ensure_default
+from services.avatar.store import AvatarStore, PreparedAvatar
+from services.face import FaceDetector, face_detector
+from services.lipsync.avatar_steps import musetalk_avatar
 from services.lipsync.engine import LipsyncModelMissing, frames_in_batches
 from services.lipsync.settings import LipsyncSettings
 from services.media import SAMPLES_PER_VIDEO_FRAME
@@ -70,6 +74,10 @@ class MuseTalkEngine:
         )
         tokens = 10 * self._featurizer.states
         self._renderer = MuseTalkRenderer(models, tokens, self._featurizer.hidden_dim)
+        # What ``with_avatar`` prepares another avatar with (set by the builders).
+        self._models: MuseTalkModels = models
+        self._vae_weights = ""
+        self._detector: FaceDetector | None = None
 
     @classmethod
     def from_settings(cls, settings: LipsyncSettings) -> MuseTalkEngine:
@@ -77,17 +85,27 @@ class MuseTalkEngine:
             models, files = load_models(settings.musetalk_dir, settings.device)
         except MuseTalkModelMissing as exc:
             raise LipsyncModelMissing(str(exc)) from exc
-        loop = load_loop(settings.avatar)
         detector = face_detector(settings.face_detector, settings.models_dir, settings.device)
-        avatar = load_or_prepare(
-            settings.avatar, list(loop.frames), models, files.vae_weights, settings.cache_dir,
-            settings.batch_size, lambda fs: detector.largest_faces(fs, color="rgb"), detector.name,
-        )
+        store, prepared = default_avatar(settings.cache_dir, settings.avatar)
+        avatar = musetalk_avatar(store, prepared, models, files.vae_weights, settings.batch_size, detector)
         logger.info(
             "MuseTalkEngine: %s %s, batch %d, avatar %d loop frames",
             models.precision.device, models.precision.dtype, settings.batch_size, len(avatar),
         )
-        return cls(models, avatar, settings.batch_size, idle=IdleAvatar(loop, animated=False))
+        engine = cls(models, avatar, settings.batch_size, idle=_idle(prepared))
+        engine._models, engine._vae_weights, engine._detector = models, files.vae_weights, detector
+        return engine
+
+    def with_avatar(self, store: AvatarStore, prepared: PreparedAvatar) -> MuseTalkEngine:
+        """The same models on another stored avatar (its latents and masks from the store)."""
+        avatar = musetalk_avatar(store, prepared, self._models, self._vae_weights, self._batch_size, self._detector)
+        clone = copy.copy(self)  # shares the models, featurizer and renderer (one render thread)
+        clone._avatar, clone._idle = avatar, _idle(prepared)
+        return clone
+
+    def memory_bytes(self) -> int:
+        a = self._avatar
+        return int(a.frames.nbytes + a.latents.nbytes + a.masks.nbytes)
 
     @classmethod
     def from_modules(
@@ -103,9 +121,12 @@ class MuseTalkEngine:
         key needs ``vae_weights``, the VAE weight file the latents came from."""
         if cache_dir and not vae_weights:
             raise ValueError("an avatar cache needs the VAE weights path for its key")
-        loop = load_loop(avatar_source)
-        avatar = load_or_prepare(avatar_source, list(loop.frames), models, vae_weights, cache_dir, batch_size)
-        return cls(models, avatar, batch_size, whisper_window, idle=IdleAvatar(loop, animated=False))
+        store = open_store(cache_dir)
+        prepared = store.load(ensure_default(store, avatar_source))
+        avatar = musetalk_avatar(store, prepared, models, vae_weights, batch_size, None)
+        engine = cls(models, avatar, batch_size, whisper_window, idle=_idle(prepared))
+        engine._models, engine._vae_weights, engine._detector = models, vae_weights, None
+        return engine
 
     @property
     def avatar(self) -> MuseTalkAvatar:
@@ -171,3 +192,7 @@ class MuseTalkEngine:
 
     def frames(self, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:
         return frames_in_batches(self, pcm, first_index)
+
+
+def _idle(prepared: PreparedAvatar) -> IdleAvatar:
+    return IdleAvatar(prepared.loop, animated=False, geometry=prepared.geometry)

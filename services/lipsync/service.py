@@ -19,6 +19,7 @@ import numpy as np
 from services import messages
 from services.control import serve_stage
 from services.lipsync.animation_engine import AnimationJob
+from services.lipsync.avatars import SessionEngines
 from services.lipsync.engine import LipsyncEngine
 from services.lipsync.schedule import Clause, FrameSlot, SessionFlow, pick_batch
 from services.lipsync.voice_stream import HOLD_MAX_S, VoiceStream
@@ -35,8 +36,11 @@ _SILENCE = np.zeros(SAMPLES_PER_VIDEO_FRAME, dtype=np.int16)
 
 class LipsyncService:
     def __init__(
-        self, engine: LipsyncEngine, out: Sender, events: Sender, max_batch: int | None = None
+        self, engine: LipsyncEngine | SessionEngines, out: Sender, events: Sender, max_batch: int | None = None
     ) -> None:
+        # Each session's avatar: the engine's model with that avatar (services/lipsync/avatars.py).
+        self.engines = engine if isinstance(engine, SessionEngines) else SessionEngines(engine)
+        engine = self.engines.default
         self._engine = engine
         self._out = out
         self._events = events
@@ -50,6 +54,7 @@ class LipsyncService:
         self._task: asyncio.Task[None] | None = None
         self._first_audio: dict[tuple[str, int], float] = {}
         self.batches: list[int] = []  # sessions per render call, recent ones (for tests/metrics)
+        self._avatar_tasks: set[asyncio.Task[None]] = set()
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -99,7 +104,19 @@ class LipsyncService:
     def on_interrupt(self, msg: messages.Interrupt) -> None:
         self._drop(msg.session)
 
+    def on_avatar(self, msg: messages.SessionAvatar) -> None:
+        task = asyncio.get_running_loop().create_task(self._choose(msg), name=f"lipsync-avatar-{msg.session}")
+        self._avatar_tasks.add(task)
+        task.add_done_callback(self._avatar_tasks.discard)
+
+    async def _choose(self, msg: messages.SessionAvatar) -> None:
+        problem = await self.engines.choose(msg.session, msg.avatar)
+        if problem is not None:
+            await self._events.send(messages.StageError(msg.session, msg.turn, "lipsync", problem))
+        self._wake.set()  # its waiting voice may render now
+
     def on_close(self, session: str) -> None:
+        self.engines.close(session)
         self._flows.pop(session, None)
         self._streams.pop(session, None)
         for key in [k for k in self._first_audio if k[0] == session]:
@@ -127,7 +144,9 @@ class LipsyncService:
             while True:
                 await self._flush_held()
                 await self._send_text_only()
-                batch = pick_batch(self._flows, self._max_batch)
+                # A session whose avatar is still loading waits (never drawn with another face).
+                ready = {s: f for s, f in self._flows.items() if self.engines.ready(s)}
+                batch = pick_batch(ready, self._max_batch)
                 if not batch:
                     break
                 try:
@@ -139,17 +158,23 @@ class LipsyncService:
 
     def _render(self, batch: list[FrameSlot]) -> list[np.ndarray]:
         """Worker thread: prepare new clauses, then one engine call for every talking frame."""
+        engines = {id(s): self.engines.engine(s.clause.session) for s in batch}
         for slot in batch:
             clause = slot.clause
             if slot.k is not None and clause.job is None:
+                engine = engines[id(slot)]
                 args = (clause.pcm, clause.first_index, clause.before, clause.after)
-                if self._engine.uses_phonemes:
-                    clause.job = self._engine.prepare(*args, phonemes=clause.phonemes)
+                if engine.uses_phonemes:
+                    clause.job = engine.prepare(*args, phonemes=clause.phonemes)
                 else:
-                    clause.job = self._engine.prepare(*args)
-        talking = [slot for slot in batch if slot.k is not None]
-        rendered = iter(self._engine.render([(s.clause.job, s.k) for s in talking]))
-        return [next(rendered) if s.k is not None else self._engine.idle_frame(s.index) for s in batch]
+                    clause.job = engine.prepare(*args)
+        images: dict[int, np.ndarray] = {}
+        # One engine call per avatar in the batch: its sessions share the model call.
+        for engine in {id(e): e for e in engines.values()}.values():
+            talking = [s for s in batch if s.k is not None and engines[id(s)] is engine]
+            for slot, image in zip(talking, engine.render([(s.clause.job, s.k) for s in talking]), strict=True):
+                images[id(slot)] = image
+        return [images[id(s)] if s.k is not None else engines[id(s)].idle_frame(s.index) for s in batch]
 
     async def _emit(self, batch: list[FrameSlot], images: list[np.ndarray]) -> None:
         self.batches = (self.batches + [len({s.clause.session for s in batch})])[-64:]
@@ -209,6 +234,9 @@ class LipsyncService:
     # --- lifetime ------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
+        self.engines.shutdown()
+        for task in list(self._avatar_tasks):
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -21,10 +21,12 @@ from services.lipsync.engine import LipsyncModelMissing, frames_in_batches
 from services.lipsync.settings import LipsyncSettings
 from services.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
 from wav2lip.audio import mel_windows, melspectrogram, pcm16_to_float
-from services.avatar import load_loop
 from services.avatar.idle import IdleAvatar
-from services.face import face_detector
-from wav2lip.avatar import Avatar, AvatarOptions, load_or_prepare
+from services.avatar.library import default_avatar
+from services.avatar.store import AvatarStore, PreparedAvatar
+from services.face import FaceDetector, face_detector
+from services.lipsync.avatar_steps import wav2lip_avatar
+from wav2lip.avatar import Avatar
 from wav2lip.checkpoint import load_generator
 from wav2lip.errors import Wav2LipCheckpointError
 from wav2lip.inference import (
@@ -73,8 +75,10 @@ class Wav2LipEngine:
         avatar: Avatar,
         silence_dbfs: float = DEFAULT_SILENCE_DBFS,
         idle: IdleAvatar | None = None,
+        detector: FaceDetector | None = None,
     ) -> None:
         self._generator = generator
+        self._detector = detector
         self._avatar = avatar
         self._silence_dbfs = silence_dbfs
         # The shared avatar's idle pictures (what the gateway shows while silent). A photo's
@@ -98,8 +102,18 @@ class Wav2LipEngine:
             " channels_last" if precision.channels_last else "",
             settings.batch_size,
         )
-        avatar, idle = prepare_shared_avatar(settings)
-        return cls(Wav2LipGenerator(model, precision, settings.batch_size), avatar, idle=idle)
+        detector = face_detector(settings.face_detector, settings.models_dir, settings.device)
+        store, prepared = default_avatar(settings.cache_dir, settings.avatar)
+        avatar, idle = prepare_shared_avatar(store, prepared, detector)
+        return cls(Wav2LipGenerator(model, precision, settings.batch_size), avatar, idle=idle, detector=detector)
+
+    def with_avatar(self, store: AvatarStore, prepared: PreparedAvatar) -> Wav2LipEngine:
+        """The same generator on another stored avatar (its crops from the store)."""
+        avatar, idle = prepare_shared_avatar(store, prepared, self._detector)
+        return Wav2LipEngine(self._generator, avatar, self._silence_dbfs, idle, self._detector)
+
+    def memory_bytes(self) -> int:
+        return int(self._avatar.frames.nbytes + self._avatar.crops.nbytes)
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -158,15 +172,10 @@ class Wav2LipEngine:
         return frames_in_batches(self, pcm, first_index)
 
 
-def prepare_shared_avatar(settings: LipsyncSettings) -> tuple[Avatar, IdleAvatar]:
-    """Wav2Lip's avatar from the shared loop (services/avatar): the same frames, size and loop
-    as the gateway's idle pictures, faces found by the configured detector."""
-    loop = load_loop(settings.avatar)
-    detector = face_detector(settings.face_detector, settings.models_dir, settings.device)
-    frames = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in loop.frames]
-    avatar = load_or_prepare(
-        settings.avatar, settings.cache_dir, AvatarOptions(), frames=frames,
-        find_faces=lambda fs: detector.largest_faces(fs, color="bgr"),
-        variant=f"shared-loop-v1:{detector.name}",
-    )
-    return avatar, IdleAvatar(loop, animated=False)
+def prepare_shared_avatar(
+    store: AvatarStore, prepared: PreparedAvatar, detector: FaceDetector | None
+) -> tuple[Avatar, IdleAvatar]:
+    """Wav2Lip's avatar from the store's entry: the same frames, size and loop as the gateway's
+    idle pictures, its crops the store's Wav2Lip step."""
+    avatar = wav2lip_avatar(store, prepared, detector)
+    return avatar, IdleAvatar(prepared.loop, animated=False, geometry=prepared.geometry)
