@@ -247,6 +247,10 @@ class TurnKeeper:
     def _answer_done(self, session: Session, turn: int) -> None:
         self._conversations.record_answer(session.conversation, turn, " ".join(session.heard), interrupted=False)
         session.send({"type": "transcript", "role": "avatar", "text": "", "final": True, "turn": turn})
-        session.send({"type": "stats", "turn": turn, "stages": session.turn_stats(turn).stages})
+        stats = session.turn_stats(turn)
+        # The ASR's end of speech on the wall clock: with first_audio_ms it splits a listener's
+        # latency into uplink, server and downlink (bench/heard.py).
+        end = {"speech_end_unix_ms": round(stats.speech_end_unix_s * 1000, 1)} if stats.speech_end_unix_s else {}
+        session.send({"type": "stats", "turn": turn, "stages": stats.stages, **end})
         session.heard = []
         session.set_state("listening")
