@@ -102,6 +102,7 @@ def ask(url: str, wav_dir: Path, i: int, text: str, voice: tuple, pcm: np.ndarra
     r.update(spans)
     # The old definition: the clock started at the end of the WAV's speech segment.
     r["old_definition_ms"] = r.pop("first_audio_ms")
+    r["audio_jitter_buffer_ms"] = ((conv.events.get("rtp") or {}).get("audio") or {}).get("jitter_buffer_ms")
     r["question"] = text
     r["voice"] = f"{voice[0]} {voice[1]} {voice[2]}"
     return r
