@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.avatar_process import AvatarProcess, is_loopback_url
-from bench.browser import converse, summary, write_mic_wav
+from bench.browser import Conversation, converse, summary, write_mic_wav
 from bench.hardware import hardware
 from bench.heard import heard_latency
 
@@ -77,7 +77,8 @@ def describe(values: list[float]) -> dict:
             "worst": max(values), "best": min(values)}
 
 
-def _speaker() -> Callable[[str, tuple], np.ndarray]:
+def speaker() -> Callable[[str, tuple], np.ndarray]:
+    """speak(text, voice): 16 kHz int16 speech in one of VOICES (Piper is loaded once)."""
     from bench.wer_set import PiperSpeaker, espeak
 
     piper: list[PiperSpeaker] = []
@@ -93,13 +94,18 @@ def _speaker() -> Callable[[str, tuple], np.ndarray]:
     return speak
 
 
+def heard_spans(conv: Conversation, question_16k: np.ndarray) -> dict:
+    """A listener's latency and its three spans (``bench.heard``) for a question asked with
+    ``write_mic_wav(..., LEAD_S, ...)``."""
+    return heard_latency(conv.taps, conv.events.get("ws") or [], question_16k, LEAD_S)
+
+
 def ask(url: str, wav_dir: Path, i: int, text: str, voice: tuple, pcm: np.ndarray, box) -> dict:
     wav = wav_dir / f"q{i}.wav"
     speech_s = write_mic_wav(wav, pcm, LEAD_S, 25.0)
     conv = converse(url, wav, LEAD_S + speech_s, box)
     r = summary(conv)
-    spans = heard_latency(conv.taps, conv.events.get("ws") or [], pcm, LEAD_S)
-    r.update(spans)
+    r.update(heard_spans(conv, pcm))
     # The old definition: the clock started at the end of the WAV's speech segment.
     r["old_definition_ms"] = r.pop("first_audio_ms")
     r["audio_jitter_buffer_ms"] = ((conv.events.get("rtp") or {}).get("audio") or {}).get("jitter_buffer_ms")
@@ -118,7 +124,8 @@ def _line(tag: str, r: dict) -> str:
             f" heard {r['user_text']!r}")
 
 
-def run(runs: int, out: Path, base_url: str | None = None, compare: str | None = None) -> dict:
+def run(runs: int, out: Path, base_url: str | None = None, compare: str | None = None,
+        warmup: bool = True) -> dict:
     from tests.speech import mouth_box_of_default_avatar
 
     procs: list[AvatarProcess] = []
@@ -135,9 +142,14 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
         if compare:
             urls["B"] = procs[-1].url
         results: dict[str, list[dict]] = {k: [] for k in urls}
-        speak = _speaker()
+        speak = speaker()
         box = mouth_box_of_default_avatar()
         with tempfile.TemporaryDirectory() as tmp:
+            # A fresh avatar's first answer pays one-time costs (first prompt, caches): measured
+            # 2-3x the next ones, so every avatar answers one question before the count starts.
+            for tag in list(urls)[: len(urls) if warmup else 0]:
+                r = ask(urls[tag], Path(tmp), -1, QUESTIONS[-1], VOICES[0], speak(QUESTIONS[-1], VOICES[0]), box)
+                print("warm-up " + _line(tag, r), flush=True)
             for i in range(runs):
                 text = QUESTIONS[i % len(QUESTIONS)]
                 voice = VOICES[i % len(VOICES)]
@@ -192,12 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=None, help="use an avatar that is already running (loopback only)")
     parser.add_argument("--compare", default=None, metavar="NAME=VALUE",
                         help="also start an avatar with this environment variable and pair every question")
+    parser.add_argument("--no-warmup", action="store_true", help="count the first answer too")
     args = parser.parse_args(argv)
     if args.url is not None and not is_loopback_url(args.url):
         parser.error("--url must be a loopback address (http://127.0.0.1:PORT)")
     if args.compare is not None and "=" not in args.compare:
         parser.error("--compare takes NAME=VALUE")
-    run(args.runs, args.out, args.url, args.compare)
+    run(args.runs, args.out, args.url, args.compare, warmup=not args.no_warmup)
     return 0
 
 
