@@ -61,7 +61,7 @@ VOICES = [
     ("espeak", "en+m3", 175),
 ]
 LEAD_S = 3.0
-SPANS = ("total_ms", "uplink_vad_ms", "server_ms", "downlink_ms", "old_definition_ms")
+SPANS = ("total_ms", "uplink_vad_ms", "server_ms", "downlink_ms", "old_definition_ms", "opening_longest_pause_ms")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -120,7 +120,8 @@ def _line(tag: str, r: dict) -> str:
         return "  n/a" if v is None else f"{v:5.0f}"
 
     return (f"{tag}: heard {f('total_ms')} ms = uplink+VAD {f('uplink_vad_ms')} + server {f('server_ms')}"
-            f" + downlink+playout {f('downlink_ms')} | old def {f('old_definition_ms')} | {r['voice']:<18}"
+            f" + downlink+playout {f('downlink_ms')} | old def {f('old_definition_ms')} | longest pause in its"
+            f" first 4 s {f('opening_longest_pause_ms')} | {r['voice']:<18}"
             f" heard {r['user_text']!r}")
 
 
@@ -189,10 +190,16 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
                 print(f"{label} {k:<18} n={s['n']:2d} median {s['median']:5.0f}  p95 {s['p95']:5.0f}  "
                       f"worst {s['worst']:5.0f}")
     if compare:
-        diffs = [b["total_ms"] - a["total_ms"] for a, b in zip(results["A"], results["B"])
-                 if a.get("total_ms") is not None and b.get("total_ms") is not None]
-        if diffs:
-            print(f"paired B - A (heard): median {statistics.median(diffs):+.0f} ms over {len(diffs)} pairs")
+        report["paired_b_minus_a"] = {}
+        for k in SPANS:
+            diffs = [b[k] - a[k] for a, b in zip(results["A"], results["B"])
+                     if a.get(k) is not None and b.get(k) is not None]
+            if diffs:
+                report["paired_b_minus_a"][k] = {"n": len(diffs), "median": statistics.median(diffs),
+                                                 "mean": statistics.mean(diffs)}
+                print(f"paired B - A {k:<26} median {statistics.median(diffs):+5.0f} ms, "
+                      f"mean {statistics.mean(diffs):+5.0f} ms over {len(diffs)} pairs")
+        out.write_text(json.dumps(report, indent=2))
     print(f"hardware: {report['hardware']['cpu']} ({report['hardware']['cores']} cores); wrote {out}")
     return report
 

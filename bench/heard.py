@@ -24,9 +24,12 @@ import statistics
 
 import numpy as np
 
-from bench.levels import first_loud_block, voice_end_s, voice_onset_s
+from bench.levels import first_loud_block, longest_quiet_ms, voice_end_s, voice_onset_s
 
 MIC_RATE = 16000
+# The answer's opening, where its first clause hands over to the second: a pause there longer
+# than a sentence break is an answer broken up (the price of starting too early).
+OPENING_MS = 4000
 
 
 def _offsets(taps: dict) -> tuple[float, float]:
@@ -64,13 +67,15 @@ def heard_latency(taps: dict, ws_events: list[dict], question_16k: np.ndarray, l
         anchor = "mic"
     else:
         speech_end, anchor = gum_end, "getUserMedia"
-    heard = first_loud_block(_blocks(taps.get("answer") or [], rate, out_off), speech_end)
+    answer = _blocks(taps.get("answer") or [], rate, out_off)
+    heard = first_loud_block(answer, speech_end)
     result = {
         "anchor": anchor,
         "anchor_minus_gum_ms": round(speech_end - gum_end, 1),
         "question_s": round(end_s - onset_s, 2),
         "output_minus_process_ms": round(out_off - proc_off, 1),
         "total_ms": None if heard is None else round(heard - speech_end, 1),
+        "opening_longest_pause_ms": None if heard is None else longest_quiet_ms(answer, heard, heard + OPENING_MS),
         "uplink_vad_ms": None,
         "server_ms": None,
         "downlink_ms": None,

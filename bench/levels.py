@@ -56,3 +56,22 @@ def first_loud_block(
         if t >= after_ms and ms > threshold:
             return t
     return None
+
+
+def longest_quiet_ms(
+    blocks: list[tuple[float, float]], start_ms: float, end_ms: float, dbfs: float = THRESHOLD_DBFS
+) -> float:
+    """Longest run of blocks at or below ``dbfs`` within [start_ms, end_ms) that is followed by
+    a loud block before ``end_ms`` (a pause inside speech, not the silence after it), in ms."""
+    threshold = mean_square_threshold(dbfs)
+    longest, quiet_from = 0.0, None
+    for t, ms in blocks:
+        if t < start_ms or t >= end_ms:
+            continue
+        if ms > threshold:
+            if quiet_from is not None:
+                longest = max(longest, t - quiet_from)
+            quiet_from = None
+        elif quiet_from is None:
+            quiet_from = t
+    return longest

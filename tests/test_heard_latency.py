@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.heard import heard_latency
-from bench.levels import block_mean_squares, first_loud_block, voice_end_s, voice_onset_s
+from bench.levels import block_mean_squares, first_loud_block, longest_quiet_ms, voice_end_s, voice_onset_s
 from services import messages as m
 
 RATE = 16000
@@ -56,6 +56,15 @@ def test_first_loud_block_skips_what_came_before_the_mark():
     assert first_loud_block(blocks, after_ms=50.0) is None
 
 
+def test_the_longest_pause_counts_only_pauses_inside_speech():
+    loud, quiet = 1e-2, 1e-6
+    levels = [loud] * 5 + [quiet] * 12 + [loud] * 3 + [quiet] * 4 + [loud] * 2 + [quiet] * 50
+    blocks = [(10.0 * i, ms) for i, ms in enumerate(levels)]
+    assert longest_quiet_ms(blocks, 0.0, 10_000.0) == 120.0  # the trailing silence is not a pause
+    assert longest_quiet_ms(blocks, 0.0, 100.0) == 0.0  # the 120 ms pause is not over by then
+    assert longest_quiet_ms(blocks, 170.0, 10_000.0) == 40.0
+
+
 def _taps(rate: int, mic_onset_frame: int, answer_frame: int) -> dict:
     """Page taps as the worklet records them: the audio clock runs 1000 ms behind page time for
     processing and 1040 ms behind for output (40 ms output latency)."""
@@ -86,6 +95,7 @@ def test_the_three_spans_add_up_and_use_each_tap_on_its_own_clock():
     assert r["downlink_ms"] == pytest.approx(heard_page - 5000.0 - 760.0)
     assert r["uplink_vad_ms"] + r["server_ms"] + r["downlink_ms"] == pytest.approx(r["total_ms"])
     assert r["output_minus_process_ms"] == pytest.approx(40.0)
+    assert r["opening_longest_pause_ms"] == 0.0  # the answer never pauses
     # getUserMedia at page 1000 + 3 s lead + 1 s voice: the mic's anchor agrees here.
     assert r["anchor_minus_gum_ms"] == pytest.approx(0.0)
 
