@@ -119,10 +119,12 @@ def _line(tag: str, r: dict) -> str:
         v = r.get(key)
         return "  n/a" if v is None else f"{v:5.0f}"
 
+    parts = " + ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in (r.get("server_parts") or {}).items()
+                       if v is not None)
     return (f"{tag}: heard {f('total_ms')} ms = uplink+VAD {f('uplink_vad_ms')} + server {f('server_ms')}"
             f" + downlink+playout {f('downlink_ms')} | old def {f('old_definition_ms')} | longest pause in its"
             f" first 4 s {f('opening_longest_pause_ms')} | {r['voice']:<18}"
-            f" heard {r['user_text']!r}")
+            f" heard {r['user_text']!r}\n    server = {parts}")
 
 
 def run(runs: int, out: Path, base_url: str | None = None, compare: str | None = None,

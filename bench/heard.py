@@ -93,4 +93,17 @@ def heard_latency(taps: dict, ws_events: list[dict], question_16k: np.ndarray, l
         result["server_ms"] = round(last["stages"]["first_audio_ms"], 1)
         if heard is not None:
             result["downlink_ms"] = round(origin + heard - sent, 1)
+        result["server_parts"] = server_parts(last["stages"])
     return result
+
+
+# The server span's stages, in the order the answer passes them: each measured by its stage
+# from when its input arrived, so what is left is hops, waits and the media clock's tick.
+SERVER_PARTS = ("llm_request_ms", "llm_first_clause_ms", "tts_first_audio_ms", "lipsync_first_frame_ms")
+
+
+def server_parts(stages: dict) -> dict:
+    parts = {k: stages.get(k) for k in SERVER_PARTS}
+    if all(v is not None for v in parts.values()) and stages.get("first_audio_ms") is not None:
+        parts["rest_ms"] = round(stages["first_audio_ms"] - sum(parts.values()), 1)
+    return parts

@@ -142,6 +142,7 @@ class TurnKeeper:
         session.speculative = (turn, text)
         session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
         history = session.conversation.history_json(before_turn=turn)
+        _request_sent(session, turn, msg.speech_end_unix_s)
         await self._llm.send(messages.UserText(session.id, turn, text, "speech", msg.speech_end_unix_s, history))
         self._metrics.speculations.labels("started").inc()
 
@@ -198,6 +199,7 @@ class TurnKeeper:
         history = session.conversation.history_json(before_turn=turn)
         self._conversations.record_user(session.conversation, turn, text)
         session.asked = (turn, text)
+        _request_sent(session, turn, speech_end_unix_s)
         await self._llm.send(messages.UserText(session.id, turn, text, source, speech_end_unix_s, history))
 
     # --- the answer, as heard -----------------------------------------------------------------
@@ -254,3 +256,10 @@ class TurnKeeper:
         session.send({"type": "stats", "turn": turn, "stages": stats.stages, **end})
         session.heard = []
         session.set_state("listening")
+
+
+def _request_sent(session: Session, turn: int, speech_end_unix_s: float) -> None:
+    """How long after the end of speech the LLM was asked: the ASR's share of the server span
+    (the silence waited for a tentative end, its decode, the hops); see bench/heard.py."""
+    if speech_end_unix_s:
+        session.turn_stats(turn).stages["llm_request_ms"] = round((time.time() - speech_end_unix_s) * 1000, 1)
