@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -45,13 +46,15 @@ def _children(pid: int) -> list[int]:
 
 
 def _name(pid: int) -> str:
-    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    if b"-m" in args:  # python -m services.gateway -> services.gateway
-        return args[args.index(b"-m") + 1].decode()
-    for a in args:
-        if a.startswith(b"--type="):  # chromium --type=renderer -> chromium renderer
-            return "chromium " + a.decode().removeprefix("--type=")
-    return Path(args[0].decode()).name
+    # Chromium rewrites its children's command lines into one space-separated string.
+    line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    module = re.search(r" -m (\S+)", line)  # python -m services.gateway -> services.gateway
+    if module:
+        return module.group(1)
+    kind = re.search(r"--type=(\S+)", line)  # chromium --type=renderer -> chromium renderer
+    if kind:
+        return "chromium " + kind.group(1)
+    return "chromium" if "chrom" in line else Path(line.split(" ", 1)[0]).name
 
 
 def _cpu_s(pids: list[int]) -> dict[int, tuple[str, float]]:
