@@ -8,6 +8,9 @@ page once the call is up:
   peak-held and smoothed, so it rose ~130 ms late and fell ~400 ms late.)
 - every 40 ms: ``window.avatarClient.getInboundStats()`` (frames, fps) and the mouth region of
   the received video drawn to a 16x8 canvas.
+- sample-exact level taps (an AudioWorklet) on the avatar's received voice and on the
+  microphone, every 10 ms block stamped with its audio frame, with the context's clock pairs:
+  what ``bench.heard`` turns into the latency a listener hears (issue 24).
 
 So latency, fps and mouth motion are all measured where the person is: in the browser.
 """
