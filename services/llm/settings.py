@@ -36,9 +36,10 @@ class LlmSettings:
     # TTS can start is latency the user hears (issue 14: first chunk at the first natural break).
     min_clause_chars: int = 6
     # Words after which the first clause is cut when no punctuation comes (clauses.py). 3, not
-    # 5: paired runs of bench_e2e (20 questions, 5 voices, 2026-12-06, a heavily shared 2-core
-    # box) gave the first audio heard a median 221 ms sooner (server span 272 ms), with no
-    # longer pauses in the answer's first 4 s (docs/latency.md).
+    # 5: two tokens fewer to decode and less to synthesize before the first sound (Piper: ~55
+    # against ~90 ms). Paired bench_e2e runs on a heavily shared 2-core box: server span median
+    # 272 ms sooner over 20 pairs, 159 ms over 10, no longer pauses in the answer's opening;
+    # that box's noise is as large (docs/latency.md).
     first_clause_words: int = 3
     # CPU threads for torch; 0 = torch's default (all cores). One is the default because on a
     # small CPU shared with TTS, the video encoder and the browser, two torch threads spend
