@@ -8,6 +8,9 @@ page once the call is up:
   peak-held and smoothed, so it rose ~130 ms late and fell ~400 ms late.)
 - every 40 ms: ``window.avatarClient.getInboundStats()`` (frames, fps) and the mouth region of
   the received video drawn to a 16x8 canvas.
+- sample-exact level taps (an AudioWorklet) on the avatar's received voice and on the
+  microphone, every 10 ms block stamped with its audio frame, with the context's clock pairs:
+  what ``bench.heard`` turns into the latency a listener hears (issue 24).
 
 So latency, fps and mouth motion are all measured where the person is: in the browser.
 """
@@ -35,7 +38,12 @@ _INIT_JS = """
 (() => {
   const md = navigator.mediaDevices;
   const orig = md.getUserMedia.bind(md);
-  md.getUserMedia = async (c) => { const s = await orig(c); window.__gumAt = performance.now(); return s; };
+  md.getUserMedia = async (c) => {
+    const s = await orig(c);
+    window.__gumAt = performance.now();
+    window.__micStream = s;
+    return s;
+  };
   // When each server event reaches the page (e.g. "interrupted"), to split latencies.
   window.__wsEvents = [];
   const OrigWS = window.WebSocket;
@@ -45,7 +53,8 @@ _INIT_JS = """
       try {
         const m = JSON.parse(e.data);
         window.__wsEvents.push({ t: performance.now(), type: m.type, state: m.state, turn: m.turn,
-                                 role: m.role, text: m.text, final: m.final });
+                                 role: m.role, text: m.text, final: m.final, stages: m.stages,
+                                 speech_end_unix_ms: m.speech_end_unix_ms });
       } catch (err) { /* not JSON: the page reports it */ }
     });
     return ws;
@@ -92,6 +101,55 @@ _INIT_JS = """
       for (const x of buf) sum += x * x;
       window.__audio.push([performance.now(), sum / buf.length]);
     }, 10);
+    return window.__startTaps();
+  };
+  // Sample-exact level taps (issue 24): an AudioWorklet sums every 10 ms block of the avatar's
+  // played voice and of the microphone, stamped with its audio frame. The frame becomes page
+  // time through the context's own clock pairs (see _TAP_NOTE in Python), not through when a
+  // timer happened to run.
+  window.__taps = { answer: [], mic: [] };
+  window.__tapClock = [];
+  window.__startTaps = async () => {
+    const ctx = new AudioContext();
+    const src = `class LevelTap extends AudioWorkletProcessor {
+      constructor() { super(); this.n = Math.round(sampleRate / 100); this.sum = 0; this.k = 0;
+                      this.start = 0; this.out = []; }
+      process(inputs) {
+        const chans = inputs[0] || [];
+        const frames = chans.length ? chans[0].length : 128;
+        for (let i = 0; i < frames; i++) {
+          if (this.k === 0) this.start = currentFrame + i;
+          let sq = 0;
+          for (const c of chans) sq += c[i] * c[i];
+          this.sum += chans.length ? sq / chans.length : 0;
+          if (++this.k === this.n) { this.out.push(this.start, this.sum / this.n); this.sum = 0; this.k = 0; }
+        }
+        if (this.out.length >= 20) { this.port.postMessage(this.out); this.out = []; }
+        return true;
+      }
+    }
+    registerProcessor('level-tap', LevelTap);`;
+    await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([src], { type: 'application/javascript' })));
+    const mute = ctx.createGain();
+    mute.gain.value = 0;
+    mute.connect(ctx.destination);
+    const tap = (stream, name) => {
+      const node = new AudioWorkletNode(ctx, 'level-tap', { numberOfOutputs: 1, outputChannelCount: [1] });
+      node.port.onmessage = (e) => {
+        const a = e.data;
+        for (let i = 0; i < a.length; i += 2) window.__taps[name].push([a[i], a[i + 1]]);
+      };
+      ctx.createMediaStreamSource(stream).connect(node);
+      node.connect(mute);
+    };
+    tap(document.getElementById('avatar-audio').srcObject, 'answer');
+    if (window.__micStream) tap(window.__micStream, 'mic');
+    window.__tapCtx = ctx;
+    setInterval(() => {
+      const ts = ctx.getOutputTimestamp();
+      window.__tapClock.push([ts.contextTime, ts.performanceTime, performance.now(), ctx.currentTime]);
+    }, 50);
+    return true;
   };
 })();
 """ % SAMPLE_PERIOD_MS
@@ -127,6 +185,8 @@ class Conversation:
     screenshot: str = ""
     # (page time ms, mean square) of the avatar's voice as played, every 10 ms.
     audio: list[tuple[float, float]] = field(default_factory=list)
+    # The AudioWorklet taps, raw: see bench.heard for what is made of them.
+    taps: dict = field(default_factory=dict)
 
     def energy_rate(self) -> list[tuple[float, float]]:
         """(page time ms, mean square of the avatar's played audio over the last ~10 ms).
@@ -192,7 +252,7 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
             page.wait_for_function(
                 "window.avatarClient.connectionState === 'connected'", timeout=30_000
             )
-            page.evaluate("box => window.__startSampler(box)", list(mouth_box))
+            page.evaluate("box => window.__startSampler(box)", list(mouth_box))  # awaits the taps
             yield page, page.evaluate("window.__gumAt")
             page.click("#hangup")
         finally:
@@ -218,6 +278,15 @@ _RTP_STATS = """async () => {
 }"""
 
 
+_TAPS = """() => {
+  const ctx = window.__tapCtx;
+  return { answer: window.__taps.answer, mic: window.__taps.mic, clock: window.__tapClock,
+           rate: ctx ? ctx.sampleRate : null, base_latency_s: ctx ? ctx.baseLatency : null,
+           output_latency_s: ctx ? ctx.outputLatency : null, time_origin_ms: performance.timeOrigin,
+           gum_at_ms: window.__gumAt };
+}"""
+
+
 def _collect(page, speech_end_ms: float, screenshot: Path | None = None) -> Conversation:
     samples = page.evaluate("window.__samples")
     transcript = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.transcript))")
@@ -225,10 +294,12 @@ def _collect(page, speech_end_ms: float, screenshot: Path | None = None) -> Conv
     ws_events = page.evaluate("window.__wsEvents")
     rtp = page.evaluate(_RTP_STATS)
     audio = [tuple(x) for x in page.evaluate("window.__audio")]
+    taps = page.evaluate(_TAPS)
     return Conversation(
         speech_end_ms, samples, transcript, {"stats": stats, "ws": ws_events, "rtp": rtp},
         str(screenshot or ""),
         audio,
+        taps,
     )
 
 

@@ -39,7 +39,12 @@ def summary_markdown(r: dict) -> str:
     if e2e:
         lines += ["## End to end, in headless Chromium (ms after the end of the user's speech)", "",
                   "| figure | n | median | p95 | worst |", "|---|---|---|---|---|",
-                  _row("first avatar audio", e2e["first_audio_ms"]),
+                  _row("first avatar audio heard (last word above -40 dBFS -> answer above -40 dBFS)",
+                       e2e.get("heard_ms", {})),
+                  _row("- uplink + VAD", e2e.get("uplink_vad_ms", {})),
+                  _row("- server (gateway end of speech -> first unit sent)", e2e.get("server_ms", {})),
+                  _row("- downlink + playout", e2e.get("downlink_ms", {})),
+                  _row("first avatar audio, old definition (from the end of the WAV)", e2e["first_audio_ms"]),
                   _row("first lip-synced frame", e2e["first_lipsynced_frame_ms"]),
                   _row("A/V onset offset (video - audio)", e2e["av_onset_offset_ms"]),
                   _row("received video fps", e2e["fps"]), "",

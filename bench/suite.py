@@ -22,7 +22,7 @@ import soundfile as sf
 from bench import bench_barge_in, bench_endpointing, capacity
 from bench.av_sync import av_sync
 from bench.avatar_process import ROOT, AvatarProcess
-from bench.bench_e2e import QUESTIONS, percentile
+from bench.bench_e2e import LEAD_S, QUESTIONS, VOICES, heard_spans, percentile, speaker
 from bench.browser import _collect, converse, open_call, write_mic_wav
 from bench.hardware import hardware
 
@@ -84,20 +84,28 @@ def lipsync_speed(out_dir: Path, plan: Plan) -> dict:
 
 
 def end_to_end(url: str, plan: Plan, tmp: Path) -> dict:
-    from tests.speech import mouth_box_of_default_avatar, piper_speech
+    from tests.speech import mouth_box_of_default_avatar
 
     box = mouth_box_of_default_avatar()
+    speak = speaker()
     runs = []
     for i in range(plan.e2e_runs):
-        text = QUESTIONS[i % len(QUESTIONS)]
+        text, voice = QUESTIONS[i % len(QUESTIONS)], VOICES[i % len(VOICES)]
         wav = tmp / f"e2e{i}.wav"
-        speech_s = write_mic_wav(wav, piper_speech(text), 3.0, 25.0)
-        conv = converse(url, wav, 3.0 + speech_s, box)
+        pcm = speak(text, voice)
+        speech_s = write_mic_wav(wav, pcm, LEAD_S, 25.0)
+        conv = converse(url, wav, LEAD_S + speech_s, box)
+        heard = heard_spans(conv, pcm)
         sync = av_sync(conv)
         page_stats = (conv.events.get("stats") or {}).get("stages") or {}
         audio_rtp = (conv.events.get("rtp") or {}).get("audio") or {}
         run = {
             "question": text,
+            "voice": " ".join(map(str, voice)),
+            # As a listener hears it (issue 24): last word above -40 dBFS -> first answer block.
+            "heard_ms": heard["total_ms"],
+            "spans": {k: heard[k] for k in ("uplink_vad_ms", "server_ms", "downlink_ms")},
+            # The old definition, for comparison: from the end of the question's WAV segment.
             "first_audio_ms": sync["audio_onset_ms"],
             "first_lipsynced_frame_ms": sync["mouth_onset_ms"],
             "av_onset_offset_ms": sync["onset_offset_ms"],
@@ -110,13 +118,16 @@ def end_to_end(url: str, plan: Plan, tmp: Path) -> dict:
             "heard": conv.user_text(),
         }
         runs.append(run)
-        print(f"e2e {i + 1}/{plan.e2e_runs}: first audio {run['first_audio_ms']} ms, first lip-synced frame "
+        print(f"e2e {i + 1}/{plan.e2e_runs}: heard {run['heard_ms']} ms {run['spans']}, old definition "
+              f"{run['first_audio_ms']} ms, first lip-synced frame "
               f"{run['first_lipsynced_frame_ms']} ms, A/V onset offset {run['av_onset_offset_ms']} ms", flush=True)
     per_stage = {k: stats([r["stages"][k] for r in runs]) for k in STAGES}
     per_stage["network_and_buffers_ms"] = stats([r["network_and_buffers_ms"] for r in runs])
     per_stage["audio_jitter_buffer_ms"] = stats([r["audio_jitter_buffer_ms"] for r in runs])
     return {
         "runs": runs,
+        "heard_ms": stats([r["heard_ms"] for r in runs]),
+        **{k: stats([r["spans"][k] for r in runs]) for k in ("uplink_vad_ms", "server_ms", "downlink_ms")},
         "first_audio_ms": stats([r["first_audio_ms"] for r in runs]),
         "first_lipsynced_frame_ms": stats([r["first_lipsynced_frame_ms"] for r in runs]),
         "av_onset_offset_ms": stats([r["av_onset_offset_ms"] for r in runs]),

@@ -27,6 +27,7 @@
   const STAGE_LABELS = {
     endpoint_ms: "End of speech detected",
     asr_ms: "Speech recognition",
+    llm_request_ms: "LLM asked",
     llm_first_token_ms: "LLM first token",
     llm_first_clause_ms: "LLM first clause",
     tts_first_audio_ms: "TTS first audio",

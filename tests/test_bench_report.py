@@ -46,7 +46,8 @@ def test_report_names_the_hardware_and_writes_plots(tmp_path):
     stage = {"n": 3, "median": 100.0, "p95": 150.0, "worst": 160.0}
     results = {
         "command": "python -m bench --quick", "when": "now", "commit": "abc", "hardware": HW, "duration_s": 1,
-        "end_to_end": {"first_audio_ms": stage, "first_lipsynced_frame_ms": stage, "av_onset_offset_ms": stage,
+        "end_to_end": {"heard_ms": stage | {"median": 900.0}, "uplink_vad_ms": stage, "server_ms": stage,
+                       "downlink_ms": stage, "first_audio_ms": stage, "first_lipsynced_frame_ms": stage, "av_onset_offset_ms": stage,
                        "fps": stage, "per_stage_ms": {"endpoint_ms": stage, "asr_ms": stage}, "runs": []},
         "smoothness": {"seconds": 3, "fps_per_second": [25, 24.5, 25], "fps": stage | {"min": 24.5},
                        "freeze_count": 0, "total_freezes_s": 0, "frames_dropped": 0},
@@ -57,7 +58,9 @@ def test_report_names_the_hardware_and_writes_plots(tmp_path):
     }
     text = write_report(results, tmp_path)
     assert "Test CPU 9000" in text
-    assert "| first avatar audio | 3 | 100 | 150 | 160 |" in text
+    assert "| first avatar audio heard (last word above -40 dBFS -> answer above -40 dBFS) | 3 | 900 | 150 | 160 |" in text
+    assert "| - server (gateway end of speech -> first unit sent) | 3 | 100 | 150 | 160 |" in text
+    assert "| first avatar audio, old definition (from the end of the WAV) | 3 | 100 | 150 | 160 |" in text
     summary = (tmp_path / "summary.md").read_text()
     assert summary == text
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from bench.browser import converse, summary
-from tests.speech import mouth_box_of_default_avatar
+from bench.heard import heard_latency
+from tests.conftest import LEAD_S, SPOKEN_QUESTION
+from tests.speech import mouth_box_of_default_avatar, piper_speech
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 logger = logging.getLogger(__name__)
@@ -41,3 +43,13 @@ def test_spoken_question_gets_a_spoken_lip_synced_answer(avatar, question):
     idle = conv.mouth_motion(conv.samples[0]["t"], conv.speech_end_ms - 500)
     assert talking > 0.5 and talking > 1.5 * idle, (talking, idle)
     assert result["avatar_text"].strip()
+    # As a listener hears it (issue 24): the page's taps and the gateway's end of speech split
+    # the wait into three spans that add up; each is positive on one machine.
+    spans = heard_latency(conv.taps, conv.events["ws"], piper_speech(SPOKEN_QUESTION), LEAD_S)
+    print(f"as heard: {spans['total_ms']:.0f} ms = {spans['uplink_vad_ms']:.0f} + {spans['server_ms']:.0f} + "
+          f"{spans['downlink_ms']:.0f} ms")
+    assert spans["anchor"] == "mic" and abs(spans["anchor_minus_gum_ms"]) < 200
+    assert 0 < spans["uplink_vad_ms"] and 0 < spans["server_ms"] and 0 < spans["downlink_ms"]
+    assert spans["uplink_vad_ms"] + spans["server_ms"] + spans["downlink_ms"] == pytest.approx(spans["total_ms"], abs=1)
+    # The trailing near-silence of Piper's WAV no longer counts as speech.
+    assert spans["total_ms"] > result["first_audio_ms"]

@@ -4,6 +4,7 @@ import json
 
 from services.llm.clauses import ClauseSplitter, clean_for_speech
 from services.llm.history import build_prompt, parse_history
+from services.llm.settings import LlmSettings
 from services.turns import TurnTracker
 
 
@@ -121,6 +122,17 @@ def test_first_clause_is_cut_after_a_few_words_when_no_punctuation_comes():
     out += s.flush()
     assert out[0] == "I am a friendly avatar who"
     assert out[1] == "likes to talk about space travel."
+
+
+def test_by_default_the_first_clause_is_three_words_and_the_second_six():
+    s = ClauseSplitter(min_first_chars=6)
+    out = []
+    for w in "The weather today is mostly sunny and warm in the whole country".split(" "):
+        out += s.feed(w + " ")
+    out += s.flush()
+    assert out == ["The weather today", "is mostly sunny and warm in", "the whole country"]
+    assert LlmSettings().first_clause_words == 3
+    assert LlmSettings.from_env({"AVATAR_LLM_FIRST_WORDS": "5"}).first_clause_words == 5
 
 
 def test_second_clause_is_cut_after_twice_the_words_when_no_punctuation_comes():

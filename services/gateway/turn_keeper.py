@@ -142,6 +142,7 @@ class TurnKeeper:
         session.speculative = (turn, text)
         session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
         history = session.conversation.history_json(before_turn=turn)
+        _request_sent(session, turn, msg.speech_end_unix_s)
         await self._llm.send(messages.UserText(session.id, turn, text, "speech", msg.speech_end_unix_s, history))
         self._metrics.speculations.labels("started").inc()
 
@@ -198,6 +199,7 @@ class TurnKeeper:
         history = session.conversation.history_json(before_turn=turn)
         self._conversations.record_user(session.conversation, turn, text)
         session.asked = (turn, text)
+        _request_sent(session, turn, speech_end_unix_s)
         await self._llm.send(messages.UserText(session.id, turn, text, source, speech_end_unix_s, history))
 
     # --- the answer, as heard -----------------------------------------------------------------
@@ -247,6 +249,17 @@ class TurnKeeper:
     def _answer_done(self, session: Session, turn: int) -> None:
         self._conversations.record_answer(session.conversation, turn, " ".join(session.heard), interrupted=False)
         session.send({"type": "transcript", "role": "avatar", "text": "", "final": True, "turn": turn})
-        session.send({"type": "stats", "turn": turn, "stages": session.turn_stats(turn).stages})
+        stats = session.turn_stats(turn)
+        # The ASR's end of speech on the wall clock: with first_audio_ms it splits a listener's
+        # latency into uplink, server and downlink (bench/heard.py).
+        end = {"speech_end_unix_ms": round(stats.speech_end_unix_s * 1000, 1)} if stats.speech_end_unix_s else {}
+        session.send({"type": "stats", "turn": turn, "stages": stats.stages, **end})
         session.heard = []
         session.set_state("listening")
+
+
+def _request_sent(session: Session, turn: int, speech_end_unix_s: float) -> None:
+    """How long after the end of speech the LLM was asked: the ASR's share of the server span
+    (the silence waited for a tentative end, its decode, the hops); see bench/heard.py."""
+    if speech_end_unix_s:
+        session.turn_stats(turn).stages["llm_request_ms"] = round((time.time() - speech_end_unix_s) * 1000, 1)

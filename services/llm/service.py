@@ -66,7 +66,7 @@ class LlmService:
         def stale() -> bool:
             return self.turns.is_stale(session, turn)
 
-        splitter = ClauseSplitter(self._settings.min_clause_chars)
+        splitter = ClauseSplitter(self._settings.min_clause_chars, first_words=self._settings.first_clause_words)
         index = 0
         started = time.monotonic()
         first_token = True

@@ -35,6 +35,12 @@ class LlmSettings:
     # The first clause may end at a comma this early ("I'm Ava,"): every token waited for before
     # TTS can start is latency the user hears (issue 14: first chunk at the first natural break).
     min_clause_chars: int = 6
+    # Words after which the first clause is cut when no punctuation comes (clauses.py). 3, not
+    # 5: two tokens fewer to decode and less to synthesize before the first sound (Piper: ~55
+    # against ~90 ms). Paired bench_e2e runs on a heavily shared 2-core box: server span median
+    # 272 ms sooner over 20 pairs, 159 ms over 10, no longer pauses in the answer's opening;
+    # that box's noise is as large (docs/latency.md).
+    first_clause_words: int = 3
     # CPU threads for torch; 0 = torch's default (all cores). One is the default because on a
     # small CPU shared with TTS, the video encoder and the browser, two torch threads spend
     # their time waiting on each other: measured end to end, median time to first avatar
@@ -85,4 +91,5 @@ class LlmSettings:
             prompt_tokens=env_int(env, "AVATAR_LLM_PROMPT_TOKENS", 4096 if gpu else 512, 64, 1_000_000),
             pace_tokens_per_s=env_float(env, "AVATAR_LLM_PACE_TOKENS_PER_S", 8.0, 0.0, 10_000.0),
             pace_lead_tokens=env_int(env, "AVATAR_LLM_PACE_LEAD_TOKENS", 24, 1, 100_000),
+            first_clause_words=env_int(env, "AVATAR_LLM_FIRST_WORDS", 3, 1, 100),
         )
