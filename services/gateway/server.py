@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 
 from services import messages
 from services.gateway import signaling, turn_credentials
-from services.gateway.access import TOKEN_COOKIE, AccessPolicy
+from services.gateway.access import HOST_REFUSED_MESSAGE, TOKEN_COOKIE, AccessPolicy, host_check_names, host_name
 from services.gateway.calls import Calls
 from services.gateway.conversation import ConversationStore
 from services.gateway.flow import FlowControl
@@ -83,13 +83,15 @@ class Gateway:
             self.flow.poke, self._refuse,
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self.access = AccessPolicy(settings.access_token, settings.allowed_origins)
+        self.access = AccessPolicy(
+            settings.access_token, settings.allowed_origins, host_check_names(settings.host, settings.allowed_hosts)
+        )
         self._per_address = AddressCounter(settings.limits.sessions_per_address)
 
     # --- HTTP ------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_security_headers, self._require_token])
+        app = web.Application(middlewares=[_security_headers, self._check_host, self._require_token])
         client = self.settings.client_dir
         app.router.add_get("/", self._index)
         app.router.add_get("/ws", self._websocket)
@@ -111,6 +113,19 @@ class Gateway:
                 secure=request.scheme == "https", max_age=30 * 24 * 3600,
             )
         return response
+
+    @web.middleware
+    async def _check_host(self, request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
+        # Every route, the page included: a rebound name must not even load the page.
+        if not self.access.host_ok(request.host):
+            self.metrics.client_errors.labels("bad_host").inc()
+            logger.info("refused a request for %s with Host %r", request.path, request.host)
+            return web.json_response(
+                {"type": "error", "code": "bad_host",
+                 "message": HOST_REFUSED_MESSAGE.format(name=host_name(request.host))},
+                status=403,
+            )
+        return await handler(request)
 
     @web.middleware
     async def _require_token(self, request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
