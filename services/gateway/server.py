@@ -36,6 +36,7 @@ from services.gateway.conversation import ConversationStore
 from services.gateway.flow import FlowControl
 from services.gateway.idle_frames import IdleFrames
 from services.gateway.limits import AddressCounter, SessionLimits
+from services.gateway.llm_outbox import LlmOutbox
 from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.session import Session
@@ -74,8 +75,11 @@ class Gateway:
         self.conversations = ConversationStore(settings.conversations_db)
         # The turns are built first (the flow reports lost media to them), so they reach the
         # flow they poke late-bound.
+        # Never awaited by a shared loop (llm_outbox.py); ``immediate``: nothing queues in the
+        # socket while the LLM is absent, so only each session's latest question is sent later.
+        self.llm_outbox = LlmOutbox(transport.push(ep.llm_in, immediate=True), self.sessions)
         self.turns = TurnKeeper(
-            transport.push(ep.llm_in), self._control, self.conversations, self.metrics, lambda: self.flow.poke()
+            self.llm_outbox, self._control, self.conversations, self.metrics, lambda: self.flow.poke()
         )
         self.flow = FlowControl(self._control, lambda: list(self.sessions.values()), self.turns.media_lost)
         self.calls = Calls(
@@ -168,6 +172,7 @@ class Gateway:
             asyncio.create_task(self._fps_loop(), name="gateway-fps"),
             asyncio.create_task(self.flow.run(), name="gateway-flow"),
             asyncio.create_task(self._idle_loop(), name="gateway-idle"),
+            asyncio.create_task(self.llm_outbox.run(), name="gateway-llm-outbox"),
         ]
 
     async def _shutdown(self, app: web.Application) -> None:
