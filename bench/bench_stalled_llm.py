@@ -118,9 +118,10 @@ async def ask_rounds(stack: ServiceStack, run: Run, llm_down: bool) -> None:
                 marks = [len(c.events) for c in clients]
                 for i, c in enumerate(clients):
                     c.mic.play(clips[(r + i) % len(clips)])
+                round_deadline = time.monotonic() + ROUND_TIMEOUT_S
                 for c, mark in zip(clients, marks):
                     try:
-                        event = await c.wait_event(_user_final, ROUND_TIMEOUT_S, start=mark)
+                        event = await c.wait_event(_user_final, max(0.1, round_deadline - time.monotonic()), start=mark)
                     except TimeoutError:
                         run.missing_transcripts += 1
                         continue
@@ -140,10 +141,11 @@ async def ask_rounds(stack: ServiceStack, run: Run, llm_down: bool) -> None:
         marks = [len(c.events) for c in clients]
         stack.start("llm")
         ready_at = await asyncio.to_thread(stack.wait_ready, "llm")
+        answer_deadline = time.monotonic() + ANSWER_TIMEOUT_S
         for c, mark in zip(clients, marks):
             try:
                 speaking = await c.wait_event(lambda e: e.get("type") == "state" and e.get("state") == "speaking",
-                                              ANSWER_TIMEOUT_S, start=mark)
+                                              max(0.1, answer_deadline - time.monotonic()), start=mark)
                 run.answer_after_llm_ready_s.append(round(_arrival(c, speaking) - ready_at, 2))
             except TimeoutError:
                 run.answer_after_llm_ready_s.append(None)

@@ -17,6 +17,7 @@ import time
 
 from bench.avatar_process import ROOT, free_port
 from services.endpoints import Endpoints
+from services.supervisor import _die_with_parent
 
 SERVICES = ("gateway", "asr", "llm", "tts", "lipsync")
 
@@ -29,6 +30,7 @@ class _Service:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{name}"], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=_die_with_parent,  # as main.py's supervisor does: no orphans if we are killed
         )
         self._reader = threading.Thread(target=self._read, daemon=True, name=f"log-{name}")
         self._reader.start()
