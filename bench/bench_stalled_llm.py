@@ -35,7 +35,6 @@ from dataclasses import asdict, dataclass, field
 from bench.bench_concurrency import CONNECT_TIMEOUT_S, speech_48k, timed_mic_class
 from bench.service_stack import ServiceStack
 
-logger = logging.getLogger(__name__)
 
 QUESTIONS = (
     "Hello there. What is your name?",
