@@ -60,6 +60,10 @@ class Run:
     answer_after_llm_ready_s: list[float | None] = field(default_factory=list)
     answers_per_session: list[int] = field(default_factory=list)
     answered_latest: list[bool] = field(default_factory=list)
+    # (round, client) of each question whose transcript never came, and the services' last log
+    # lines when anything went missing (to see why).
+    missed: list[tuple[int, int]] = field(default_factory=list)
+    log_tails: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict:
         def stats(xs: list[float]) -> dict:
@@ -118,11 +122,12 @@ async def ask_rounds(stack: ServiceStack, run: Run, llm_down: bool) -> None:
                 for i, c in enumerate(clients):
                     c.mic.play(clips[(r + i) % len(clips)])
                 round_deadline = time.monotonic() + ROUND_TIMEOUT_S
-                for c, mark in zip(clients, marks):
+                for i, (c, mark) in enumerate(zip(clients, marks)):
                     try:
                         event = await c.wait_event(_user_final, max(0.1, round_deadline - time.monotonic()), start=mark)
                     except TimeoutError:
                         run.missing_transcripts += 1
+                        run.missed.append((r, i))
                         continue
                     arrived = _arrival(c, event)
                     ended = c.mic.clip_ended_at
@@ -172,7 +177,11 @@ async def measure(llm_down: bool, clients: int, rounds: int) -> Run:
         names = ("gateway", "asr", "tts", "lipsync") if llm_down else ("gateway", "asr", "llm", "tts", "lipsync")
         stack.start(*names)
         await asyncio.to_thread(stack.wait_ready, *names)
-        await ask_rounds(stack, run, llm_down)
+        try:
+            await ask_rounds(stack, run, llm_down)
+        finally:
+            if run.missing_transcripts or None in run.answer_after_llm_ready_s or not all(run.answered_latest):
+                run.log_tails = {name: stack.log_tail(name, 150) for name in stack.services}
     return run
 
 

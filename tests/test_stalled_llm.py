@@ -27,6 +27,8 @@ ANSWER_WITHIN_S = 30.0
 
 async def test_thirty_spoken_questions_while_the_llm_is_absent_then_one_answer_each():
     run: Run = await measure(llm_down=True, clients=3, rounds=10)
+    for name, tail in run.log_tails.items():  # shown when an assertion below fails
+        print(f"--- {name} ---\n{tail}")
     assert run.missing_transcripts == 0, run.summary()
     assert len(run.event_delay_ms) == 30 and max(run.event_delay_ms) < TRANSCRIPT_WITHIN_MS, run.summary()
     assert STARTING in run.waiting_notices, run.summary()
