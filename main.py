@@ -16,12 +16,14 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from services.endpoints import Endpoints
 from services.gateway.access import AccessConfigError, resolve_token
 from services.heartbeat import heartbeat_timeout_s
 from services.runner import setup_logging
-from services.settings_util import SettingsError
+from services.settings_util import SettingsError, env_float, env_int, profile
 from services.supervisor import Supervisor
 
 logger = logging.getLogger("main")
@@ -42,6 +44,7 @@ _OPTION_ENV = {
     "wav2lip_checkpoint": "AVATAR_WAV2LIP_CHECKPOINT",
     "endpoint_silence_ms": "AVATAR_ENDPOINT_SILENCE_MS",
     "log_level": "AVATAR_LOG_LEVEL",
+    "ready_timeout": "AVATAR_READY_TIMEOUT_S",
 }
 
 
@@ -51,9 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="A fully local, real-time talking avatar. Open the printed URL and talk.",
         epilog="`python main.py fetch --help` fetches production models (GPU profile).",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
-    parser.add_argument("--profile", choices=("cpu", "gpu"), default="cpu",
+    # Every default is None: a flag that was not given leaves the environment's value (see
+    # resolve_env), and the services apply their own defaults to what neither sets.
+    parser.add_argument("--host", default=None, help="address to serve on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=None, help="HTTP port (default 8080)")
+    parser.add_argument("--profile", choices=("cpu", "gpu"), default=None,
                         help="cpu: embedded models from packages, offline (default); gpu: production engines in float16")
     parser.add_argument("--avatar", default=None, help="photo or short video of the avatar (default: scikit-image's astronaut)")
     parser.add_argument("--models-dir", default=None, help="where `fetch` put production models (default ./models)")
@@ -66,38 +71,67 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wav2lip-checkpoint", default=None, help="your Wav2Lip checkpoint (non-commercial weights; never downloaded)")
     parser.add_argument("--endpoint-silence-ms", type=int, default=None, help="trailing silence that ends an utterance (default 280, chosen by bench.bench_endpointing)")
     parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")
-    parser.add_argument("--ready-timeout", type=float, default=600.0, help="seconds to wait for models to load (default 600)")
+    parser.add_argument("--ready-timeout", type=float, default=None, help="seconds to wait for models to load (default 600)")
     return parser
 
 
-def run(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    env = dict(os.environ)
+@dataclass(frozen=True, slots=True)
+class MainOptions:
+    """What main.py itself uses of the settings (the services read theirs from ``env``)."""
+
+    host: str
+    port: int
+    profile: str
+    ready_timeout_s: float
+    heartbeat_timeout_s: float
+
+
+def resolve_env(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[dict[str, str], MainOptions]:
+    """Flags win over the environment, the environment over the defaults, for every option.
+
+    Raises SettingsError naming the variable when a value (from a flag or the environment)
+    cannot be used.
+    """
+    env = dict(environ)
     for option, var in _OPTION_ENV.items():
         value = getattr(args, option)
         if value is not None:
             env[var] = str(value)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TRANSFORMERS_OFFLINE", "1")
-    setup_logging("main")
+    options = MainOptions(
+        host=env.get("AVATAR_HOST") or "127.0.0.1",
+        port=env_int(env, "AVATAR_PORT", 8080, 1, 65535),
+        profile=profile(env),
+        ready_timeout_s=env_float(env, "AVATAR_READY_TIMEOUT_S", 600.0, 1.0, 86400.0),
+        heartbeat_timeout_s=heartbeat_timeout_s(env),
+    )
+    # The gateway (a child) serves where the printed URL points.
+    env["AVATAR_HOST"], env["AVATAR_PORT"] = options.host, str(options.port)
+    return env, options
+
+
+def run(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        heartbeat_timeout = heartbeat_timeout_s(env)
+        env, options = resolve_env(args, os.environ)
     except SettingsError as exc:
         print(f"main: bad setting: {exc}", file=sys.stderr)
         return 2
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_OFFLINE", "1")
+    setup_logging("main")
     run_dir = tempfile.mkdtemp(prefix="avatar-")
     endpoints = Endpoints.from_env({**env, "AVATAR_RUN_DIR": run_dir, "AVATAR_SUPERVISOR": f"ipc://{run_dir}/supervisor.sock"})
     env.update(endpoints.to_env())
     # The services' heartbeat files (services/health.py) go in this run's folder too.
     env["AVATAR_RUN_DIR"] = run_dir
     scheme = "https" if env.get("AVATAR_TLS_CERT") else "http"
-    shown_host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0", "::") else args.host
-    url = f"{scheme}://{shown_host}:{args.port}/"
+    shown_host = "localhost" if options.host in ("127.0.0.1", "0.0.0.0", "::") else options.host
+    url = f"{scheme}://{shown_host}:{options.port}/"
     # Off localhost the gateway requires a token; resolve it here so the printed URL carries it
     # and the gateway (a child) uses the same one.
     cache_dir = env.get("AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar"))
     try:
-        token = resolve_token(env.get("AVATAR_HOST", args.host), env, cache_dir)
+        token = resolve_token(options.host, env, cache_dir)
     except AccessConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -110,7 +144,7 @@ def run(argv: list[str]) -> int:
         print(f"Avatar ready: open {url}", flush=True)
 
     supervisor = Supervisor(
-        env, endpoints, ready_timeout_s=args.ready_timeout, heartbeat_timeout_s=heartbeat_timeout
+        env, endpoints, ready_timeout_s=options.ready_timeout_s, heartbeat_timeout_s=options.heartbeat_timeout_s
     )
 
     async def main() -> int:

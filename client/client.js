@@ -74,6 +74,8 @@
     session: null,
     connectionState: "idle",
     avatarState: "idle",
+    // Why the question waits ("thinking is starting up", "thinking is retrying"), or "".
+    waiting: "",
     stats: {},
     transcript: [],
     getInboundStats: () => readInboundStats(),
@@ -112,7 +114,7 @@
   function setAvatarState(state) {
     const word = ["idle", "listening", "thinking", "speaking"].includes(state) ? state : "idle";
     api.avatarState = word;
-    ui.avatarState.textContent = word;
+    ui.avatarState.textContent = api.waiting ? `${word}: ${api.waiting}` : word;
     ui.avatarState.dataset.state = word;
   }
 
@@ -625,6 +627,10 @@
         break;
       case "state":
         setAvatarState(msg.state);
+        break;
+      case "waiting":
+        api.waiting = typeof msg.message === "string" ? msg.message : "";
+        setAvatarState(api.avatarState);
         break;
       case "transcript":
         onTranscript(msg);

@@ -15,6 +15,8 @@ want_cmd() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
 if [ "$mode" = dev ]; then
   want_cmd espeak-ng espeak-ng      # synthesizes the test speech
   want_cmd chromium chromium        # the browser end-to-end tests
+  want_cmd node nodejs              # syntax checks of the page's JavaScript
+  want_cmd openssl openssl          # the container's certificate script, tested here
   want_cmd sox sox
   want_cmd ffprobe ffmpeg
 fi

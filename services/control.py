@@ -66,6 +66,12 @@ class Closable(Protocol):
     async def aclose(self) -> None: ...
 
 
+class Pool(Protocol):
+    """A worker pool to shut down (an Executor, or lanes.SessionThreads)."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
+
+
 async def serve_stage(
     name: str,
     stage: Stage,
@@ -73,7 +79,7 @@ async def serve_stage(
     inbox: Receiver,
     control: Receiver,
     lanes: SessionLanes[Any] | Closable,
-    pool: concurrent.futures.Executor,
+    pool: concurrent.futures.Executor | Pool,
 ) -> None:
     """A stage's main loop: its input to ``stage.handle``, the control broadcast to its turn
     bookkeeping, until cancelled; then its lanes and worker pool are shut down."""

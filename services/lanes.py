@@ -1,13 +1,16 @@
 """Per-session work lanes: one owned worker task per session, fed by a bounded queue.
 
 Sessions never wait on each other's work, and messages of one session stay in order.
-``interrupt`` cancels the work in flight and drops what is queued (barge-in); ``aclose``
-cancels everything with a timeout. Nothing here is fire-and-forget.
+``offer`` hands an item over without waiting, so the stage's shared inbox never waits on one
+session's lane. ``interrupt`` cancels the work in flight and drops what is queued (barge-in);
+``aclose`` cancels everything with a timeout. Nothing here is fire-and-forget.
+``SessionThreads`` gives each session its own worker thread for its blocking calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -36,8 +39,15 @@ class SessionLanes(Generic[T]):
             )
         return queue
 
-    async def put(self, session: str, item: T) -> None:
-        await self._lane(session).put(item)
+    def offer(self, session: str, item: T) -> T | None:
+        """Queue ``item`` without waiting. When the session's lane is full, its oldest queued
+        item makes room and is returned (the caller says what was lost); otherwise None."""
+        queue = self._lane(session)
+        dropped = None
+        if queue.full():
+            dropped = queue.get_nowait()
+        queue.put_nowait(item)
+        return dropped
 
     async def _work(self, session: str, queue: asyncio.Queue[T]) -> None:
         while True:
@@ -86,6 +96,42 @@ class SessionLanes(Generic[T]):
         if tasks:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout_s)
+
+
+class SessionThreads:
+    """One worker thread per session for its blocking calls.
+
+    A shared pool lets one session's long call (a Whisper decode of a whole utterance) hold a
+    thread that another session's short calls (VAD windows that drive its barge-in) then queue
+    behind; with a thread each, the OS shares the cores between them instead. One thread per
+    session also keeps that session's calls in order.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._threads: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+
+    def get(self, session: str) -> concurrent.futures.ThreadPoolExecutor:
+        pool = self._threads.get(session)
+        if pool is None:
+            pool = self._threads[session] = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"{self._name}-{session[:8]}"
+            )
+        return pool
+
+    def close(self, session: str, last: Callable[[], object] | None = None) -> None:
+        """Retire the session's thread after ``last`` (run on it, after what is queued there)."""
+        pool = self._threads.pop(session, None)
+        if pool is not None:
+            if last is not None:
+                pool.submit(last)
+            pool.shutdown(wait=False)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pools = list(self._threads.values())
+        self._threads.clear()
+        for pool in pools:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 async def iterate_in_thread(

@@ -51,8 +51,13 @@ class Transport:
         self._bind(sock, endpoint)
         return Receiver(sock)
 
-    def push(self, endpoint: str, hwm: int = DEFAULT_HWM) -> "Sender":
+    def push(self, endpoint: str, hwm: int = DEFAULT_HWM, immediate: bool = False) -> "Sender":
+        """``immediate``: queue nothing while the peer is not connected (down, or still loading
+        its model before it binds), so ``Sender.try_send`` says so instead of queueing messages
+        that would be stale by the time the peer reads them."""
         sock = self._socket(zmq.PUSH, hwm)
+        if immediate:
+            sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.connect(endpoint)
         return Sender(sock)
 
@@ -78,9 +83,23 @@ class Transport:
 class Sender:
     def __init__(self, sock: zmq.asyncio.Socket) -> None:
         self._sock = sock
+        # The same socket, driven synchronously, for sends that must not wait.
+        self._now = zmq.Socket.shadow(sock.underlying)
 
     async def send(self, msg: Any) -> None:
         await self._sock.send_multipart(messages.encode(msg), copy=False)
+
+    def try_send(self, msg: Any) -> bool:
+        """Send without waiting; False when the peer is absent or its queue is full."""
+        try:
+            self._now.send_multipart(messages.encode(msg), flags=zmq.DONTWAIT, copy=False)
+        except zmq.Again:
+            return False
+        return True
+
+    async def wait_writable(self, timeout_s: float) -> bool:
+        """Until a ``try_send`` may succeed (the peer connected, or its queue has room)."""
+        return bool(await self._sock.poll(int(timeout_s * 1000), zmq.POLLOUT))
 
 
 class Receiver:

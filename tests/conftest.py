@@ -7,6 +7,9 @@ import pytest
 
 from bench.avatar_process import AvatarProcess
 
+# Under CI=true a skipped test fails unless it is on that module's allow-list.
+pytest_plugins = ["tests.ci_skips"]
+
 
 @pytest.fixture(scope="session")
 def avatar():

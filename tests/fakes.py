@@ -152,7 +152,7 @@ class MemoryTransport:
     def _queue(self, endpoint: str) -> asyncio.Queue:
         return self._queues.setdefault(endpoint, asyncio.Queue(self._hwm))
 
-    def push(self, endpoint: str):
+    def push(self, endpoint: str, hwm: int | None = None, immediate: bool = False):
         return _MemorySender(self, lambda: [self._queue(endpoint)])
 
     def pull(self, endpoint: str):
@@ -179,6 +179,20 @@ class _MemorySender:
         frames = [bytes(f) for f in self._t._messages.encode(msg)]
         for queue in self._targets():
             await queue.put(frames)
+
+    def try_send(self, msg: object) -> bool:
+        frames = [bytes(f) for f in self._t._messages.encode(msg)]
+        targets = self._targets()
+        if any(queue.full() for queue in targets):
+            return False
+        for queue in targets:
+            queue.put_nowait(frames)
+        return True
+
+    async def wait_writable(self, timeout_s: float) -> bool:
+        # asyncio.Queue has no "not full" event to await; a fake may look again after a while.
+        await asyncio.sleep(timeout_s)
+        return not any(queue.full() for queue in self._targets())
 
 
 class _MemoryReceiver:

@@ -53,6 +53,7 @@ class RtcClient:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self.events: list[dict] = []
+        self.arrivals: list[float] = []  # when each of ``events`` arrived (monotonic)
         self.mic = PcmTrack()
         self.video_times: list[float] = []  # every received frame's arrival
         # The last frames as decoded, converted to RGB only when a test looks at them: 2.5 ms of
@@ -92,6 +93,7 @@ class RtcClient:
 
     async def _read_ws(self) -> None:
         async for msg in self.ws:
+            self.arrivals.append(time.monotonic())
             self.events.append(json.loads(msg.data))
             self._changed.set()
 

@@ -46,6 +46,7 @@ SERVER_MESSAGE_TYPES = (
     "stats",
     "error",
     "pong",
+    "waiting",
 )
 
 # Ways of turning a string into markup; server text must only ever go through textContent.

@@ -27,9 +27,11 @@ async def test_two_people_asking_at_once_both_hear_an_answer(avatar):
     assert all(r.heard for r in level.results), level
     assert all(s is not None and s <= ANSWERED_WITHIN_S for s in first_audio), first_audio
     faster, slower = sorted(first_audio)
-    # The second answer may wait for the first one's model time, not for all of its playback
-    # to end many times over.
-    assert slower <= 4 * faster + 6, first_audio
+    # Sharing the machine fairly costs the slower session a fraction of a second; waiting
+    # behind the other session (its model time or its playback: head-of-line blocking) costs
+    # at least one whole answer's first audio, about 2 s here. 1.5 s is between the two, so
+    # this fails on serialised answers; the old `4 * faster + 6` let a session wait 8 s.
+    assert slower <= faster + 1.5, first_audio
 
 
 async def test_a_typing_client_that_never_calls_does_not_block_a_real_one(avatar):

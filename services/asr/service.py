@@ -8,7 +8,6 @@ the gateway, which shows them and, for a final one, asks the LLM with the conver
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 from collections.abc import Callable
 
@@ -28,11 +27,17 @@ from services.asr.utterance import (
     UtteranceTracker,
 )
 from services.control import serve_stage
-from services.lanes import SessionLanes
+from services.lanes import SessionLanes, SessionThreads
 from services.transport import Receiver, Sender
 from services.turns import TurnTracker
 
 logger = logging.getLogger(__name__)
+
+# Microphone audio a session's lane may hold (in 20 ms chunks) while that session's own work
+# runs: a Whisper decode of a long utterance takes seconds on a busy CPU, and the audio that
+# follows it must still be heard, in order. Past this the oldest is dropped, never waited for.
+_CHUNK_MS = 20
+_BACKLOG_MS = 10_000
 
 
 class AsrService:
@@ -49,33 +54,41 @@ class AsrService:
         self._events = events
         self.turns = TurnTracker()
         self._trackers: dict[str, UtteranceTracker] = {}
-        # 25 chunks of 20 ms = 500 ms of audio may queue per session before the socket pushes back.
-        self._lanes: SessionLanes[messages.AudioIn] = SessionLanes("asr", self._listen, maxsize=25)
-        # Two threads: sessions decode in parallel on the two cores; one session stays ordered
-        # because its lane awaits each chunk before the next.
-        self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="asr")
+        # The shared inbox hands each chunk to its session's lane without waiting (handle), and
+        # each session's VAD, endpointing and decodes run on its own thread (SessionThreads): one
+        # session's long decode delays neither another's audio nor its onsets (barge-in).
+        self._lanes: SessionLanes[messages.AudioIn] = SessionLanes(
+            "asr", self._listen, maxsize=_BACKLOG_MS // _CHUNK_MS
+        )
+        self._pool = SessionThreads("asr")
+        self._dropped: dict[str, int] = {}
 
     async def handle(self, msg: messages.AudioIn) -> None:
         # Audio is never stale by turn (the user may talk over anything); only closed sessions.
         if self.turns.is_closed(msg.session):
             return
         self.turns.advance(msg.session, msg.turn)
-        await self._lanes.put(msg.session, msg)
+        if self._lanes.offer(msg.session, msg) is not None:
+            dropped = self._dropped[msg.session] = self._dropped.get(msg.session, 0) + 1
+            if dropped == 1 or dropped % 50 == 0:
+                logger.warning("Session(%s) asr is %d s behind its microphone: %d chunks of the oldest "
+                               "audio dropped", msg.session, _BACKLOG_MS // 1000, dropped)
 
     def on_interrupt(self, msg: messages.Interrupt) -> None:
         """The turn moved on (our own onset, or typed text): nothing to cancel here."""
 
     def on_close(self, session: str) -> None:
         self._lanes.close(session)
+        self._dropped.pop(session, None)
         tracker = self._trackers.pop(session, None)
-        if tracker is not None:
-            self._pool.submit(tracker.close)
+        self._pool.close(session, tracker.close if tracker is not None else None)
 
     async def _listen(self, msg: messages.AudioIn) -> None:
         loop = asyncio.get_running_loop()
+        thread = self._pool.get(msg.session)
         tracker = self._trackers.get(msg.session)
         if tracker is None:
-            vad = await loop.run_in_executor(self._pool, self._make_vad)
+            vad = await loop.run_in_executor(thread, self._make_vad)
             tracker = self._trackers[msg.session] = UtteranceTracker(self._engine, vad, self._settings)
         # Whatever queued up meanwhile goes in the same thread hop: measured on a loaded
         # 2-core box, one hop per 20 ms chunk kept this lane ~200 ms behind the microphone,
@@ -83,11 +96,11 @@ class AsrService:
         batch = [msg, *self._lanes.drain(msg.session)]
         pcm = batch[0].pcm if len(batch) == 1 else np.concatenate([m.pcm for m in batch])
         audible = any(m.avatar_audible for m in batch)
-        events = await loop.run_in_executor(self._pool, tracker.process, pcm, audible)
+        events = await loop.run_in_executor(thread, tracker.process, pcm, audible)
         await self._report(msg.session, events)
         while tracker.has_pending():
             # An onset cut the call short so it could be reported first; finish the audio.
-            events = await loop.run_in_executor(self._pool, tracker.process, NO_AUDIO, audible)
+            events = await loop.run_in_executor(thread, tracker.process, NO_AUDIO, audible)
             await self._report(msg.session, events)
 
     async def _report(self, session: str, events: list) -> None:

@@ -11,6 +11,14 @@
   printed URL carries it as ``?token=``; the page keeps it (a SameSite=Strict, HttpOnly cookie
   set when the page is loaded with the token, and the page's own copy for the WebSocket URL).
   Loopback stays open by default.
+- **Host, as Jupyter does it.** Bound to loopback, the gateway answers only requests whose
+  ``Host`` names this machine (``localhost``, a loopback address, the bound address) or a name in
+  ``AVATAR_ALLOWED_HOSTS``; anything else gets 403 on every route. Without it, DNS rebinding
+  opens the avatar to any web site: a page on ``evil.example`` whose name resolves to 127.0.0.1
+  sends ``Host`` and ``Origin`` of ``evil.example``, which match each other, and loopback needs
+  no token. Off loopback the token is the guard; the host check applies there too when
+  ``AVATAR_ALLOWED_HOSTS`` is set. The port is not checked, as in Jupyter: rebinding changes
+  the name, and a port forward (``ssh -L 9000:localhost:8080``) changes the port legitimately.
 """
 
 from __future__ import annotations
@@ -89,10 +97,65 @@ def parse_origins(raw: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def parse_hosts(raw: str) -> tuple[str, ...]:
+    """``AVATAR_ALLOWED_HOSTS``: comma-separated host names (or addresses), without scheme or port."""
+    hosts = []
+    for item in raw.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        name = host_name(item)
+        if not name or "/" in item or item not in (name, f"[{name}]", f"{name}."):
+            raise AccessConfigError(f"AVATAR_ALLOWED_HOSTS: {item!r} is not a host name like kiosk.local (no scheme or port)")
+        hosts.append(name)
+    return tuple(hosts)
+
+
+def host_name(host_header: str) -> str:
+    """The name in a ``Host`` header, lower case, without the port or a trailing dot:
+    ``[::1]:8080`` -> ``::1``, ``Localhost.:8080`` -> ``localhost``."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.rstrip(".")
+
+
+def host_check_names(bound_host: str, allowed_hosts: tuple[str, ...]) -> frozenset[str] | None:
+    """The host names the gateway answers to, or None where any will do (off loopback with no
+    ``AVATAR_ALLOWED_HOSTS``: the token guards it there)."""
+    if not is_loopback(bound_host) and not allowed_hosts:
+        return None
+    names = {"localhost", *allowed_hosts}
+    if bound_host and bound_host not in ("0.0.0.0", "::"):
+        names.add(host_name(bound_host))
+    return frozenset(names)
+
+
+HOST_REFUSED_MESSAGE = (
+    "this avatar answers only to this machine's names (localhost, 127.0.0.1, [::1]); to reach it "
+    "as {name!r}, add that name to AVATAR_ALLOWED_HOSTS"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AccessPolicy:
     token: str = ""  # "" = open (loopback)
     allowed_origins: tuple[str, ...] = ()
+    # None = any Host (off loopback without AVATAR_ALLOWED_HOSTS); see host_check_names.
+    allowed_hosts: frozenset[str] | None = None
+
+    def host_ok(self, host_header: str) -> bool:
+        if self.allowed_hosts is None:
+            return True
+        name = host_name(host_header)
+        if name in self.allowed_hosts:
+            return True
+        try:
+            return ipaddress.ip_address(name).is_loopback
+        except ValueError:
+            return False
 
     def origin_ok(self, origin: str | None, scheme: str, host_header: str) -> bool:
         if origin is None:

@@ -30,7 +30,7 @@ from aiohttp import WSMsgType, web
 
 from services import messages
 from services.gateway import signaling, turn_credentials
-from services.gateway.access import TOKEN_COOKIE, AccessPolicy
+from services.gateway.access import HOST_REFUSED_MESSAGE, TOKEN_COOKIE, AccessPolicy, host_check_names, host_name
 from services.gateway.avatar_library import AvatarLibrary
 from services.gateway.avatars_api import AvatarsApi, UploadSettings
 from services.gateway.calls import Calls
@@ -38,6 +38,7 @@ from services.gateway.conversation import ConversationStore
 from services.gateway.flow import FlowControl
 from services.gateway.idle_frames import IdleFrames
 from services.gateway.limits import AddressCounter, SessionLimits
+from services.gateway.llm_outbox import LlmOutbox
 from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.say import Speaker
@@ -80,8 +81,11 @@ class Gateway:
         self.conversations = ConversationStore(settings.conversations_db)
         # The turns are built first (the flow reports lost media to them), so they reach the
         # flow they poke late-bound.
+        # Never awaited by a shared loop (llm_outbox.py); ``immediate``: nothing queues in the
+        # socket while the LLM is absent, so only each session's latest question is sent later.
+        self.llm_outbox = LlmOutbox(transport.push(ep.llm_in, immediate=True), self.sessions)
         self.turns = TurnKeeper(
-            transport.push(ep.llm_in), self._control, self.conversations, self.metrics, lambda: self.flow.poke()
+            self.llm_outbox, self._control, self.conversations, self.metrics, lambda: self.flow.poke()
         )
         self.flow = FlowControl(self._control, lambda: list(self.sessions.values()), self.turns.media_lost)
         # With the avatar library, each session shows its own avatar (services/gateway/avatars_api.py).
@@ -93,7 +97,9 @@ class Gateway:
             None if library is None else self._avatar_refusal,
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self.access = AccessPolicy(settings.access_token, settings.allowed_origins)
+        self.access = AccessPolicy(
+            settings.access_token, settings.allowed_origins, host_check_names(settings.host, settings.allowed_hosts)
+        )
         self.speaker = Speaker(transport.push(ep.tts_in), self.turns, lambda: self.sessions, self.access, self._refuse)
         self.avatars = None if library is None else AvatarsApi(
             library, self.access, uploads or UploadSettings(), lambda: {s.avatar for s in self.sessions.values()}
@@ -103,7 +109,7 @@ class Gateway:
     # --- HTTP ------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_security_headers, self._require_token])
+        app = web.Application(middlewares=[_security_headers, self._check_host, self._require_token])
         client = self.settings.client_dir
         app.router.add_get("/", self._index)
         app.router.add_get("/ws", self._websocket)
@@ -128,6 +134,19 @@ class Gateway:
                 secure=request.scheme == "https", max_age=30 * 24 * 3600,
             )
         return response
+
+    @web.middleware
+    async def _check_host(self, request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
+        # Every route, the page included: a rebound name must not even load the page.
+        if not self.access.host_ok(request.host):
+            self.metrics.client_errors.labels("bad_host").inc()
+            logger.info("refused a request for %s with Host %r", request.path, request.host)
+            return web.json_response(
+                {"type": "error", "code": "bad_host",
+                 "message": HOST_REFUSED_MESSAGE.format(name=host_name(request.host))},
+                status=403,
+            )
+        return await handler(request)
 
     @web.middleware
     async def _require_token(self, request: web.Request, handler) -> web.StreamResponse:  # noqa: ANN001
@@ -170,6 +189,7 @@ class Gateway:
             asyncio.create_task(self._fps_loop(), name="gateway-fps"),
             asyncio.create_task(self.flow.run(), name="gateway-flow"),
             asyncio.create_task(self._idle_loop(), name="gateway-idle"),
+            asyncio.create_task(self.llm_outbox.run(), name="gateway-llm-outbox"),
         ]
 
     async def _shutdown(self, app: web.Application) -> None:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.gateway.access import AccessConfigError, parse_origins, resolve_token
+from services.gateway.access import AccessConfigError, parse_hosts, parse_origins, resolve_token
 from services.gateway.limits import LimitSettings
 from services.gateway.turn_credentials import TurnSettings
 from services.settings_util import SettingsError, env_float, env_int, env_str, profile
@@ -48,6 +48,8 @@ class GatewaySettings:
     # Security (services/gateway/access.py): "" = no token needed (bound to loopback).
     access_token: str = ""
     allowed_origins: tuple[str, ...] = ()
+    # Host names besides this machine's that requests may carry (a kiosk's, a reverse proxy's).
+    allowed_hosts: tuple[str, ...] = ()
     limits: LimitSettings = field(default_factory=LimitSettings)
     turn: TurnSettings = field(default_factory=TurnSettings)
     # Conversations (services/gateway/conversation.py); ":memory:" keeps them in this process only.
@@ -69,6 +71,7 @@ class GatewaySettings:
         try:
             token = resolve_token(host, env, cache_dir)
             origins = parse_origins(env.get("AVATAR_ALLOWED_ORIGINS", ""))
+            hosts = parse_hosts(env.get("AVATAR_ALLOWED_HOSTS", ""))
         except AccessConfigError as exc:
             raise SettingsError(str(exc)) from exc
         turn_urls = tuple(u.strip() for u in env.get("AVATAR_TURN_URLS", "").split(",") if u.strip())
@@ -100,6 +103,7 @@ class GatewaySettings:
             echo_tail_ms=env_int(env, "AVATAR_ECHO_TAIL_MS", 400, 0, 5000),
             access_token=token,
             allowed_origins=origins,
+            allowed_hosts=hosts,
             limits=limits,
             turn=TurnSettings(turn_urls, turn_secret, env_int(env, "AVATAR_TURN_TTL_S", 3600, 60, 86400)),
             conversations_db=env_str(env, "AVATAR_CONVERSATIONS_DB", os.path.join(cache_dir, "conversations.sqlite3")),

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from services import messages
 from services.gateway.conversation import ConversationStore
+from services.gateway.llm_outbox import LlmOutbox
 from services.gateway.media_clock import OutputUnit
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.session import Session
@@ -35,7 +36,7 @@ class TurnKeeper:
 
     def __init__(
         self,
-        llm: Sender,
+        llm: LlmOutbox,
         control: Sender,
         conversations: ConversationStore,
         metrics: GatewayMetrics,
@@ -143,7 +144,7 @@ class TurnKeeper:
         session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
         history = session.conversation.history_json(before_turn=turn)
         _request_sent(session, turn, msg.speech_end_unix_s)
-        await self._llm.send(messages.UserText(session.id, turn, text, "speech", msg.speech_end_unix_s, history))
+        self._llm.ask(messages.UserText(session.id, turn, text, "speech", msg.speech_end_unix_s, history))
         self._metrics.speculations.labels("started").inc()
 
     async def _drop_speculation(self, session: Session, why: str) -> None:
@@ -195,12 +196,13 @@ class TurnKeeper:
         session.send(event)
 
     async def _ask(self, session: Session, turn: int, text: str, source: str, speech_end_unix_s: float) -> None:
-        """Record the question and send it to the LLM with the conversation so far."""
+        """Record the question and send it to the LLM with the conversation so far (through the
+        outbox: this never waits for the LLM, whatever state it is in)."""
         history = session.conversation.history_json(before_turn=turn)
         self._conversations.record_user(session.conversation, turn, text)
         session.asked = (turn, text)
         _request_sent(session, turn, speech_end_unix_s)
-        await self._llm.send(messages.UserText(session.id, turn, text, source, speech_end_unix_s, history))
+        self._llm.ask(messages.UserText(session.id, turn, text, source, speech_end_unix_s, history))
 
     # --- the answer, as heard -----------------------------------------------------------------
 

@@ -43,7 +43,11 @@ class LlmService:
             return
         if self.turns.advance(msg.session, msg.turn):
             self._lanes.interrupt(msg.session)
-        await self._lanes.put(msg.session, msg)
+        # Never waits (the inbox serves every session): a newer turn emptied the lane above, so
+        # it is full only of this turn's repeats, and the oldest of those gives way.
+        dropped = self._lanes.offer(msg.session, msg)
+        if dropped is not None:
+            logger.warning("Session(%s) turn %d: too many questions queued, dropped %r", msg.session, msg.turn, dropped.text)
 
     def on_interrupt(self, msg: messages.Interrupt) -> None:
         self._lanes.interrupt(msg.session)
