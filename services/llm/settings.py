@@ -64,8 +64,11 @@ class LlmSettings:
         env = os.environ if env is None else env
         gpu = profile(env) == "gpu"
         default_model = os.path.join(models_dir(env), "llm", "Qwen2.5-7B-Instruct") if gpu else ""
+        # AVATAR_LLM_URL (main.py --llm-url) is the one-flag way to your own server: it selects
+        # the openai engine unless AVATAR_LLM_ENGINE says otherwise.
+        url = env_str(env, "AVATAR_LLM_URL", "")
         return cls(
-            engine=env_choice(env, "AVATAR_LLM_ENGINE", "transformers", ENGINES),
+            engine=env_choice(env, "AVATAR_LLM_ENGINE", "openai" if url else "transformers", ENGINES),
             model=env_str(env, "AVATAR_LLM_MODEL", default_model),
             dtype=env_choice(
                 env, "AVATAR_LLM_DTYPE", "auto", ("auto", "float16", "bfloat16", "float32")
@@ -73,7 +76,7 @@ class LlmSettings:
             device=env_choice(env, "AVATAR_DEVICE", "auto", ("auto", "cpu", "cuda")),
             max_new_tokens=env_int(env, "AVATAR_LLM_MAX_NEW_TOKENS", 96, 1, 4096),
             persona=env_str(env, "AVATAR_PERSONA", DEFAULT_PERSONA),
-            openai_base_url=env_str(env, "AVATAR_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
+            openai_base_url=url or env_str(env, "AVATAR_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
             openai_api_key=env_str(env, "AVATAR_OPENAI_API_KEY", ""),
             cache_dir=env_str(
                 env, "AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar")
@@ -86,3 +89,13 @@ class LlmSettings:
             pace_tokens_per_s=env_float(env, "AVATAR_LLM_PACE_TOKENS_PER_S", 8.0, 0.0, 10_000.0),
             pace_lead_tokens=env_int(env, "AVATAR_LLM_PACE_LEAD_TOKENS", 24, 1, 100_000),
         )
+
+
+def llm_overrides(url: str | None, model: str | None) -> dict[str, str]:
+    """The environment that ``--llm-url`` / ``--llm-model`` stand for (None = not given)."""
+    env: dict[str, str] = {}
+    if url:
+        env["AVATAR_LLM_URL"] = url
+    if model:
+        env["AVATAR_LLM_MODEL"] = model
+    return env

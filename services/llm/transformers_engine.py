@@ -120,7 +120,10 @@ class TransformersEngine:
 
     def __init__(self, model_dir: str, dtype: str, device: str, max_new_tokens: int,
                  temperature: float = 0.0, threads: int = 0, persona: str = "",
-                 max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none", pace: Pace | None = None) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none", pace: Pace | None = None,
+                 model_name: str = "") -> None:
+        # What the page's Stats panel shows as the model that answered.
+        self.model_name = model_name or Path(model_dir).name
         # "cpu" | "cuda": the string form pick_dtype and apply_quant compare against.
         self._device = pick_device(device).type
         if threads and self._device == "cpu":
@@ -187,7 +190,8 @@ class TransformersEngine:
             )
         return cls(model_dir, settings.dtype, settings.device, settings.max_new_tokens,
                    settings.temperature, settings.threads, settings.persona, settings.max_batch,
-                   settings.quant, pace_from_settings(settings))
+                   settings.quant, pace_from_settings(settings),
+                   model_name=settings.model and Path(settings.model).name or SMOLLM2_GGUF.rsplit(".", 2)[0])
 
     @property
     def context_tokens(self) -> int:
