@@ -15,6 +15,7 @@ from services.llm.clauses import ClauseSplitter
 from services.llm.engine import LlmEngine
 from services.llm.history import build_prompt, parse_history
 from services.llm.settings import LlmSettings
+from services.llm.speakable import persona_name
 from services.transport import Receiver, Sender
 from services.turns import TurnTracker
 
@@ -28,6 +29,8 @@ class LlmService:
         self._out = out
         self._events = events
         self.turns = TurnTracker()
+        # Taken off the front of answers ("Ava: ..."): the persona names the avatar.
+        self._name = persona_name(settings.persona)
         self._lanes: SessionLanes[messages.UserText] = SessionLanes("llm", self._answer, maxsize=4)
         # Generation itself runs on the engine's thread(s); this pool only waits for each
         # stream's next piece, so it must never be what makes one session wait for another:
@@ -66,7 +69,7 @@ class LlmService:
         def stale() -> bool:
             return self.turns.is_stale(session, turn)
 
-        splitter = ClauseSplitter(self._settings.min_clause_chars)
+        splitter = ClauseSplitter(self._settings.min_clause_chars, name=self._name)
         index = 0
         started = time.monotonic()
         first_token = True
