@@ -254,6 +254,9 @@ class Gateway:
             self.metrics.stage_latency.labels(msg.stage, msg.name).observe(msg.ms)
             key = _STAGE_KEYS.get((msg.stage, msg.name), f"{msg.stage}_{msg.name}_ms")
             session.turn_stats(msg.turn).stages[key] = round(msg.ms, 1)
+        elif isinstance(msg, messages.LlmStatus):
+            # Which model answered, and a slow one said in words (issue 27).
+            session.send({"type": "llm", "turn": msg.turn, "model": msg.model, "state": msg.state, "detail": msg.detail})
         elif isinstance(msg, messages.StageError):
             logger.warning("Session(%s) %s error: %s", session.id, msg.stage, msg.message)
             session.error(f"{msg.stage}_error", msg.message)

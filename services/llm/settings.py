@@ -26,7 +26,14 @@ class LlmSettings:
     device: str = "auto"  # auto | cpu | cuda
     max_new_tokens: int = 96
     temperature: float = 0.0
+    # >1 makes tokens already in the prompt or the answer less likely. It counts the prompt
+    # too, so it pushes a small model away from the question's own words ("3 plus 5 is ...").
+    repetition_penalty: float = 1.1
     persona: str = DEFAULT_PERSONA
+    # Seconds without a first token after which the page is told the model is slow.
+    slow_s: float = 5.0
+    # Example exchanges after the persona (few_shot.py); cached with it, so free per turn.
+    few_shot: bool = True
     # OpenAI-compatible server (vLLM, TGI, Ollama) for engine=openai.
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: str = ""
@@ -75,7 +82,10 @@ class LlmSettings:
             ),
             device=env_choice(env, "AVATAR_DEVICE", "auto", ("auto", "cpu", "cuda")),
             max_new_tokens=env_int(env, "AVATAR_LLM_MAX_NEW_TOKENS", 96, 1, 4096),
+            repetition_penalty=env_float(env, "AVATAR_LLM_REPETITION_PENALTY", 1.1, 1.0, 2.0),
             persona=env_str(env, "AVATAR_PERSONA", DEFAULT_PERSONA),
+            slow_s=env_float(env, "AVATAR_LLM_SLOW_S", 5.0, 0.1, 600.0),
+            few_shot=env_int(env, "AVATAR_LLM_FEW_SHOT", 1, 0, 1) == 1,
             openai_base_url=url or env_str(env, "AVATAR_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
             openai_api_key=env_str(env, "AVATAR_OPENAI_API_KEY", ""),
             cache_dir=env_str(
