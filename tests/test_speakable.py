@@ -75,3 +75,19 @@ def test_splitter_label_alone_in_a_clause_is_dropped() -> None:
 def test_splitter_cleans_every_clause() -> None:
     clauses = _split(["**Sure!** ", "Here", " is", " a", " 😀 fact", ": ", "bees ", "make ", "honey."])
     assert " ".join(clauses) == "Sure! Here is a fact: bees make honey."
+
+
+def test_splitter_ends_the_answer_after_two_sentences() -> None:
+    splitter = ClauseSplitter(6, max_sentences=2)
+    text = "Paris is the capital. It is in France. It has the Eiffel tower. "
+    out = [c for word in text.split(" ") for c in splitter.feed(word + " ")]
+    assert splitter.done
+    assert " ".join(out + splitter.flush()) == "Paris is the capital. It is in France."
+    assert splitter.feed("More words. ") == []
+
+
+def test_splitter_without_a_limit_keeps_everything() -> None:
+    splitter = ClauseSplitter(6)
+    text = "One. Two. Three. Four."
+    out = [c for word in text.split(" ") for c in splitter.feed(word + " ")] + splitter.flush()
+    assert not splitter.done and " ".join(out) == text

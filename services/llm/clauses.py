@@ -23,8 +23,12 @@ __all__ = ["ClauseSplitter", "clean_for_speech"]
 
 class ClauseSplitter:
     def __init__(self, min_first_chars: int = 12, max_chars: int = 160, first_words: int = 5,
-                 name: str = "") -> None:
+                 name: str = "", max_sentences: int = 0) -> None:
         self._buf = ""
+        # Sentences after which the answer is complete (0: no limit): a spoken answer is one or
+        # two sentences, and what a small model adds after them is mostly wrong.
+        self._max_sentences = max_sentences
+        self._sentences = 0
         self._name = name  # the avatar's name, taken off the front of the answer
         self._emitted = 0
         self._min_first = min_first_chars
@@ -35,9 +39,11 @@ class ClauseSplitter:
 
     def feed(self, piece: str) -> list[str]:
         """Add generated text; return the clauses that are now complete."""
+        if self.done:
+            return []
         self._buf += piece
         out: list[str] = []
-        while True:
+        while not self.done:
             cut = self._find_cut()
             if cut is None:
                 return out
@@ -46,9 +52,18 @@ class ClauseSplitter:
             if clause:
                 out.append(clause)
                 self._emitted += 1
+                self._sentences += len(_SENTENCE_END.findall(clause + " "))
+        return out
+
+    @property
+    def done(self) -> bool:
+        """The answer has its sentences: generate no more, and flush nothing."""
+        return 0 < self._max_sentences <= self._sentences
 
     def flush(self) -> list[str]:
         """End of generation: whatever is left is the last clause."""
+        if self.done:
+            return []
         clause = self._clean(self._buf)
         self._buf = ""
         return [clause] if clause else []

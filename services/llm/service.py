@@ -73,7 +73,8 @@ class LlmService:
         def stale() -> bool:
             return self.turns.is_stale(session, turn)
 
-        splitter = ClauseSplitter(self._settings.min_clause_chars, name=self._name)
+        splitter = ClauseSplitter(self._settings.min_clause_chars, name=self._name,
+                                  max_sentences=self._settings.max_sentences)
         index = 0
         started = time.monotonic()
         first_token = True
@@ -93,9 +94,13 @@ class LlmService:
                         await self._timing(session, turn, "first_clause", started)
                     await self._out.send(messages.TextChunk(session, turn, index, clause, False))
                     index += 1
+                if splitter.done:
+                    break  # closing the stream (finally) stops generation
             if stale():
                 return
             for clause in splitter.flush():
+                if index == 0:  # a one-clause answer leaves only now
+                    await self._timing(session, turn, "first_clause", started)
                 await self._out.send(messages.TextChunk(session, turn, index, clause, False))
                 index += 1
             await self._out.send(messages.TextChunk(session, turn, index, "", True))

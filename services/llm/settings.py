@@ -30,6 +30,9 @@ class LlmSettings:
     # too, so it pushes a small model away from the question's own words ("3 plus 5 is ...").
     repetition_penalty: float = 1.1
     persona: str = DEFAULT_PERSONA
+    # An answer ends after this many sentences (0: when the model stops): spoken answers are
+    # short, and a small model's third sentence is rarely right (bench/bench_answers.py).
+    max_sentences: int = 2
     # Seconds without a first token after which the page is told the model is slow.
     slow_s: float = 5.0
     # Example exchanges after the persona (few_shot.py); cached with it, so free per turn.
@@ -84,6 +87,7 @@ class LlmSettings:
             max_new_tokens=env_int(env, "AVATAR_LLM_MAX_NEW_TOKENS", 96, 1, 4096),
             repetition_penalty=env_float(env, "AVATAR_LLM_REPETITION_PENALTY", 1.1, 1.0, 2.0),
             persona=env_str(env, "AVATAR_PERSONA", DEFAULT_PERSONA),
+            max_sentences=env_int(env, "AVATAR_LLM_MAX_SENTENCES", 2, 0, 1000),
             slow_s=env_float(env, "AVATAR_LLM_SLOW_S", 5.0, 0.1, 600.0),
             few_shot=env_int(env, "AVATAR_LLM_FEW_SHOT", 1, 0, 1) == 1,
             openai_base_url=url or env_str(env, "AVATAR_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
