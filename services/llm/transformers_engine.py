@@ -128,7 +128,7 @@ class TransformersEngine:
                  temperature: float = 0.0, threads: int = 0, persona: str = "",
                  max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none", pace: Pace | None = None,
                  model_name: str = "", examples: list[ChatMessage] | None = None,
-                 repetition_penalty: float = 1.1) -> None:
+                 repetition_penalty: float = 1.1, penalize_prompt: bool = True) -> None:
         # What the page's Stats panel shows as the model that answered.
         self.model_name = model_name or Path(model_dir).name
         # "cpu" | "cuda": the string form pick_dtype and apply_quant compare against.
@@ -170,6 +170,7 @@ class TransformersEngine:
             sampler=Sampler(Sampling(
                 temperature=temperature,
                 repetition_penalty=repetition_penalty,
+                penalize_prompt=penalize_prompt,
                 top_k=50 if gen.top_k is None else int(gen.top_k),
                 top_p=1.0 if gen.top_p is None else float(gen.top_p),
             )),
@@ -209,7 +210,7 @@ class TransformersEngine:
                    settings.quant, pace_from_settings(settings),
                    model_name=settings.model and Path(settings.model).name or SMOLLM2_GGUF.rsplit(".", 2)[0],
                    examples=example_messages() if settings.few_shot else None,
-                   repetition_penalty=settings.repetition_penalty)
+                   repetition_penalty=settings.repetition_penalty, penalize_prompt=settings.penalize_prompt)
 
     @property
     def context_tokens(self) -> int:
