@@ -37,7 +37,7 @@ class LlmSettings:
     # Seconds without a first token after which the page is told the model is slow.
     slow_s: float = 5.0
     # Example exchanges after the persona (few_shot.py); cached with it, so free per turn.
-    few_shot: bool = True
+    few_shot: bool = False
     # OpenAI-compatible server (vLLM, TGI, Ollama) for engine=openai.
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: str = ""
