@@ -15,6 +15,7 @@ Usage::
 
     python -m bench.bench_answers [--out bench-results/answers.json] [--limit N] [--show]
     python -m bench.bench_answers --llm-url http://127.0.0.1:8081/v1   # an OpenAI-compatible server
+    python -m bench.bench_answers --paired-few-shot   # few-shot examples on/off, question by question
 
 Settings come from the environment like the service's (AVATAR_PERSONA, AVATAR_LLM_*), except
 pacing, which is off (``--pace`` keeps it): it only slows tokens after the first clause, so it
@@ -153,26 +154,52 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run(settings: LlmSettings, items: list[Item], name: str, show: bool) -> tuple[list[dict[str, Any]], str]:
+    runs, model = await run_variants(settings, {"": settings}, items, name, show)
+    return runs[""], model
+
+
+async def run_variants(
+    engine_settings: LlmSettings, variants: dict[str, LlmSettings], items: list[Item], name: str, show: bool
+) -> tuple[dict[str, list[dict[str, Any]]], str]:
+    """Every question asked once per variant (a service with those settings) on one engine,
+    the variants' order alternating from question to question: a paired comparison, so a
+    busy machine slows both alike."""
     loop = asyncio.get_running_loop()
-    engine = await loop.run_in_executor(None, build_engine, settings)
+    engine = await loop.run_in_executor(None, build_engine, engine_settings)
     out, events = _Capture(), _Capture()
-    service = LlmService(engine, settings, out, events)  # type: ignore[arg-type]
-    results = []
+    services = {label: LlmService(engine, s, out, events) for label, s in variants.items()}  # type: ignore[arg-type]
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
+    labels = list(variants)
     try:
         for n, item in enumerate(items):
-            r = await ask(service, out, events, item, n)
-            r["right"] = is_right(r["answer"], item.expect)
-            r["starts_with_name"] = starts_with_name(r["answer"], name)
-            r["sentences"] = sentence_count(r["answer"])
-            results.append(r)
-            if show:
-                mark = "ok " if r["right"] else "BAD"
-                print(f"{mark} [{item.category}] {item.question} -> {r['answer']!r}"
-                      f" ({r['first_clause_ms'] or 0:.0f} ms)", flush=True)
+            for label in labels[n % len(labels):] + labels[: n % len(labels)]:
+                r = await ask(services[label], out, events, item, n)
+                r["right"] = is_right(r["answer"], item.expect)
+                r["starts_with_name"] = starts_with_name(r["answer"], name)
+                r["sentences"] = sentence_count(r["answer"])
+                runs[label].append(r)
+                if show:
+                    mark = "ok " if r["right"] else "BAD"
+                    print(f"{mark} {label}[{item.category}] {item.question} -> {r['answer']!r}"
+                          f" ({r['first_clause_ms'] or 0:.0f} ms)", flush=True)
     finally:
-        service._pool.shutdown(wait=True)
+        for service in services.values():
+            service._pool.shutdown(wait=True)
         engine.close()
-    return results, getattr(engine, "model_name", engine.name)
+    return runs, getattr(engine, "model_name", engine.name)
+
+
+def paired_few_shot(settings: LlmSettings, items: list[Item], name: str, show: bool) -> dict[str, Any]:
+    """Few-shot examples on and off on one engine, question by question: what they cost in
+    first-clause latency (nothing, if the prefix cache serves them) and what they change."""
+    on = dataclasses.replace(settings, few_shot=True)
+    off = dataclasses.replace(settings, few_shot=False)
+    runs, model = asyncio.run(run_variants(on, {"few-shot": on, "no examples": off}, items, name, show))
+    report = {label: summarize(results) for label, results in runs.items()}
+    for label, summary in report.items():
+        print(f"{label:<12} score {100 * summary['score']:5.1f} %  first clause median "
+              f"{summary['first_clause_ms_median']:.0f} ms, p90 {summary['first_clause_ms_p90']:.0f} ms")
+    return {"model": model, "summaries": report, "results": runs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="Ava", help="the avatar's name (an answer must not start with it)")
     parser.add_argument("--show", action="store_true", help="print every answer")
     parser.add_argument("--label", default="", help="a label stored in the JSON (e.g. baseline)")
+    parser.add_argument("--paired-few-shot", action="store_true",
+                        help="ask every question with and without the few-shot examples, alternating, on one engine")
     parser.add_argument("--out", type=Path, default=Path("bench-results/answers.json"))
     args = parser.parse_args(argv)
 
@@ -194,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.pace:
         settings = dataclasses.replace(settings, pace_tokens_per_s=0.0)
     items = load_items(args.data)[: args.limit or None]
+    if args.paired_few_shot:
+        report = paired_few_shot(settings, items, args.name, args.show)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"label": args.label, **report, "hardware": hardware()}, indent=2), encoding="utf-8")
+        print(f"wrote {args.out}")
+        return 0
     results, model = asyncio.run(run(settings, items, args.name, args.show))
     summary = summarize(results)
 

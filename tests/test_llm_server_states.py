@@ -142,3 +142,15 @@ async def test_a_server_that_is_down_gives_a_clear_error_at_once() -> None:
     assert "connection refused" in errors[0].message and f"127.0.0.1:{port}" in errors[0].message
     # The turn still ends, so the page leaves "thinking".
     assert [m.final for m in out.sent if isinstance(m, messages.TextChunk)] == [True]
+
+
+async def test_the_gateway_tells_the_page_which_model_answers_and_when_it_is_slow(timeline) -> None:  # noqa: ANN001
+    tl = timeline
+    await tl.event(messages.LlmStatus("s1", 1, "llama3.2 @ 127.0.0.1:11434", "slow", "The language model has not answered for 5 s."))
+    await tl.event(messages.LlmStatus("s1", 1, "llama3.2 @ 127.0.0.1:11434", "answering"))
+    await tl.event(messages.LlmStatus("nobody", 1, "x", "answering"))  # an unknown session: dropped
+    await asyncio.sleep(0.05)
+    assert [(e["model"], e["state"], e["turn"]) for e in tl.page_events("llm")] == [
+        ("llama3.2 @ 127.0.0.1:11434", "slow", 1), ("llama3.2 @ 127.0.0.1:11434", "answering", 1)
+    ]
+    assert tl.page_events("llm")[0]["detail"] == "The language model has not answered for 5 s."

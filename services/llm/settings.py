@@ -78,9 +78,14 @@ class LlmSettings:
         # AVATAR_LLM_URL (main.py --llm-url) is the one-flag way to your own server: it selects
         # the openai engine unless AVATAR_LLM_ENGINE says otherwise.
         url = env_str(env, "AVATAR_LLM_URL", "")
+        engine = env_choice(env, "AVATAR_LLM_ENGINE", "openai" if url else "transformers", ENGINES)
+        model = env_str(env, "AVATAR_LLM_MODEL", default_model)
+        # The examples are tuned for the packaged SmolLM2 (bench/bench_answers.py); a model of
+        # your own gets the persona alone unless AVATAR_LLM_FEW_SHOT=1.
+        packaged = engine == "transformers" and not model
         return cls(
-            engine=env_choice(env, "AVATAR_LLM_ENGINE", "openai" if url else "transformers", ENGINES),
-            model=env_str(env, "AVATAR_LLM_MODEL", default_model),
+            engine=engine,
+            model=model,
             dtype=env_choice(
                 env, "AVATAR_LLM_DTYPE", "auto", ("auto", "float16", "bfloat16", "float32")
             ),
@@ -91,7 +96,7 @@ class LlmSettings:
             persona=env_str(env, "AVATAR_PERSONA", DEFAULT_PERSONA),
             max_sentences=env_int(env, "AVATAR_LLM_MAX_SENTENCES", 2, 0, 1000),
             slow_s=env_float(env, "AVATAR_LLM_SLOW_S", 5.0, 0.1, 600.0),
-            few_shot=env_int(env, "AVATAR_LLM_FEW_SHOT", 1, 0, 1) == 1,
+            few_shot=env_int(env, "AVATAR_LLM_FEW_SHOT", 1 if packaged else 0, 0, 1) == 1,
             openai_base_url=url or env_str(env, "AVATAR_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
             openai_api_key=env_str(env, "AVATAR_OPENAI_API_KEY", ""),
             cache_dir=env_str(
