@@ -12,7 +12,7 @@ from services.llm.engine import LlmModelMissing
 from services.llm.settings import LlmSettings, llm_overrides
 from services.llm.transformers_engine import TransformersEngine, smollm2_gguf_path
 
-pytestmark = pytest.mark.slow
+
 
 
 def _answer(engine: TransformersEngine, question: str) -> str:
@@ -20,6 +20,7 @@ def _answer(engine: TransformersEngine, question: str) -> str:
     return "".join(engine.stream(chat, lambda: False, max_new_tokens=16))
 
 
+@pytest.mark.slow
 def test_a_gguf_file_and_then_its_folder(tmp_path: Path) -> None:
     gguf = tmp_path / "models" / "my-model.gguf"
     gguf.parent.mkdir()
@@ -50,3 +51,16 @@ def test_a_missing_gguf_file_is_named(tmp_path: Path) -> None:
     settings = LlmSettings.from_env(llm_overrides(None, str(missing)))
     with pytest.raises(LlmModelMissing, match="nope.gguf not found"):
         TransformersEngine.from_settings(settings)
+
+
+def test_main_flags_reach_the_llm_settings() -> None:
+    import main
+
+    args = main.build_parser().parse_args(["--llm-url", "http://127.0.0.1:11434/v1", "--llm-model", "llama3.2"])
+    env = {main._OPTION_ENV[k]: str(v) for k, v in vars(args).items() if k in main._OPTION_ENV and v is not None}
+    settings = LlmSettings.from_env(env)
+    assert (settings.engine, settings.openai_base_url, settings.model) == ("openai", "http://127.0.0.1:11434/v1", "llama3.2")
+    assert not settings.few_shot  # the examples are for the packaged model
+    assert LlmSettings.from_env({}).few_shot and LlmSettings.from_env({}).engine == "transformers"
+    # An explicit engine wins over the URL's default.
+    assert LlmSettings.from_env({"AVATAR_LLM_URL": "http://x/v1", "AVATAR_LLM_ENGINE": "transformers"}).engine == "transformers"
