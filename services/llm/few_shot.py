@@ -11,11 +11,16 @@ from __future__ import annotations
 from services.llm.engine import ChatMessage
 
 EXAMPLES: tuple[tuple[str, str], ...] = (
-    ("Hi there!", "Hello! It's nice to see you."),
+    ("Hi!", "Hello! How can I help you?"),
     ("What is the capital of Canada?", "The capital of Canada is Ottawa."),
-    ("How many wheels does a bicycle have?", "A bicycle has two wheels."),
-    ("What is 4 plus 3?", "4 plus 3 is 7."),
-    ("What do we call a baby sheep?", "A baby sheep is called a lamb."),
+    ("How many wheels does a car have?", "A car has four wheels."),
+    ("What is 6 plus 3?", "6 plus 3 is 9."),
+    ("What color is snow?", "Snow is white."),
+    ("What do we use to cut paper?", "We use scissors to cut paper."),
+    # The last examples use the conversation: a small model copies the last answer's topic
+    # (with a fact last, it answered "a lamb" to half the questions), not its form.
+    ("I like to swim.", "Swimming is fun!"),
+    ("What do I like?", "You like to swim."),
 )
 
 

@@ -196,7 +196,7 @@ class TransformersEngine:
     def from_settings(cls, settings: LlmSettings) -> "TransformersEngine":
         model_dir = settings.model or str(converted_smollm2(settings.cache_dir))
         if settings.model.lower().endswith(".gguf"):
-            gguf = Path(settings.model).expanduser().resolve()
+            gguf = Path(settings.model).expanduser().absolute()
             if not gguf.is_file():
                 raise LlmModelMissing(f"LLM model file {gguf} not found (--llm-model / AVATAR_LLM_MODEL)")
             model_dir = str(converted_gguf(gguf, Path(settings.cache_dir) / "gguf-hf" / gguf.stem))
