@@ -16,6 +16,7 @@ Usage::
     python -m bench.bench_answers [--out bench-results/answers.json] [--limit N] [--show]
     python -m bench.bench_answers --llm-url http://127.0.0.1:8081/v1   # an OpenAI-compatible server
     python -m bench.bench_answers --paired-few-shot   # few-shot examples on/off, question by question
+    python -m bench.bench_answers --paired-baseline   # the settings before issue 27 against today's
 
 Settings come from the environment like the service's (AVATAR_PERSONA, AVATAR_LLM_*), except
 pacing, which is off (``--pace`` keeps it): it only slows tokens after the first clause, so it
@@ -154,20 +155,20 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def run(settings: LlmSettings, items: list[Item], name: str, show: bool) -> tuple[list[dict[str, Any]], str]:
-    runs, model = await run_variants(settings, {"": settings}, items, name, show)
+    runs, model = await run_variants({"": settings}, items, name, show)
     return runs[""], model
 
 
 async def run_variants(
-    engine_settings: LlmSettings, variants: dict[str, LlmSettings], items: list[Item], name: str, show: bool
+    variants: dict[str, LlmSettings], items: list[Item], name: str, show: bool
 ) -> tuple[dict[str, list[dict[str, Any]]], str]:
-    """Every question asked once per variant (a service with those settings) on one engine,
+    """Every question asked once per variant (an engine and a service with those settings),
     the variants' order alternating from question to question: a paired comparison, so a
     busy machine slows both alike."""
     loop = asyncio.get_running_loop()
-    engine = await loop.run_in_executor(None, build_engine, engine_settings)
+    engines = {label: await loop.run_in_executor(None, build_engine, s) for label, s in variants.items()}
     out, events = _Capture(), _Capture()
-    services = {label: LlmService(engine, s, out, events) for label, s in variants.items()}  # type: ignore[arg-type]
+    services = {label: LlmService(engines[label], s, out, events) for label, s in variants.items()}  # type: ignore[arg-type]
     runs: dict[str, list[dict[str, Any]]] = {label: [] for label in variants}
     labels = list(variants)
     try:
@@ -185,20 +186,24 @@ async def run_variants(
     finally:
         for service in services.values():
             service._pool.shutdown(wait=True)
-        engine.close()
+        for engine in engines.values():
+            engine.close()
+    engine = next(iter(engines.values()))
     return runs, getattr(engine, "model_name", engine.name)
 
 
-def paired_few_shot(settings: LlmSettings, items: list[Item], name: str, show: bool) -> dict[str, Any]:
-    """Few-shot examples on and off on one engine, question by question: what they cost in
-    first-clause latency (nothing, if the prefix cache serves them) and what they change."""
-    on = dataclasses.replace(settings, few_shot=True)
-    off = dataclasses.replace(settings, few_shot=False)
-    runs, model = asyncio.run(run_variants(on, {"few-shot": on, "no examples": off}, items, name, show))
+# The LLM stage as it was before issue 27's tuning, for --paired-baseline.
+BEFORE_TUNING = {"few_shot": False, "penalize_prompt": True, "max_sentences": 0}
+
+
+def paired(variants: dict[str, LlmSettings], items: list[Item], name: str, show: bool) -> dict[str, Any]:
+    """Two settings question by question (``run_variants``): scores and first clauses."""
+    runs, model = asyncio.run(run_variants(variants, items, name, show))
     report = {label: summarize(results) for label, results in runs.items()}
     for label, summary in report.items():
-        print(f"{label:<12} score {100 * summary['score']:5.1f} %  first clause median "
-              f"{summary['first_clause_ms_median']:.0f} ms, p90 {summary['first_clause_ms_p90']:.0f} ms")
+        print(f"{label:<13} score {100 * summary['score']:5.1f} %  first clause median "
+              f"{summary['first_clause_ms_median']:.0f} ms, p90 {summary['first_clause_ms_p90']:.0f} ms, "
+              f"{summary['over_two_sentences']} longer than two sentences, {summary['starts_with_name']} start with the name")
     return {"model": model, "summaries": report, "results": runs}
 
 
@@ -213,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", action="store_true", help="print every answer")
     parser.add_argument("--label", default="", help="a label stored in the JSON (e.g. baseline)")
     parser.add_argument("--paired-few-shot", action="store_true",
-                        help="ask every question with and without the few-shot examples, alternating, on one engine")
+                        help="ask every question with and without the few-shot examples, alternating")
+    parser.add_argument("--paired-baseline", action="store_true",
+                        help="ask every question with the settings before issue 27's tuning and with today's, alternating")
     parser.add_argument("--out", type=Path, default=Path("bench-results/answers.json"))
     args = parser.parse_args(argv)
 
@@ -223,8 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.pace:
         settings = dataclasses.replace(settings, pace_tokens_per_s=0.0)
     items = load_items(args.data)[: args.limit or None]
-    if args.paired_few_shot:
-        report = paired_few_shot(settings, items, args.name, args.show)
+    if args.paired_few_shot or args.paired_baseline:
+        if args.paired_few_shot:
+            variants = {"few-shot": dataclasses.replace(settings, few_shot=True),
+                        "no examples": dataclasses.replace(settings, few_shot=False)}
+        else:
+            variants = {"tuned": settings, "before tuning": dataclasses.replace(settings, **BEFORE_TUNING)}
+        report = paired(variants, items, args.name, args.show)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"label": args.label, **report, "hardware": hardware()}, indent=2), encoding="utf-8")
         print(f"wrote {args.out}")
