@@ -44,7 +44,7 @@ def llama_server() -> Iterator[str]:
                     "or set AVATAR_LLAMA_SERVER_PYTHON")
     port = free_port()
     proc = subprocess.Popen(
-        [str(python), "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()), "--host", "127.0.0.1",
+        [str(python), str(ROOT / "scripts" / "llama_server.py"), "--model", str(smollm2_gguf_path()), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "smollm2-135m-gguf"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
