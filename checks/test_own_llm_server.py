@@ -37,16 +37,19 @@ DEFAULT_PYTHON = Path.home() / ".cache" / "avatar" / "llama-server-venv" / "bin"
 
 
 @pytest.fixture(scope="module")
-def llama_server() -> Iterator[str]:
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     python = Path(os.environ.get("AVATAR_LLAMA_SERVER_PYTHON", str(DEFAULT_PYTHON)))
     if not python.is_file():
         pytest.fail(f"no llama.cpp server Python at {python}: build it once with scripts/build_llama_server.sh "
                     "or set AVATAR_LLAMA_SERVER_PYTHON")
     port = free_port()
+    # A file, not a pipe: llama.cpp logs enough at start to fill a pipe nobody reads and block.
+    log_path = tmp_path_factory.mktemp("llama") / "server.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
         [str(python), str(ROOT / "scripts" / "llama_server.py"), "--model", str(smollm2_gguf_path()), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "2048", "--n_threads", "1", "--model_alias", "smollm2-135m-gguf"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/v1"
     try:
@@ -58,7 +61,7 @@ def llama_server() -> Iterator[str]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("llama.cpp server did not start:\n" + (proc.stdout.read() if proc.stdout else ""))
+                    raise RuntimeError("llama.cpp server did not start:\n" + log_path.read_text()[-3000:])
                 time.sleep(0.5)
         yield url
     finally:
@@ -67,6 +70,8 @@ def llama_server() -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
+        log.close()
 
 
 def test_the_engine_streams_from_a_real_server(llama_server: str) -> None:
