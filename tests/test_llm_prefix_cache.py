@@ -118,7 +118,7 @@ def test_few_shot_examples_are_part_of_the_cached_prefix(tiny_llama_dir):
                                 examples=example_messages())
     try:
         fixed_ids = engine._template_ids(fixed, add_generation_prompt=False)
-        assert len(fixed_ids) > 100  # eight exchanges: well worth caching
+        assert len(fixed_ids) > 60  # five exchanges: well worth caching
         for question in ("What is the capital of Peru?", "How are you?"):
             chat = [*fixed, {"role": "user", "content": question}]
             ids = engine._template_ids(chat, add_generation_prompt=True)
