@@ -39,6 +39,7 @@ _OPTION_ENV = {
     "vosk_model": "AVATAR_VOSK_MODEL",
     "llm_engine": "AVATAR_LLM_ENGINE",
     "llm_model": "AVATAR_LLM_MODEL",
+    "llm_url": "AVATAR_LLM_URL",
     "tts_engine": "AVATAR_TTS_ENGINE",
     "lipsync_engine": "AVATAR_LIPSYNC_ENGINE",
     "wav2lip_checkpoint": "AVATAR_WAV2LIP_CHECKPOINT",
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--asr-engine", choices=("whisper", "pocketsphinx", "vosk"), default=None, help="speech recognition engine (cpu default: whisper)")
     parser.add_argument("--vosk-model", default=None, help="Vosk model folder (selects Vosk)")
     parser.add_argument("--llm-engine", choices=("transformers", "openai"), default=None, help="language model engine")
-    parser.add_argument("--llm-model", default=None, help="HF model id or folder (default SmolLM2-135M-Instruct on cpu)")
+    parser.add_argument("--llm-model", default=None, help="GGUF file, HF folder or id; with --llm-url the server's model name (default SmolLM2-135M-Instruct on cpu)")
+    parser.add_argument("--llm-url", default=None, help="your own OpenAI-compatible LLM server, e.g. http://127.0.0.1:11434/v1 (Ollama); see docs/llm.md")
     parser.add_argument("--tts-engine", choices=("piper", "coqui-vits", "coqui-xtts"), default=None, help="text-to-speech engine")
     parser.add_argument("--lipsync-engine", choices=("animation", "wav2lip", "musetalk"), default=None, help="lip-sync engine")
     parser.add_argument("--wav2lip-checkpoint", default=None, help="your Wav2Lip checkpoint (non-commercial weights; never downloaded)")

@@ -64,6 +64,7 @@
     statsFps: $("stats-fps"),
     statsAudioLevel: $("stats-audio-level"),
     statsRtt: $("stats-rtt"),
+    statsModel: $("stats-model"),
     micMeter: $("mic-meter"),
   };
 
@@ -306,6 +307,21 @@
     api.stats.turn = Number.isFinite(msg.turn) ? msg.turn : null;
     api.stats.stages = stages;
     renderStages();
+  }
+
+  // Which model answered (issue 27); a slow one is said in the error banner until it answers.
+  function onLlmStatus(msg) {
+    if (typeof msg.model !== "string" || typeof msg.state !== "string") return;
+    const model = msg.model.slice(0, 200);
+    api.stats.model = model;
+    api.stats.llmState = msg.state;
+    ui.statsModel.textContent = msg.state === "slow" ? `${model} (slow)` : model;
+    if (msg.state === "slow") {
+      showError(typeof msg.detail === "string" && msg.detail ? msg.detail.slice(0, 300)
+        : "The language model is slow to answer.", "llm_slow");
+    } else if (ui.error.dataset.code === "llm_slow") {
+      clearError();
+    }
   }
 
   function renderStages() {
@@ -640,6 +656,9 @@
         break;
       case "stats":
         onStats(msg);
+        break;
+      case "llm":
+        onLlmStatus(msg);
         break;
       case "error":
         showError(typeof msg.message === "string" ? msg.message : "The server reported an error.",

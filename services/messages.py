@@ -181,6 +181,21 @@ class StageError:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class LlmStatus:
+    """Which model is answering a turn and how it goes, for the page's Stats panel.
+
+    ``state``: "answering" (the first token came), "slow" (no token yet after the LLM's
+    AVATAR_LLM_SLOW_S; ``detail`` says so in words). A server that is down sends a StageError.
+    """
+
+    session: str
+    turn: int
+    model: str
+    state: str
+    detail: str = ""
+
+
 # --- control plane: gateway PUB -> every stage SUB --------------------------------------------
 
 
@@ -288,6 +303,7 @@ Message = Union[
     StageTiming,
     StageNote,
     StageError,
+    LlmStatus,
     SessionOpened,
     SessionClosed,
     SessionAvatar,

@@ -81,7 +81,8 @@ def smollm2():
     torch.set_num_threads(1)
     # float32 weights: batched greedy equals generate() exactly only in float32 arithmetic;
     # int8 (bfloat16 activations) rounds batched rows differently (tests/test_llm_int8.py).
-    env = {**os.environ, "AVATAR_LLM_MAX_NEW_TOKENS": "20", "AVATAR_LLM_QUANT": "none"}
+    # generate() counts the prompt in its repetition penalty: so must the engine, to compare.
+    env = {**os.environ, "AVATAR_LLM_MAX_NEW_TOKENS": "20", "AVATAR_LLM_QUANT": "none", "AVATAR_LLM_PENALIZE_PROMPT": "1"}
     engine = TransformersEngine.from_settings(LlmSettings.from_env(env))
     yield engine
     engine.close()

@@ -106,3 +106,30 @@ def test_smollm2_second_turn_of_a_conversation_starts_from_the_first_turns_promp
         assert "".join(engine.stream(turn2, lambda: False)).strip()
     finally:
         engine.close()
+
+
+def test_few_shot_examples_are_part_of_the_cached_prefix(tiny_llama_dir):
+    """The persona and its examples are computed once (at warm-up) and every first turn starts
+    after them: examples add no prefill to any turn (issue 27)."""
+    from services.llm.few_shot import example_messages
+
+    fixed = [{"role": "system", "content": "Be brief."}, *example_messages()]
+    engine = TransformersEngine(tiny_llama_dir, "auto", "cpu", max_new_tokens=4, persona="Be brief.",
+                                examples=example_messages())
+    try:
+        fixed_ids = engine._template_ids(fixed, add_generation_prompt=False)
+        assert len(fixed_ids) > 60  # five exchanges: well worth caching
+        for question in ("What is the capital of Peru?", "How are you?"):
+            chat = [*fixed, {"role": "user", "content": question}]
+            ids = engine._template_ids(chat, add_generation_prompt=True)
+            assert engine._prefix_len(chat, ids) == len(fixed_ids)
+            with torch.inference_mode():
+                _, start = engine.decoder.prefix.start(ids, engine._prefix_len(chat, ids))
+            assert start >= len(fixed_ids)  # served from the cache the warm-up filled
+            assert len(list(engine.stream(chat, lambda: False))) >= 1  # random weights: any text
+        # Without the examples the system prompt alone is still the cached prefix.
+        plain = [fixed[0], {"role": "user", "content": "Hi"}]
+        plain_ids = engine._template_ids(plain, add_generation_prompt=True)
+        assert 0 < engine._prefix_len(plain, plain_ids) < len(fixed_ids)
+    finally:
+        engine.close()

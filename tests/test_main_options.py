@@ -22,6 +22,7 @@ FLAG_VALUES = {
     "vosk_model": ("/v1", "/v2"),
     "llm_engine": ("openai", "transformers"),
     "llm_model": ("m/one", "m/two"),
+    "llm_url": ("http://127.0.0.1:11434/v1", "http://127.0.0.1:8000/v1"),
     "tts_engine": ("coqui-vits", "piper"),
     "lipsync_engine": ("wav2lip", "animation"),
     "wav2lip_checkpoint": ("/w1.pth", "/w2.pth"),

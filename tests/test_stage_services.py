@@ -26,7 +26,7 @@ async def _until(pred, timeout_s=5.0):
 
 async def test_llm_streams_clauses_then_a_final_marker():
     out, events = RecordingSender(), RecordingSender()
-    svc = LlmService(FakeLlm(), LlmSettings(min_clause_chars=5), out, events)
+    svc = LlmService(FakeLlm(), LlmSettings(min_clause_chars=5, max_sentences=0), out, events)
     await svc.handle(m.UserText("s", 1, "hi", "speech", 0.0))
     await _until(lambda: any(c.final for c in out.of(m.TextChunk)))
     chunks = out.of(m.TextChunk)

@@ -293,6 +293,9 @@ class Gateway:
             session.turn_stats(msg.turn).stages[key] = round(msg.ms, 1)
         elif isinstance(msg, messages.StageNote):
             session.turn_stats(msg.turn).stages[f"{msg.stage}_{msg.name}"] = msg.value
+        elif isinstance(msg, messages.LlmStatus):
+            # Which model answered, and a slow one said in words (issue 27).
+            session.send({"type": "llm", "turn": msg.turn, "model": msg.model, "state": msg.state, "detail": msg.detail})
         elif isinstance(msg, messages.StageError):
             logger.warning("Session(%s) %s error: %s", session.id, msg.stage, msg.message)
             session.error(f"{msg.stage}_error", msg.message)

@@ -292,7 +292,8 @@ class BatchedDecoder:
             )
             logits = out.logits[:, -1, :]
             seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-            seen[torch.tensor(request.prompt_ids, device=logits.device)] = True
+            if self._sampler.sampling.penalize_prompt:
+                seen[torch.tensor(request.prompt_ids, device=logits.device)] = True
             token = int(self._sampler.pick(logits, seen.unsqueeze(0))[0])
             # The next turn of this conversation begins with this whole prompt.
             self.prefix.remember(request.prompt_ids, out.cache)

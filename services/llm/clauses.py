@@ -6,26 +6,31 @@ tokens and TTS synthesizes less before the first sound (Piper here: ~55 ms for t
 ~90 ms for five). The second is cut a little less eagerly (twice the words): it must be ready before the first has been
 spoken, or the avatar falls silent mid-sentence while the model catches up (seen with a small
 model on a busy CPU). Later clauses wait for sentence ends, which sounds more natural, unless
-they grow long. Markdown and other unspeakable characters are dropped.
+they grow long. What cannot be spoken is cleaned out of every clause (speakable.py), and the
+first clause loses a leading speaker label ("Ava: ...").
 """
 
 from __future__ import annotations
 
 import re
 
+from services.llm.speakable import clean_for_speech, strip_speaker
+
 _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]]*\s")
 _SOFT_BREAK = re.compile(r"[,;:—–]\s")
-_UNSPEAKABLE = re.compile(r"[*_#`~<>|\[\]{}\\]|[\U0001F000-\U0001FAFF\u2600-\u27BF]")
-_SPACES = re.compile(r"\s+")
 
-
-def clean_for_speech(text: str) -> str:
-    return _SPACES.sub(" ", _UNSPEAKABLE.sub("", text)).strip()
+__all__ = ["ClauseSplitter", "clean_for_speech"]
 
 
 class ClauseSplitter:
-    def __init__(self, min_first_chars: int = 12, max_chars: int = 160, first_words: int = 3) -> None:
+    def __init__(self, min_first_chars: int = 12, max_chars: int = 160, first_words: int = 3,
+                 name: str = "", max_sentences: int = 0) -> None:
         self._buf = ""
+        # Sentences after which the answer is complete (0: no limit): a spoken answer is one or
+        # two sentences, and what a small model adds after them is mostly wrong.
+        self._max_sentences = max_sentences
+        self._sentences = 0
+        self._name = name  # the avatar's name, taken off the front of the answer
         self._emitted = 0
         self._min_first = min_first_chars
         self._max = max_chars
@@ -35,23 +40,40 @@ class ClauseSplitter:
 
     def feed(self, piece: str) -> list[str]:
         """Add generated text; return the clauses that are now complete."""
+        if self.done:
+            return []
         self._buf += piece
         out: list[str] = []
-        while True:
+        while not self.done:
             cut = self._find_cut()
             if cut is None:
                 return out
-            clause = clean_for_speech(self._buf[:cut])
+            clause = self._clean(self._buf[:cut])
             self._buf = self._buf[cut:]
             if clause:
                 out.append(clause)
                 self._emitted += 1
+                self._sentences += len(_SENTENCE_END.findall(clause + " "))
+        return out
+
+    @property
+    def done(self) -> bool:
+        """The answer has its sentences: generate no more, and flush nothing."""
+        return 0 < self._max_sentences <= self._sentences
 
     def flush(self) -> list[str]:
         """End of generation: whatever is left is the last clause."""
-        clause = clean_for_speech(self._buf)
+        if self.done:
+            return []
+        clause = self._clean(self._buf)
         self._buf = ""
         return [clause] if clause else []
+
+    def _clean(self, text: str) -> str:
+        clause = clean_for_speech(text)
+        # Until something has been said, a speaker label may still lead ("Assistant:" can be
+        # a clause of its own).
+        return clean_for_speech(strip_speaker(clause, self._name)) if self._emitted == 0 else clause
 
     def _find_cut(self) -> int | None:
         m = _SENTENCE_END.search(self._buf)

@@ -52,14 +52,17 @@ def build_prompt(
     count_tokens: Callable[[list[ChatMessage]], int],
     budget: int,
     step: int = TRIM_STEP,
+    examples: list[ChatMessage] | None = None,
 ) -> list[ChatMessage]:
-    """System prompt + the recent exchanges that fit in ``budget`` tokens + the question.
+    """System prompt + example exchanges + the recent exchanges that fit in ``budget`` tokens
+    + the question.
 
     Whole exchanges are dropped from the oldest end, so the model never sees an answer without
     the question it answered; ``step`` of them at a time while that leaves something, then one
     at a time. The question itself is always kept.
     """
-    system: list[ChatMessage] = [{"role": "system", "content": persona}]
+    # The fixed part: never trimmed, so it stays the cached prefix of every prompt.
+    system: list[ChatMessage] = [{"role": "system", "content": persona}, *(examples or ())]
     asked: list[ChatMessage] = [{"role": "user", "content": question}]
     # Group into exchanges: a user message and the assistant messages that follow it.
     exchanges: list[list[ChatMessage]] = []

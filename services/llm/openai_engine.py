@@ -129,6 +129,11 @@ class OpenAiEngine:
     def context_tokens(self) -> int:
         return self._context_tokens
 
+    @property
+    def model_name(self) -> str:
+        """The model the server answers with (known after the first request) and where."""
+        return f"{self._model or '?'} @ {self._address.host}:{self._address.port}"
+
     # --- the main method -----------------------------------------------------------------
 
     def stream(

@@ -19,6 +19,9 @@ from transformers import TopKLogitsWarper, TopPLogitsWarper
 class Sampling:
     temperature: float = 0.0  # 0 = greedy
     repetition_penalty: float = 1.1
+    # Whether the prompt's tokens count as already said (generate()'s way). Off, only the
+    # answer's own repeats are penalised, so the answer may use the question's words.
+    penalize_prompt: bool = True
     # generate()'s defaults when the model's generation_config sets none.
     top_k: int = 50
     top_p: float = 1.0

@@ -26,7 +26,21 @@ class LlmSettings:
     device: str = "auto"  # auto | cpu | cuda
     max_new_tokens: int = 96
     temperature: float = 0.0
+    # >1 makes tokens already in the prompt or the answer less likely. It counts the prompt
+    # too, so it pushes a small model away from the question's own words ("3 plus 5 is ...").
+    repetition_penalty: float = 1.1
+    # Whether the prompt's tokens count as already said. Off: with few-shot examples in the
+    # prompt, penalising them pushed SmolLM2 off the very words of the right answer
+    # (bench/bench_answers.py: 50.0 % with, 65.0 % without).
+    penalize_prompt: bool = False
     persona: str = DEFAULT_PERSONA
+    # An answer ends after this many sentences (0: when the model stops): spoken answers are
+    # short, and a small model's third sentence is rarely right (bench/bench_answers.py).
+    max_sentences: int = 2
+    # Seconds without a first token after which the page is told the model is slow.
+    slow_s: float = 5.0
+    # Example exchanges after the persona (few_shot.py); cached with it, so free per turn.
+    few_shot: bool = False
     # OpenAI-compatible server (vLLM, TGI, Ollama) for engine=openai.
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: str = ""
@@ -70,16 +84,29 @@ class LlmSettings:
         env = os.environ if env is None else env
         gpu = profile(env) == "gpu"
         default_model = os.path.join(models_dir(env), "llm", "Qwen2.5-7B-Instruct") if gpu else ""
+        # AVATAR_LLM_URL (main.py --llm-url) is the one-flag way to your own server: it selects
+        # the openai engine unless AVATAR_LLM_ENGINE says otherwise.
+        url = env_str(env, "AVATAR_LLM_URL", "")
+        engine = env_choice(env, "AVATAR_LLM_ENGINE", "openai" if url else "transformers", ENGINES)
+        model = env_str(env, "AVATAR_LLM_MODEL", default_model)
+        # The examples are tuned for the packaged SmolLM2 (bench/bench_answers.py); a model of
+        # your own gets the persona alone unless AVATAR_LLM_FEW_SHOT=1.
+        packaged = engine == "transformers" and not model
         return cls(
-            engine=env_choice(env, "AVATAR_LLM_ENGINE", "transformers", ENGINES),
-            model=env_str(env, "AVATAR_LLM_MODEL", default_model),
+            engine=engine,
+            model=model,
             dtype=env_choice(
                 env, "AVATAR_LLM_DTYPE", "auto", ("auto", "float16", "bfloat16", "float32")
             ),
             device=env_choice(env, "AVATAR_DEVICE", "auto", ("auto", "cpu", "cuda")),
             max_new_tokens=env_int(env, "AVATAR_LLM_MAX_NEW_TOKENS", 96, 1, 4096),
+            repetition_penalty=env_float(env, "AVATAR_LLM_REPETITION_PENALTY", 1.1, 1.0, 2.0),
+            penalize_prompt=env_int(env, "AVATAR_LLM_PENALIZE_PROMPT", 0, 0, 1) == 1,
             persona=env_str(env, "AVATAR_PERSONA", DEFAULT_PERSONA),
-            openai_base_url=env_str(env, "AVATAR_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
+            max_sentences=env_int(env, "AVATAR_LLM_MAX_SENTENCES", 2, 0, 1000),
+            slow_s=env_float(env, "AVATAR_LLM_SLOW_S", 5.0, 0.1, 600.0),
+            few_shot=env_int(env, "AVATAR_LLM_FEW_SHOT", 1 if packaged else 0, 0, 1) == 1,
+            openai_base_url=url or env_str(env, "AVATAR_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
             openai_api_key=env_str(env, "AVATAR_OPENAI_API_KEY", ""),
             cache_dir=env_str(
                 env, "AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar")
@@ -93,3 +120,13 @@ class LlmSettings:
             pace_lead_tokens=env_int(env, "AVATAR_LLM_PACE_LEAD_TOKENS", 24, 1, 100_000),
             first_clause_words=env_int(env, "AVATAR_LLM_FIRST_WORDS", 3, 1, 100),
         )
+
+
+def llm_overrides(url: str | None, model: str | None) -> dict[str, str]:
+    """The environment that ``--llm-url`` / ``--llm-model`` stand for (None = not given)."""
+    env: dict[str, str] = {}
+    if url:
+        env["AVATAR_LLM_URL"] = url
+    if model:
+        env["AVATAR_LLM_MODEL"] = model
+    return env

@@ -29,6 +29,7 @@ from avatar_base.device import cpu_has_native_bf16, pick_device
 from services.llm.batched_decoder import DEFAULT_MAX_BATCH, BatchedDecoder, Pace
 from services.llm.detokenizer import IncrementalDetokenizer
 from services.llm.engine import ChatMessage, LlmModelMissing
+from services.llm.few_shot import example_messages
 from services.llm.weight_quant import apply_quant
 from services.llm.sampling import Sampler, Sampling
 from services.llm.settings import LlmSettings
@@ -52,10 +53,15 @@ def smollm2_gguf_path() -> Path:
 
 
 def converted_smollm2(cache_dir: str) -> Path:
-    """An HF folder converted once from the packaged GGUF (atomic: a half-written folder is
-    never used, because it is renamed into place only when complete)."""
-    gguf = smollm2_gguf_path()
-    target = Path(cache_dir) / "smollm2-135m-instruct-hf" / f"{gguf.stat().st_size}"
+    """An HF folder converted once from the packaged GGUF."""
+    return converted_gguf(smollm2_gguf_path(), Path(cache_dir) / "smollm2-135m-instruct-hf")
+
+
+def converted_gguf(gguf: Path, folder: Path) -> Path:
+    """An HF folder under ``folder`` converted once from a GGUF file (``--llm-model x.gguf``),
+    keyed by the file's size (atomic: a half-written folder is never used, because it is
+    renamed into place only when complete)."""
+    target = folder / f"{gguf.stat().st_size}"
     if (target / "config.json").is_file():
         return target
     logger.info("converting %s to an HF folder once (15-30 s)...", gguf.name)
@@ -120,7 +126,11 @@ class TransformersEngine:
 
     def __init__(self, model_dir: str, dtype: str, device: str, max_new_tokens: int,
                  temperature: float = 0.0, threads: int = 0, persona: str = "",
-                 max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none", pace: Pace | None = None) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none", pace: Pace | None = None,
+                 model_name: str = "", examples: list[ChatMessage] | None = None,
+                 repetition_penalty: float = 1.1, penalize_prompt: bool = True) -> None:
+        # What the page's Stats panel shows as the model that answered.
+        self.model_name = model_name or Path(model_dir).name
         # "cpu" | "cuda": the string form pick_dtype and apply_quant compare against.
         self._device = pick_device(device).type
         if threads and self._device == "cpu":
@@ -145,6 +155,12 @@ class TransformersEngine:
         # (system prompt text, its token ids): which leading ids the decoder's prefix cache
         # may serve. Replaced whole, never mutated, so readers need no lock.
         self._system: tuple[str, list[int]] | None = None
+        # The persona and the few-shot examples after it (few_shot.py): the fixed start of
+        # every prompt, served whole from the prefix cache when a prompt begins with it.
+        self._fixed: list[ChatMessage] = (
+            [{"role": "system", "content": persona}, *(examples or ())] if persona else []
+        )
+        self._fixed_ids: list[int] | None = None
         gen = self._model.generation_config
         # No pad id is needed: rows of different lengths are padded in the KV cache and masked
         # (kv_batch.py), never with pad tokens.
@@ -153,7 +169,8 @@ class TransformersEngine:
             eos_token_ids=_eos_ids(gen.eos_token_id, self._tok.eos_token_id),
             sampler=Sampler(Sampling(
                 temperature=temperature,
-                repetition_penalty=1.1,
+                repetition_penalty=repetition_penalty,
+                penalize_prompt=penalize_prompt,
                 top_k=50 if gen.top_k is None else int(gen.top_k),
                 top_p=1.0 if gen.top_p is None else float(gen.top_p),
             )),
@@ -170,24 +187,30 @@ class TransformersEngine:
     def _warm_up(self, persona: str) -> None:
         """One tiny generation at load time: the first forward pays for lazy kernel and
         allocator set-up (about a second here), which would otherwise land on the first turn.
-        With the persona, it also fills the system prompt's cache."""
-        messages: list[ChatMessage] = [{"role": "user", "content": "Hi"}]
-        if persona:
-            messages.insert(0, {"role": "system", "content": persona})
+        With the persona, it also fills the cache of the prompts' fixed start."""
+        messages: list[ChatMessage] = [*self._fixed, {"role": "user", "content": "Hi"}]
         for _ in self.stream(messages, lambda: False, max_new_tokens=2):
             pass
 
     @classmethod
     def from_settings(cls, settings: LlmSettings) -> "TransformersEngine":
         model_dir = settings.model or str(converted_smollm2(settings.cache_dir))
-        if settings.model and os.path.isabs(settings.model) and not os.path.isdir(settings.model):
+        if settings.model.lower().endswith(".gguf"):
+            gguf = Path(settings.model).expanduser().absolute()
+            if not gguf.is_file():
+                raise LlmModelMissing(f"LLM model file {gguf} not found (--llm-model / AVATAR_LLM_MODEL)")
+            model_dir = str(converted_gguf(gguf, Path(settings.cache_dir) / "gguf-hf" / gguf.stem))
+        elif settings.model and os.path.isabs(settings.model) and not os.path.isdir(settings.model):
             raise LlmModelMissing(
                 f"LLM model folder {settings.model} not found; fetch it with "
                 "`python main.py fetch --profile gpu` or set AVATAR_LLM_MODEL"
             )
         return cls(model_dir, settings.dtype, settings.device, settings.max_new_tokens,
                    settings.temperature, settings.threads, settings.persona, settings.max_batch,
-                   settings.quant, pace_from_settings(settings))
+                   settings.quant, pace_from_settings(settings),
+                   model_name=settings.model and Path(settings.model).name or SMOLLM2_GGUF.rsplit(".", 2)[0],
+                   examples=example_messages() if settings.few_shot else None,
+                   repetition_penalty=settings.repetition_penalty, penalize_prompt=settings.penalize_prompt)
 
     @property
     def context_tokens(self) -> int:
@@ -219,10 +242,17 @@ class TransformersEngine:
             return self._tok.decode(ids, skip_special_tokens=True)
 
     def _prefix_len(self, messages: list[ChatMessage], ids: list[int]) -> int:
-        """How many leading ``ids`` are the system prompt alone (0 when there is none or
-        it is not a clean prefix): the decoder serves those from its prefix cache."""
+        """How many leading ``ids`` are the fixed start of the prompt: the persona and its
+        examples, or else the system prompt alone (0 when there is none or it is not a clean
+        prefix). The decoder serves those from its prefix cache."""
         if not messages or messages[0].get("role") != "system":
             return 0
+        fixed = self._fixed
+        if len(fixed) > 1 and messages[: len(fixed)] == fixed:
+            if self._fixed_ids is None:
+                self._fixed_ids = self._template_ids(fixed, add_generation_prompt=False)
+            if len(ids) > len(self._fixed_ids) and ids[: len(self._fixed_ids)] == self._fixed_ids:
+                return len(self._fixed_ids)
         system = messages[0].get("content", "")
         if self._system is None or self._system[0] != system:
             self._system = (system, self._template_ids(messages[:1], add_generation_prompt=False))
