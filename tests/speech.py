@@ -9,13 +9,14 @@ import numpy as np
 
 @lru_cache(maxsize=8)
 def piper_speech(text: str) -> np.ndarray:
+    from services.tts.engine import voice_pcm
     from services.tts.piper_engine import PiperEngine
     from services.tts.settings import TtsSettings
 
     # Without VITS's sampling noise: the same text is the same audio in every run, so a test
     # that recognises it cannot flake on an unlucky draw (CI once heard "France" as "friends").
     engine = PiperEngine.from_settings(TtsSettings(), noise=False)
-    return np.concatenate(list(engine.synthesize(text)))
+    return np.concatenate([voice_pcm(chunk) for chunk in engine.synthesize(text)])
 
 
 def mouth_box_of_default_avatar() -> tuple[float, float, float, float]:
