@@ -21,8 +21,12 @@
 # log and the container waits idle instead (it shows as unhealthy) until it is recreated or
 # restarted. Those statuses:
 #   2   a bad AVATAR_* setting (services/cli.py) or command line (argparse)
-#   78  EX_CONFIG: the GPU profile cannot use CUDA (services/cuda_check.py), or AVATAR_LIPSYNC_ENGINE
-#       is wav2lip and there is no Wav2Lip checkpoint (checked here, before Python loads a model)
+#   78  EX_CONFIG (services/config_errors.py): a configured model is missing (e.g. coqui-xtts
+#       without its licensed fetch, an AVATAR_LLM_MODEL that is not in the models volume), a
+#       setting turned out unusable while loading, the GPU profile cannot use CUDA
+#       (services/cuda_check.py), or AVATAR_LIPSYNC_ENGINE is wav2lip and there is no Wav2Lip
+#       checkpoint (checked here, before Python loads a model)
+# Any other status (1: a crash) is passed on, so the restart policy restarts the container.
 set -euo pipefail
 
 log() { printf 'docker-entrypoint: %s\n' "$*" >&2; }

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from services.gateway.access import AccessConfigError, parse_origins, resolve_token
 from services.gateway.limits import LimitSettings
-from services.gateway.turn_credentials import TurnSettings
+from services.gateway.turn_credentials import TurnSettings, secret_problem
 from services.settings_util import SettingsError, env_float, env_int, env_str, profile
 
 
@@ -19,7 +19,9 @@ from services.settings_util import SettingsError, env_float, env_int, env_str, p
 # fps on average and >= 22 fps every second in every round; 4 fell to 16-19 fps, 7 s below 20,
 # so the fourth call is "busy"). (2026-12-01, before the cheaper video path and the int4 LLM:
 # 3 calls fell to 12 fps, and the default was 2.)
-# gpu: on paper from cross-session batched Wav2Lip (docs/capacity.md); measure on your card.
+# gpu: an estimate, not a measurement: on paper from cross-session batched Wav2Lip (docs/capacity.md),
+# while the gpu default engine is MuseTalk, which no card here has measured. The gateway says so at
+# start when AVATAR_MAX_CALLS is not set; measure with bench.gpu / bench_concurrency and set it.
 DEFAULT_MAX_CALLS = {"cpu": 3, "gpu": 8}
 
 
@@ -75,6 +77,8 @@ class GatewaySettings:
         turn_secret = env.get("AVATAR_TURN_SECRET", "")
         if turn_urls and not turn_secret:
             raise SettingsError("AVATAR_TURN_URLS needs AVATAR_TURN_SECRET (coturn's static-auth-secret)")
+        if turn_secret and (problem := secret_problem(turn_secret)):
+            raise SettingsError(f"AVATAR_TURN_SECRET {problem}: make a long random one, e.g. `openssl rand -hex 32`")
         defaults = LimitSettings()
         limits = LimitSettings(
             text_burst=env_int(env, "AVATAR_TEXT_BURST", defaults.text_burst, 1, 1000),

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from services.config_errors import ConfigurationError
+
 
 class TtsEngine(Protocol):
     name: str
@@ -19,5 +21,5 @@ class TtsEngine(Protocol):
     def synthesize(self, text: str) -> Iterator[np.ndarray]: ...
 
 
-class TtsModelMissing(RuntimeError):
+class TtsModelMissing(ConfigurationError, RuntimeError):
     """The configured voice is not on disk; the message names it and the fetch command."""
