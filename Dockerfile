@@ -51,9 +51,9 @@ ENV VIRTUAL_ENV=/opt/venv \
 # The mount points exist and belong to the user before they are declared volumes, so fresh
 # named volumes start out writable by it.
 # hadolint ignore=DL3008
-RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates curl espeak-ng ffmpeg libsndfile1 openssl python3 python3-venv \
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        ca-certificates curl espeak-ng ffmpeg libsndfile1 openssl python3 python3-venv >/dev/null \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && python3 -m venv "$VIRTUAL_ENV" \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin avatar \

@@ -174,6 +174,8 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
     Yields ``(page, gum_at_ms)``: the page time at which the fake microphone began playing
     ``mic_wav``, so a time in the WAV maps to page time as ``gum_at_ms + 1000 * t``. ``query``
     adds the page's own switches (e.g. ``ns=0`` turns the browser's noise suppression off).
+    ``url`` may carry a query (the ``?token=...`` URL an avatar off localhost prints); an https
+    URL is usually the stack's self-signed certificate, which the test browser accepts.
     """
     from playwright.sync_api import sync_playwright
 
@@ -183,10 +185,12 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
         )
         try:
             # The page's strict CSP forbids eval, which Playwright's wait_for_function uses.
-            page = browser.new_page(viewport={"width": 1200, "height": 820}, bypass_csp=True)
+            base, _, url_query = url.partition("?")
+            page = browser.new_page(viewport={"width": 1200, "height": 820}, bypass_csp=True,
+                                    ignore_https_errors=base.startswith("https:"))
             page.add_init_script(_INIT_JS)
-            switches = [q for q in ("" if echo_cancellation else "ec=0", query) if q]
-            page.goto(url + "/" + ("?" + "&".join(switches) if switches else ""))
+            switches = [q for q in (url_query, "" if echo_cancellation else "ec=0", query) if q]
+            page.goto(base.rstrip("/") + "/" + ("?" + "&".join(switches) if switches else ""))
             page.click("#start")
             page.wait_for_function("window.__gumAt !== undefined", timeout=20_000)
             page.wait_for_function(
@@ -241,9 +245,10 @@ def converse(
     echo_cancellation: bool = True,
     screenshot: Path | None = None,
     answer_timeout_s: float = 150,
+    query: str = "",
 ) -> Conversation:
     """Open the page, press Start, let the fake mic speak, wait for the whole spoken answer."""
-    with open_call(url, mic_wav, mouth_box, echo_cancellation=echo_cancellation) as (page, gum_at):
+    with open_call(url, mic_wav, mouth_box, echo_cancellation=echo_cancellation, query=query) as (page, gum_at):
         speech_end_ms = gum_at + speech_end_s * 1000
         # Mid-sentence screenshot: shortly after the avatar's first words appear.
         page.wait_for_selector('#transcript .entry[data-role="avatar"]', timeout=answer_timeout_s * 1000)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the avatar's image: talking-avatar:cpu or talking-avatar:cuda (docs/docker.md).
+# Builds the avatar's image, talking-avatar:cpu or talking-avatar:cuda, and the TURN relay's,
+# talking-avatar-turn:latest (Debian's coturn, docker/turn/), both on one base (docs/docker.md).
 #
 #   scripts/docker-build.sh cpu|cuda [docker build options...]
 #
@@ -70,11 +71,15 @@ if [ "$variant" = cpu ]; then
     # A file server on loopback only, for the build (which runs with the host's network).
     python3 -c '
 import functools, http.server, sys
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
-handler.log_message = lambda *a: None
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass
+handler = functools.partial(Quiet, directory=sys.argv[1])
+try:  # a fixed port keeps the build argument, and so the cached pip layer, the same each time
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[3])), handler)
+except OSError:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
 open(sys.argv[2], "w").write(str(server.server_address[1]))
-server.serve_forever()' "$wheel_dir" "$port_file" &
+server.serve_forever()' "$wheel_dir" "$port_file" "${AVATAR_WHEEL_PORT:-38765}" &
     server_pid=$!
     for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
     port="$(cat "$port_file")"
@@ -91,5 +96,9 @@ start=$SECONDS
 DOCKER_BUILDKIT=0 docker build --network host \
   --build-arg "BASE_IMAGE=$base" --build-arg "LOCK=$lock" --build-arg "PROFILE=$profile" \
   "${pip_args[@]}" --tag "talking-avatar:$variant" "$@" .
-log "talking-avatar:$variant built in $((SECONDS - start)) s" \
-  "($(docker image inspect -f '{{.Size}}' "talking-avatar:$variant" | awk '{printf "%.2f GB", $1/1e9}'))"
+size() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.2f GB", $1/1e9}'; }
+log "talking-avatar:$variant built in $((SECONDS - start)) s ($(size "talking-avatar:$variant"))"
+start=$SECONDS
+DOCKER_BUILDKIT=0 docker build --network host --quiet --build-arg "BASE_IMAGE=$base" \
+  --tag talking-avatar-turn:latest docker/turn >/dev/null
+log "talking-avatar-turn:latest built in $((SECONDS - start)) s ($(size talking-avatar-turn:latest))"
