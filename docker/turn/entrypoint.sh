@@ -50,7 +50,7 @@ chmod 600 "$conf"
 } > "$conf"
 
 args=(
-    -c "$conf" -n --log-file=stdout --simple-log --no-cli --no-tls --no-dtls
+    -c "$conf" --log-file=stdout --simple-log --no-cli --no-tls --no-dtls
     --fingerprint --use-auth-secret --no-software-attribute
     --listening-port=3478 --min-port="${ports%-*}" --max-port="${ports#*-}"
     # Relays carry UDP (WebRTC media) only: a TCP relay could open connections to the
