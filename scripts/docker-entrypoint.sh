@@ -132,6 +132,10 @@ run_stage() {
             park "$service" "$EX_CONFIG"
         fi
     fi
+    # A restarted container keeps its /tmp, and with it the heartbeat file of the run that died.
+    # Its pid is reused (a fresh pid namespace numbers the same way), so the healthcheck would
+    # take the new, still loading process for the stale one and kill it, again and again.
+    rm -f "${AVATAR_RUN_DIR:-${TMPDIR:-/tmp}}/avatar-heartbeat-$service"
     # Docker stops a container with SIGTERM to this script (under `init: true`, tini passes it
     # on); the service needs it for its phased shutdown. Background children ignore SIGINT, so
     # both become SIGTERM. Trapped before the start, so that an early signal is not lost.
