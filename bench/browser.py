@@ -222,15 +222,35 @@ _RTP_STATS = """async () => {
 }"""
 
 
+# The candidate pair the call's media took: {"local": {...}, "remote": {...}} (type, address,
+# port; for a relay, the TURN URL), or null before ICE has chosen one.
+_SELECTED_PAIR = """async () => {
+  if (!window.__pc) return null;
+  const stats = await window.__pc.getStats();
+  const byId = new Map();
+  stats.forEach((s) => byId.set(s.id, s));
+  let pair = null;
+  stats.forEach((s) => {
+    if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+    const p = byId.get(s.selectedCandidatePairId);
+    const pick = (c) => c && { candidateType: c.candidateType, address: c.address, port: c.port,
+                               protocol: c.protocol, url: c.url || '' };
+    if (p) pair = { local: pick(byId.get(p.localCandidateId)), remote: pick(byId.get(p.remoteCandidateId)) };
+  });
+  return pair;
+}"""
+
+
 def _collect(page, speech_end_ms: float, screenshot: Path | None = None) -> Conversation:
     samples = page.evaluate("window.__samples")
     transcript = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.transcript))")
     stats = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.stats))")
     ws_events = page.evaluate("window.__wsEvents")
     rtp = page.evaluate(_RTP_STATS)
+    pair = page.evaluate(_SELECTED_PAIR)
     audio = [tuple(x) for x in page.evaluate("window.__audio")]
     return Conversation(
-        speech_end_ms, samples, transcript, {"stats": stats, "ws": ws_events, "rtp": rtp},
+        speech_end_ms, samples, transcript, {"stats": stats, "ws": ws_events, "rtp": rtp, "pair": pair},
         str(screenshot or ""),
         audio,
     )
