@@ -160,7 +160,8 @@ class Stack:
         top = _run(["docker", "top", self.container(service), "-eo", "pid,args"]).stdout
         for line in top.splitlines()[1:]:
             pid, _, args = line.strip().partition(" ")
-            if f"services.{service}" in args and "python" in args and "health" not in args:
+            # Not the entrypoint (bash ... python -m services.X) nor a healthcheck.
+            if args.split()[:3] == ["python", "-m", f"services.{service}"]:
                 return int(pid)
         raise AssertionError(f"no services.{service} process in {self.container(service)}: {top}")
 

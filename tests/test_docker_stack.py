@@ -17,8 +17,8 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -248,13 +248,34 @@ def test_a_relayed_peer_reaches_nothing_but_the_gateways_media_address(stack: St
         assert {ip: probe.permit(ip) for ip in forbidden} == {ip: 403 for ip in forbidden}
     with TurnProbe(server, turn["username"], turn["credential"], tcp=True) as probe:
         assert probe.allocate(TCP_TRANSPORT)[0] == 442  # no TCP relay at all
-    # Nor does the host reach a ZeroMQ port: the bus has no route from here, and the gateway's
-    # media address (which the host does reach) has no ZeroMQ socket.
+    # Nor does the host reach a ZeroMQ socket: the bus has no route from here, and the gateway's
+    # media address (which the host does reach) has no ZeroMQ socket. A ZeroMQ socket greets
+    # every connection at once (ZMTP's signature starts with 0xFF); a network's transparent
+    # proxy may accept a connection, but it does not greet like that. The probe does find one
+    # where one is reachable: from inside the stack.
+    inside = subprocess.run(
+        ["docker", "exec", stack.container("gateway"), "python", "-c", _ZMTP_PROBE, bus["asr"], "5551"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert inside.stdout.strip() == "zmtp", inside.stdout + inside.stderr
     for ip in [*bus.values(), gateway_media]:
         for port in ZMQ_PORTS:
-            with socket.socket() as s:
-                s.settimeout(1.0)
-                assert s.connect_ex((ip, port)) != 0, f"{ip}:{port} is reachable from the host"
+            answer = subprocess.run([sys.executable, "-c", _ZMTP_PROBE, ip, str(port)],
+                                    capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+            assert answer != "zmtp", f"a ZeroMQ socket at {ip}:{port} answers the host"
+
+
+# Prints "zmtp" when a ZeroMQ socket greets a TCP connection to argv[1]:argv[2].
+_ZMTP_PROBE = """
+import socket, sys
+with socket.socket() as s:
+    s.settimeout(1.5)
+    try:
+        s.connect((sys.argv[1], int(sys.argv[2])))
+        greeting = s.recv(10)
+    except OSError:
+        greeting = b""
+print("zmtp" if greeting[:1] == b"\\xff" else "no")
+"""
 
 
 def test_placeholder_turn_secret_stops_the_stack(tmp_path: Path, stack: Stack) -> None:
