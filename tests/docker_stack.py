@@ -100,6 +100,7 @@ class Stack:
     turn_port: int
     files: tuple[str, ...] = ("docker-compose.yml", "docker-compose.cpu.yml")
     timings: dict[str, float] = field(default_factory=dict)
+    before: dict[str, set[str]] = field(default_factory=dict)  # the engine's objects before `up`
 
     def _env(self) -> dict[str, str]:
         # Interpolation reads the process environment too: keep the developer's shell out.
@@ -164,6 +165,12 @@ class Stack:
             if args.split()[:3] == ["python", "-m", f"services.{service}"]:
                 return int(pid)
         raise AssertionError(f"no services.{service} process in {self.container(service)}: {top}")
+
+    def engine_objects(self) -> dict[str, set[str]]:
+        """Every container, network and volume on the engine (anonymous volumes carry no label)."""
+        return {kind: set(_run(["docker", *args, "-q"]).stdout.split())
+                for kind, args in (("containers", ["ps", "-a"]), ("networks", ["network", "ls"]),
+                                   ("volumes", ["volume", "ls"]))}
 
     def leftovers(self) -> dict[str, list[str]]:
         """Containers, networks and volumes of this project still on the engine."""
