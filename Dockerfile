@@ -40,7 +40,9 @@ ENV VIRTUAL_ENV=/opt/venv \
 # System packages, the unprivileged user and the virtual environment, in one layer:
 #   python3, python3-venv  Debian's Python 3.11
 #   espeak-ng              phonemes for Coqui VITS voices
-#   ffmpeg                 FFmpeg libraries for torchcodec (PyAV brings its own)
+#   ffmpeg, libpython3.11  FFmpeg libraries for torchcodec (PyAV brings its own); torchcodec's
+#                          build for Debian's FFmpeg 5 also links libpython3.11.so, which Debian's
+#                          python3 package does not ship (found by scripts/docker-check-cuda.sh)
 #   libsndfile1            soundfile
 #   openssl                the entrypoint makes a self-signed certificate on first start
 #   curl                   the gateway's health check (HTTPS /healthz)
@@ -53,7 +55,7 @@ ENV VIRTUAL_ENV=/opt/venv \
 # hadolint ignore=DL3008
 RUN apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        ca-certificates curl espeak-ng ffmpeg libsndfile1 openssl python3 python3-venv >/dev/null \
+        ca-certificates curl espeak-ng ffmpeg libpython3.11 libsndfile1 openssl python3 python3-venv >/dev/null \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && python3 -m venv "$VIRTUAL_ENV" \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin avatar \
