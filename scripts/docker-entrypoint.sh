@@ -165,7 +165,9 @@ if [[ "$*" == *"services.gateway"* || "$*" == *"main.py"* && "$*" != *"main.py f
     ensure_certificate
 fi
 
-if [[ "$*" =~ services\.(gateway|asr|llm|tts|lipsync) ]]; then
+# A one-off `--check` or `--help` (docker compose run --rm llm python -m services.llm --check)
+# reports its own status; only the long-running service parks.
+if [[ "$*" =~ services\.(gateway|asr|llm|tts|lipsync) && " $* " != *" --check "* && " $* " != *" --help "* ]]; then
     run_stage "${BASH_REMATCH[1]}" "$@"
 fi
 
