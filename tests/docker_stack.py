@@ -100,7 +100,6 @@ class Stack:
     turn_port: int
     files: tuple[str, ...] = ("docker-compose.yml", "docker-compose.cpu.yml")
     timings: dict[str, float] = field(default_factory=dict)
-    before: dict[str, set[str]] = field(default_factory=dict)  # the engine's objects before `up`
 
     def _env(self) -> dict[str, str]:
         # Interpolation reads the process environment too: keep the developer's shell out.
@@ -168,7 +167,7 @@ class Stack:
 
     def engine_objects(self) -> dict[str, set[str]]:
         """Every container, network and volume on the engine (anonymous volumes carry no label)."""
-        return {kind: set(_run(["docker", *args, "-q"]).stdout.split())
+        return {kind: set(_run(["docker", *args, "-q", "--no-trunc"] if kind == "containers" else ["docker", *args, "-q"]).stdout.split())
                 for kind, args in (("containers", ["ps", "-a"]), ("networks", ["network", "ls"]),
                                    ("volumes", ["volume", "ls"]))}
 

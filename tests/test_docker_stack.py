@@ -71,7 +71,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         env_file.write_text((REPO / ".env.example").read_text() + "\n"
                             + "".join(f"{k}={v}\n" for k, v in settings.items()))
         st = Stack(f"avatar-test-{os.getpid()}", env_file, SUBNET_PREFIX, https_port, turn_port, timings=timings)
-        st.before = st.engine_objects()
         start = time.monotonic()
         up = st.compose("up", "-d", "--wait", "--wait-timeout", "420", timeout=480, check=False)
         timings["compose up --wait"] = round(time.monotonic() - start, 1)
@@ -303,6 +302,11 @@ AVATAR_DATA_DIR={tmp_path / "avatar-data"}
 
 def test_down_leaves_nothing_behind(stack: Stack) -> None:
     assert engine_answers()
+    # Anonymous volumes (the image's VOLUME mount points) carry no project label: take their
+    # names from the containers' mounts before they go.
+    mounted = {m["Name"] for s in (*STAGES, "turn", "fetch")
+               for m in stack.inspect(s)["Mounts"] if m["Type"] == "volume"}
+    assert mounted
     stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=180)
     assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
-    assert stack.engine_objects() == stack.before, "anonymous volumes or networks were left behind"
+    assert not mounted & stack.engine_objects()["volumes"], "volumes were left behind"
