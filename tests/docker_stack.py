@@ -165,11 +165,10 @@ class Stack:
                 return int(pid)
         raise AssertionError(f"no services.{service} process in {self.container(service)}: {top}")
 
-    def engine_objects(self) -> dict[str, set[str]]:
-        """Every container, network and volume on the engine (anonymous volumes carry no label)."""
-        return {kind: set(_run(["docker", *args, "-q", "--no-trunc"] if kind == "containers" else ["docker", *args, "-q"]).stdout.split())
-                for kind, args in (("containers", ["ps", "-a"]), ("networks", ["network", "ls"]),
-                                   ("volumes", ["volume", "ls"]))}
+    @staticmethod
+    def volumes() -> set[str]:
+        """Every volume on the engine (anonymous ones carry no project label)."""
+        return set(_run(["docker", "volume", "ls", "-q"]).stdout.split())
 
     def leftovers(self) -> dict[str, list[str]]:
         """Containers, networks and volumes of this project still on the engine."""

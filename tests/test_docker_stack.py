@@ -309,4 +309,4 @@ def test_down_leaves_nothing_behind(stack: Stack) -> None:
     assert mounted
     stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "20", timeout=180)
     assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
-    assert not mounted & stack.engine_objects()["volumes"], "volumes were left behind"
+    assert not mounted & stack.volumes(), "volumes were left behind"
