@@ -1,80 +1,82 @@
-# syntax=docker/dockerfile:1
+# The talking avatar's image. One Dockerfile, two variants that differ only in their lock:
 #
-# The GPU image of the talking avatar. One image, five services: docker-compose.yml starts it as
-# gateway, asr, llm, tts and lipsync (plus a one-shot `fetch`); `docker run` without a command
-# starts all five in one container under main.py's supervisor.
+#   cpu   LOCK=locks/cpu-runtime.txt  torch 2.13.0+cpu, the embedded default (docker-compose.cpu.yml)
+#   cuda  LOCK=locks/cuda.txt         torch 2.13.0 from PyPI, the CUDA 13.0 build (docker-compose.yml)
 #
-# Version choices (checked against PyPI metadata and the PyTorch release notes, 2026-11):
-# - torch==2.13.0 (requirements.txt, locked in locks/cuda.txt). Its PyPI wheel for Linux x86_64 is the CUDA 13.0 build: it
-#   requires cuda-toolkit==13.0.3 and nvidia-cudnn-cu13==9.20.0.48 as pip wheels. PyTorch 2.13
-#   ships CUDA 12.6 and 13.0 as stable, 13.2 as experimental.
-# - The base image therefore carries CUDA 13.0 with cuDNN 9 (the user-space driver libraries come
-#   from the host through the NVIDIA Container Toolkit; the host driver must support CUDA 13.0,
-#   i.e. R580 or newer).
-# - torchaudio==2.11.0: torchaudio's last release (the project stopped after 2.11). 2.11 moved
-#   to torch's stable ABI and declares support for torch>=2.11, and its PyPI wheel is the CUDA
-#   13.0 build, so it matches torch 2.13.0+cu130. (There is no cu132 torchaudio: this is one
-#   more reason not to use torch's experimental CUDA 13.2 build.)
-# - torchcodec==0.14.0: the torchcodec release built against torch 2.13 (0.13 is 2.12.1, 0.16
-#   is 2.14, 0.17 is 2.15; torchcodec has no stable ABI, so the pairing must be exact). Its CPU
-#   decoders use the system FFmpeg libraries, installed below with the `ffmpeg` package.
-# - coqui-tts 0.28 refuses to import unless torchaudio and torchcodec are importable, and it
-#   imports `six` without declaring it.
-FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu22.04
+# scripts/docker-build.sh builds either (docs/docker.md). One image, five services: compose starts
+# it as gateway, asr, llm, tts and lipsync; `docker run` without a command starts all five in one
+# container under main.py's supervisor.
+#
+# Why a plain Debian base serves the GPU too: PyPI's CUDA torch wheels bring their own CUDA 13.0
+# runtime and cuDNN 9 as pip packages (nvidia-*-cu13, locked with their hashes), and the driver's
+# user-space libraries come from the host through the NVIDIA Container Toolkit (host driver R580
+# or newer for CUDA 13.0). So no CUDA base image is needed, and both variants build where no
+# registry is reachable: scripts/docker-base.sh makes BASE_IMAGE from Debian's packages. Debian
+# bookworm's python3 is 3.11, the version the locks target.
+#
+# torchaudio==2.11.0 and torchcodec==0.14.0 (cuda lock only): coqui-tts 0.28 refuses to import
+# without them; torchcodec's CPU decoders use the system FFmpeg libraries (the `ffmpeg` package).
+#
+# Few layers, heavy steps in one RUN each, ordered from the least to the most often changed:
+# system packages, then the locked Python stack, then the code. A code change rebuilds only the
+# last, small layers; a new lock reuses the system layer.
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-ARG DEBIAN_FRONTEND=noninteractive
-
-# System packages:
-#   python3.11 + venv  the interpreter the project targets (Ubuntu 22.04's own build, no PPA)
-#   espeak-ng          phonemes for Coqui VITS voices
-#   ffmpeg             FFmpeg libraries for torchcodec (PyAV brings its own)
-#   libsndfile1        soundfile
-#   openssl            the entrypoint makes a self-signed certificate on first start
-#   curl               the gateway's health check (HTTPS /healthz)
-# DL3008 (pin apt versions) is ignored on purpose: Ubuntu removes superseded package versions
-# from its archive after security updates, so exact apt pins break rebuilds within weeks. The
-# base image tag pins the release; the Python stack, where versions matter, is pinned exactly.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends \
-        ca-certificates \
-        curl \
-        espeak-ng \
-        ffmpeg \
-        libsndfile1 \
-        openssl \
-        python3.11 \
-        python3.11-venv \
-    && rm -rf /var/lib/apt/lists/*
-
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
+    LANG=C.UTF-8 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
-RUN python3.11 -m venv "$VIRTUAL_ENV" \
-    && pip install --no-cache-dir pip==26.3
+# System packages, the unprivileged user and the virtual environment, in one layer:
+#   python3, python3-venv  Debian's Python 3.11
+#   espeak-ng              phonemes for Coqui VITS voices
+#   ffmpeg, libpython3.11  FFmpeg libraries for torchcodec (PyAV brings its own); torchcodec's
+#                          build for Debian's FFmpeg 5 also links libpython3.11.so, which Debian's
+#                          python3 package does not ship (found by scripts/docker-check-cuda.sh)
+#   libsndfile1            soundfile
+#   openssl                the entrypoint makes a self-signed certificate on first start
+#   curl                   the gateway's health check (HTTPS /healthz)
+# The pip, CA certificates and OS trust store (PIP_CERT above) are the system's, so a host's
+# extra CA (scripts/docker-base.sh adds it) also works for pip. DL3008 (pin apt versions) is
+# ignored on purpose: Debian drops superseded versions after security updates, so exact pins
+# break rebuilds within weeks; the Python stack, where versions matter, is pinned with hashes.
+# The mount points exist and belong to the user before they are declared volumes, so fresh
+# named volumes start out writable by it.
+# hadolint ignore=DL3008
+RUN apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        ca-certificates curl espeak-ng ffmpeg libpython3.11 libsndfile1 openssl python3 python3-venv >/dev/null \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
+    && python3 -m venv "$VIRTUAL_ENV" \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin avatar \
+    && mkdir -p /models /cache /certs /data /app \
+    && chown avatar:avatar /models /cache /certs
 
 WORKDIR /app
 
-# Dependencies first, so that a code change does not reinstall a multi-GB torch. locks/cuda.txt is
-# generated from requirements-gpu.txt (scripts/lock.sh): every package, direct and transitive, at
-# an exact version with its sha256, so pip resolves nothing and refuses a substituted wheel.
-COPY locks/cuda.txt locks/nodeps.txt ./locks/
-RUN pip install --no-cache-dir --no-deps --require-hashes -r locks/cuda.txt -r locks/nodeps.txt \
-    && python -c "import torch, torchaudio, torchcodec, TTS, diffusers; \
-assert torch.__version__.startswith('2.13.0'), torch.__version__; \
-assert torch.version.cuda is not None, 'torch is a CPU build'; \
-print('torch', torch.__version__, 'cuda', torch.version.cuda, 'torchaudio', torchaudio.__version__)"
-
-# A fixed, unprivileged user. The mount points exist and belong to it before they are declared
-# volumes, so fresh named volumes start out writable by it.
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin avatar \
-    && mkdir -p /models /cache /certs /data \
-    && chown avatar:avatar /models /cache /certs
+# The lock: every package, direct and transitive, at an exact version with its sha256 (scripts/
+# lock.sh), so pip resolves nothing and refuses a substituted file. Declared here, not above, so
+# both variants share the system layer. PIP_FIND_LINKS / PIP_EXTRA_INDEX_URL say where torch
+# +cpu comes from (it is not on PyPI): scripts/docker-build.sh serves this host's locked wheel,
+# or names PyTorch's CPU index; the cuda lock needs neither.
+ARG LOCK=locks/cpu-runtime.txt
+ARG PIP_FIND_LINKS=""
+ARG PIP_EXTRA_INDEX_URL=""
+ARG PIP_TRUSTED_HOST=""
+COPY locks/cpu-runtime.txt locks/cuda.txt locks/nodeps.txt ./locks/
+RUN pip install --no-deps --require-hashes -r "$LOCK" -r locks/nodeps.txt \
+    && python -c "import torch, aiortc, zmq, av; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
+    && rm -rf /root/.cache
 
 COPY --chown=avatar:avatar main.py ./
 COPY --chown=avatar:avatar avatar_base/ avatar_base/
@@ -83,10 +85,12 @@ COPY --chown=avatar:avatar wav2lip/ wav2lip/
 COPY --chown=avatar:avatar musetalk/ musetalk/
 COPY --chown=avatar:avatar client/ client/
 COPY --chown=avatar:avatar bench/ bench/
-COPY --chown=avatar:avatar --chmod=755 scripts/docker-entrypoint.sh scripts/docker-entrypoint.sh
+COPY --chown=avatar:avatar scripts/docker-entrypoint.sh scripts/docker-entrypoint.sh
 
-# Production settings baked in; docker-compose.yml and .env refine them.
-ENV AVATAR_PROFILE=gpu \
+# Production settings baked in; the compose files and .env refine them. AVATAR_PROFILE follows
+# the variant (cuda -> gpu, cpu -> cpu).
+ARG PROFILE=cpu
+ENV AVATAR_PROFILE=${PROFILE} \
     AVATAR_MODELS_DIR=/models \
     AVATAR_CACHE_DIR=/cache \
     AVATAR_HOST=0.0.0.0 \
@@ -97,7 +101,7 @@ ENV AVATAR_PROFILE=gpu \
     TRANSFORMERS_OFFLINE=1
 
 # /models: filled once by `python main.py fetch`; /certs: the generated (or your) certificate;
-# /cache: prepared avatars and converted models, so restarts are fast.
+# /cache: prepared avatars, converted models, the access token and conversations.
 VOLUME ["/models", "/cache", "/certs"]
 
 # Numeric, so that runtimes that check runAsNonRoot need not resolve the name.
@@ -107,4 +111,4 @@ EXPOSE 8443
 
 # Health checks live in docker-compose.yml: each of the five services needs its own probe.
 ENTRYPOINT ["/app/scripts/docker-entrypoint.sh"]
-CMD ["python", "main.py", "--profile", "gpu", "--host", "0.0.0.0", "--port", "8443", "--models-dir", "/models"]
+CMD ["python", "main.py", "--host", "0.0.0.0", "--port", "8443", "--models-dir", "/models"]

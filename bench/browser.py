@@ -234,6 +234,8 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
     Yields ``(page, gum_at_ms)``: the page time at which the fake microphone began playing
     ``mic_wav``, so a time in the WAV maps to page time as ``gum_at_ms + 1000 * t``. ``query``
     adds the page's own switches (e.g. ``ns=0`` turns the browser's noise suppression off).
+    ``url`` may carry a query (the ``?token=...`` URL an avatar off localhost prints); an https
+    URL is usually the stack's self-signed certificate, which the test browser accepts.
     """
     from playwright.sync_api import sync_playwright
 
@@ -243,10 +245,12 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
         )
         try:
             # The page's strict CSP forbids eval, which Playwright's wait_for_function uses.
-            page = browser.new_page(viewport={"width": 1200, "height": 820}, bypass_csp=True)
+            base, _, url_query = url.partition("?")
+            page = browser.new_page(viewport={"width": 1200, "height": 820}, bypass_csp=True,
+                                    ignore_https_errors=base.startswith("https:"))
             page.add_init_script(_INIT_JS)
-            switches = [q for q in ("" if echo_cancellation else "ec=0", query) if q]
-            page.goto(url + "/" + ("?" + "&".join(switches) if switches else ""))
+            switches = [q for q in (url_query, "" if echo_cancellation else "ec=0", query) if q]
+            page.goto(base.rstrip("/") + "/" + ("?" + "&".join(switches) if switches else ""))
             page.click("#start")
             page.wait_for_function("window.__gumAt !== undefined", timeout=20_000)
             page.wait_for_function(
@@ -287,16 +291,36 @@ _TAPS = """() => {
 }"""
 
 
+# The candidate pair the call's media took: {"local": {...}, "remote": {...}} (type, address,
+# port; for a relay, the TURN URL), or null before ICE has chosen one.
+_SELECTED_PAIR = """async () => {
+  if (!window.__pc) return null;
+  const stats = await window.__pc.getStats();
+  const byId = new Map();
+  stats.forEach((s) => byId.set(s.id, s));
+  let pair = null;
+  stats.forEach((s) => {
+    if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+    const p = byId.get(s.selectedCandidatePairId);
+    const pick = (c) => c && { candidateType: c.candidateType, address: c.address, port: c.port,
+                               protocol: c.protocol, url: c.url || '' };
+    if (p) pair = { local: pick(byId.get(p.localCandidateId)), remote: pick(byId.get(p.remoteCandidateId)) };
+  });
+  return pair;
+}"""
+
+
 def _collect(page, speech_end_ms: float, screenshot: Path | None = None) -> Conversation:
     samples = page.evaluate("window.__samples")
     transcript = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.transcript))")
     stats = page.evaluate("JSON.parse(JSON.stringify(window.avatarClient.stats))")
     ws_events = page.evaluate("window.__wsEvents")
     rtp = page.evaluate(_RTP_STATS)
+    pair = page.evaluate(_SELECTED_PAIR)
     audio = [tuple(x) for x in page.evaluate("window.__audio")]
     taps = page.evaluate(_TAPS)
     return Conversation(
-        speech_end_ms, samples, transcript, {"stats": stats, "ws": ws_events, "rtp": rtp},
+        speech_end_ms, samples, transcript, {"stats": stats, "ws": ws_events, "rtp": rtp, "pair": pair},
         str(screenshot or ""),
         audio,
         taps,
@@ -312,9 +336,10 @@ def converse(
     echo_cancellation: bool = True,
     screenshot: Path | None = None,
     answer_timeout_s: float = 150,
+    query: str = "",
 ) -> Conversation:
     """Open the page, press Start, let the fake mic speak, wait for the whole spoken answer."""
-    with open_call(url, mic_wav, mouth_box, echo_cancellation=echo_cancellation) as (page, gum_at):
+    with open_call(url, mic_wav, mouth_box, echo_cancellation=echo_cancellation, query=query) as (page, gum_at):
         speech_end_ms = gum_at + speech_end_s * 1000
         # Mid-sentence screenshot: shortly after the avatar's first words appear.
         page.wait_for_selector('#transcript .entry[data-role="avatar"]', timeout=answer_timeout_s * 1000)

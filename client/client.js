@@ -728,8 +728,14 @@
     });
   }
 
+  // `?ice=relay` in the page's URL: media only through the TURN relay (iceTransportPolicy
+  // "relay"), for checking a TURN set-up; without it the browser takes the best path it finds.
+  function iceTransportPolicy() {
+    return new URLSearchParams(window.location.search).get("ice") === "relay" ? "relay" : "all";
+  }
+
   function createPeer(c) {
-    const pc = new RTCPeerConnection({ iceServers: c.iceServers || [] });
+    const pc = new RTCPeerConnection({ iceServers: c.iceServers || [], iceTransportPolicy: iceTransportPolicy() });
     c.pc = pc;
     api.pc = pc;
     pc.addEventListener("track", (event) => onTrack(c, event));

@@ -7,7 +7,12 @@
 // non-trickle offer (sent when ICE gathering is complete) and the server's answer.
 //
 // window.avatarSelfTest exposes the results for automated tests: {running, done, results}, where
-// results maps a check id ("secure", "mic", ...) to {status, detail, fix}.
+// results maps a check id ("secure", "mic", ...) to {status, detail, fix}. A status is "pass",
+// "fail", or "unused": STUN or TURN is not configured, which is fine on one machine or a flat
+// LAN, so it is not a failure.
+//
+// `?ice=relay` in the URL makes the loopback call relay-only (iceTransportPolicy "relay"), as it
+// does on the avatar's page: the media check then passes only through the TURN server.
 "use strict";
 
 (() => {
@@ -46,10 +51,15 @@
     api.results = {};
   }
 
+  const relayOnly = new URLSearchParams(window.location.search).get("ice") === "relay";
+  const NOT_CONFIGURED = "not configured (not needed on one machine or a flat LAN)";
+
   function summarize() {
     const failed = CHECK_IDS.filter((id) => api.results[id] && api.results[id].status === "fail");
     if (failed.length === 0) {
-      ui.summary.textContent = "All checks passed: this browser and network can talk to the avatar.";
+      const unused = CHECK_IDS.filter((id) => api.results[id] && api.results[id].status === "unused");
+      ui.summary.textContent = "All checks passed: this browser and network can talk to the avatar."
+        + (unused.length ? ` Not configured: ${unused.join(", ")}.` : "");
       ui.summary.dataset.status = "pass";
     } else {
       ui.summary.textContent = `${failed.length} check(s) failed (${failed.join(", ")}). `
@@ -220,9 +230,9 @@
     if (found("srflx").length) {
       report("srflx", "pass", `Public address seen by STUN: ${found("srflx")[0]}.`);
     } else if (!hasStun) {
-      report("srflx", "fail", "No STUN server is configured, so no server-reflexive candidate.",
-        "list a stun: URL in AVATAR_ICE_SERVERS (docker compose adds stun:AVATAR_PUBLIC_HOST:TURN_PORT "
-        + "from .env). Not needed on one machine or a flat LAN.");
+      report("srflx", "unused", `STUN: ${NOT_CONFIGURED}.`,
+        "only for browsers behind NAT on other networks: list a stun: URL in AVATAR_ICE_SERVERS "
+        + "(docker compose adds stun:AVATAR_PUBLIC_HOST:TURN_PORT).");
     } else {
       report("srflx", "fail",
         `The STUN server did not answer.${serverErrorsText(errors, "stun")}`,
@@ -234,21 +244,22 @@
     if (found("relay").length) {
       report("relay", "pass", `TURN relay allocated: ${found("relay")[0]}.`);
     } else if (!hasTurn) {
-      report("relay", "fail", "No TURN server is configured, so no relay candidate.",
-        "set AVATAR_ICE_SERVERS to include a turn: URL with username and credential (docker "
-        + "compose does this from TURN_USER/TURN_PASSWORD/AVATAR_PUBLIC_HOST in .env). Without "
-        + "TURN, browsers on other networks cannot reach a server in a container.");
+      report("relay", relayOnly ? "fail" : "unused", `TURN: ${NOT_CONFIGURED}.`,
+        "for browsers on other networks, or a server in a container: set AVATAR_TURN_URLS and "
+        + "AVATAR_TURN_SECRET (the gateway mints a credential per session from the secret it "
+        + "shares with the TURN server; docker compose sets both from AVATAR_PUBLIC_HOST and "
+        + "AVATAR_TURN_SECRET in .env).");
     } else {
       const auth = errors.some((e) => e.url.startsWith("turn") && (e.code === 401 || e.code === 403));
       report("relay", "fail",
         `The TURN server gave no relay.${serverErrorsText(errors, "turn")}`,
         auth
-          ? "the TURN credentials were refused: TURN_USER and TURN_PASSWORD in .env must match "
-            + "what coturn was started with (docker compose up -d turn gateway after editing .env)."
-          : "check TURN_USER/TURN_PASSWORD in .env, that the turn service runs (docker compose "
-            + "logs turn), that TURN_PORT (3478) UDP and TCP and the relay range TURN_MIN_PORT-"
-            + "TURN_MAX_PORT (UDP) are open on the server's firewall, and that AVATAR_PUBLIC_HOST "
-            + "is reachable from this browser.");
+          ? "the TURN server refused the credential the gateway minted: AVATAR_TURN_SECRET must "
+            + "be the TURN server's static-auth-secret (docker compose gives both the one from "
+            + ".env: docker compose up -d after editing it), and the clocks of both must agree."
+          : "check that the turn service runs (docker compose ps; docker compose logs turn), "
+            + "that TURN_PORT (3478) UDP and TCP is open on the server's firewall, and that "
+            + "AVATAR_PUBLIC_HOST (in AVATAR_TURN_URLS) is reachable from this browser.");
     }
   }
 
@@ -342,7 +353,7 @@
       return;
     }
     const servers = Array.isArray(signaling.config.iceServers) ? signaling.config.iceServers : [];
-    const pc = new RTCPeerConnection({ iceServers: servers });
+    const pc = new RTCPeerConnection({ iceServers: servers, iceTransportPolicy: relayOnly ? "relay" : "all" });
     const remote = new MediaStream();
     try {
       pc.addEventListener("track", (event) => {
@@ -382,14 +393,14 @@
       const seconds = ((performance.now() - start) / 1000).toFixed(1);
       if (first !== null && last.bytes > first) {
         report("media", "pass", `Received ${last.bytes} bytes of audio+video in ${seconds} s`
-          + `${last.pairTypes ? ` over a ${last.pairTypes} path` : ""}.`);
+          + `${last.pairTypes ? ` over a ${last.pairTypes} path` : ""}`
+          + `${relayOnly ? " (relay only: ?ice=relay)" : ""}.`);
       } else if (pc.connectionState !== "connected") {
         report("media", "fail",
           `No media path: the connection is "${pc.connectionState}" after ${seconds} s.`,
           "no network path joined this browser and the gateway. Fix the relay (TURN) check "
-          + "above first; then make sure the relay range TURN_MIN_PORT-TURN_MAX_PORT (UDP) is "
-          + "open on the server's firewall, and that no VPN or corporate firewall blocks UDP "
-          + "(TURN over TCP on TURN_PORT is the fallback).");
+          + "above first; then make sure that no VPN or corporate firewall blocks UDP to "
+          + "TURN_PORT (TURN over TCP on the same port is the fallback).");
       } else {
         report("media", "fail",
           `Connected${last.pairTypes ? ` (${last.pairTypes})` : ""}, but no media arrived in ${seconds} s.`,

@@ -21,8 +21,12 @@
 # log and the container waits idle instead (it shows as unhealthy) until it is recreated or
 # restarted. Those statuses:
 #   2   a bad AVATAR_* setting (services/cli.py) or command line (argparse)
-#   78  EX_CONFIG: the GPU profile cannot use CUDA (services/cuda_check.py), or AVATAR_LIPSYNC_ENGINE
-#       is wav2lip and there is no Wav2Lip checkpoint (checked here, before Python loads a model)
+#   78  EX_CONFIG (services/config_errors.py): a configured model is missing (e.g. coqui-xtts
+#       without its licensed fetch, an AVATAR_LLM_MODEL that is not in the models volume), a
+#       setting turned out unusable while loading, the GPU profile cannot use CUDA
+#       (services/cuda_check.py), or AVATAR_LIPSYNC_ENGINE is wav2lip and there is no Wav2Lip
+#       checkpoint (checked here, before Python loads a model)
+# Any other status (1: a crash) is passed on, so the restart policy restarts the container.
 set -euo pipefail
 
 log() { printf 'docker-entrypoint: %s\n' "$*" >&2; }
@@ -128,6 +132,10 @@ run_stage() {
             park "$service" "$EX_CONFIG"
         fi
     fi
+    # A restarted container keeps its /tmp, and with it the heartbeat file of the run that died.
+    # Its pid is reused (a fresh pid namespace numbers the same way), so the healthcheck would
+    # take the new, still loading process for the stale one and kill it, again and again.
+    rm -f "${AVATAR_RUN_DIR:-${TMPDIR:-/tmp}}/avatar-heartbeat-$service"
     # Docker stops a container with SIGTERM to this script (under `init: true`, tini passes it
     # on); the service needs it for its phased shutdown. Background children ignore SIGINT, so
     # both become SIGTERM. Trapped before the start, so that an early signal is not lost.
@@ -157,7 +165,9 @@ if [[ "$*" == *"services.gateway"* || "$*" == *"main.py"* && "$*" != *"main.py f
     ensure_certificate
 fi
 
-if [[ "$*" =~ services\.(gateway|asr|llm|tts|lipsync) ]]; then
+# A one-off `--check` or `--help` (docker compose run --rm llm python -m services.llm --check)
+# reports its own status; only the long-running service parks.
+if [[ "$*" =~ services\.(gateway|asr|llm|tts|lipsync) && " $* " != *" --check "* && " $* " != *" --help "* ]]; then
     run_stage "${BASH_REMATCH[1]}" "$@"
 fi
 

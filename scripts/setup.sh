@@ -19,6 +19,8 @@ if [ "$mode" = dev ]; then
   want_cmd openssl openssl          # the container's certificate script, tested here
   want_cmd sox sox
   want_cmd ffprobe ffmpeg
+  want_cmd dockerd docker.io         # the compose stack test (tests/test_docker_stack.py)
+  want_cmd debootstrap debootstrap   # its offline base image (scripts/docker-base.sh)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_pkgs[*]}"

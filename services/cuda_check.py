@@ -32,10 +32,10 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from services.config_errors import EX_CONFIG
+
 logger = logging.getLogger(__name__)
 
-# sysexits.h EX_CONFIG: "configuration error". Restarting cannot fix it; the entrypoint knows it.
-EX_CONFIG = 78
 NVIDIA_SMI_TIMEOUT_S = 10.0
 # Lines of nvidia-smi output worth quoting: the header (driver, CUDA) and the first GPU.
 _SMI_LINES = 12

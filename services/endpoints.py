@@ -1,8 +1,11 @@
 """Where each ZeroMQ socket lives, read once from the environment.
 
 Each endpoint is the address *connecting* peers use. The side that binds uses the same address,
-except that with ``AVATAR_BIND_ALL=1`` (containers) a ``tcp://host:port`` is bound on every
-interface as ``tcp://*:port`` so that other containers can reach it by service name.
+except in containers, where a ``tcp://name:port`` is bound on an address of the container's own:
+``AVATAR_BIND_HOST`` (an IP address; ZeroMQ binds no DNS names) or, with ``AVATAR_BIND_ALL=1``,
+every interface (``tcp://*:port``). The gateway, which also sits on the media network that
+coturn and the host reach, binds only on its address on the internal bus network, so that
+nothing but the other services can reach its sockets.
 
 The embedded default uses ``ipc://`` files in one runtime folder, so two instances on one host
 (or parallel tests) never collide and nothing listens on the network.
@@ -37,7 +40,7 @@ class Endpoints:
     gateway_events: str
     control: str
     supervisor: str  # empty: no supervisor to report readiness to
-    bind_all: bool = False
+    bind_host: str = ""  # "" = bind the endpoint as written; "*" = every interface
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Endpoints":
@@ -49,7 +52,8 @@ class Endpoints:
             )
             for attr, var in _NAMES.items()
         }
-        return cls(**values, bind_all=env.get("AVATAR_BIND_ALL", "") == "1")
+        bind_host = env.get("AVATAR_BIND_HOST", "") or ("*" if env.get("AVATAR_BIND_ALL", "") == "1" else "")
+        return cls(**values, bind_host=bind_host)
 
     @classmethod
     def in_dir(cls, run_dir: str) -> "Endpoints":
@@ -58,12 +62,12 @@ class Endpoints:
 
     def to_env(self) -> dict[str, str]:
         env = {var: getattr(self, attr) for attr, var in _NAMES.items()}
-        if self.bind_all:
-            env["AVATAR_BIND_ALL"] = "1"
+        if self.bind_host:
+            env["AVATAR_BIND_HOST"] = self.bind_host
         return env
 
     def bind_address(self, endpoint: str) -> str:
-        if self.bind_all and endpoint.startswith("tcp://"):
+        if self.bind_host and endpoint.startswith("tcp://"):
             port = endpoint.rsplit(":", 1)[1]
-            return f"tcp://*:{port}"
+            return f"tcp://{self.bind_host}:{port}"
         return endpoint

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from services import messages
+from services.config_errors import EX_CONFIG, ConfigurationError
 from services.endpoints import Endpoints
 from services.health import heartbeat_path, remove_record
 from services.heartbeat import Heartbeat
@@ -46,6 +47,11 @@ def run_service(service: str, main: ServiceMain, endpoints: Endpoints | None = N
     endpoints = endpoints or Endpoints.from_env()
     try:
         asyncio.run(_run(service, main, endpoints))
+    except ConfigurationError as exc:
+        # A missing model or a bad setting: the message says what to change, and a restart
+        # cannot fix it, so the status tells a container's entrypoint to park, not restart.
+        logger.error("%s cannot start: %s", service, exc)
+        return EX_CONFIG
     except Exception:
         logger.exception("%s service failed", service)
         return 1

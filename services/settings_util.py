@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from services.config_errors import ConfigurationError
 
-class SettingsError(ValueError):
+
+class SettingsError(ConfigurationError, ValueError):
     """A setting has a value we cannot use; the message names the variable."""
 
 

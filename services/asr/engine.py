@@ -10,6 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
+from services.config_errors import ConfigurationError
+
 
 class RecognizerStream(Protocol):
     def accept(self, pcm: np.ndarray) -> str:
@@ -34,7 +36,7 @@ class AsrEngine(Protocol):
     def new_stream(self) -> RecognizerStream: ...
 
 
-class AsrModelMissing(RuntimeError):
+class AsrModelMissing(ConfigurationError, RuntimeError):
     """A configured ASR model is not on disk; the message names the file and the fetch command."""
 
 

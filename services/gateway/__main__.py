@@ -19,6 +19,7 @@ from services.gateway.avatars_api import UploadSettings
 from services.settings_util import env_int
 from services.lipsync.settings import LipsyncSettings
 from services.runner import Ready, ServiceMain
+from services.settings_util import profile
 from services.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,16 @@ def serve() -> ServiceMain:
         # Jupyter-style: the URL to open carries the token when one is required.
         query = f"?token={settings.access_token}" if settings.access_token else ""
         logger.info("serving %s://%s:%d/%s", scheme, settings.host, settings.port, query)
+        # In a container the address above is the container's; AVATAR_PUBLIC_URL (set by
+        # docker-compose.yml) is the one a person opens, and this line is what they look for
+        # in `docker compose logs gateway`.
+        public_url = os.environ.get("AVATAR_PUBLIC_URL", "").strip()
+        if public_url:
+            logger.info("open this in a browser: %s/%s", public_url.rstrip("/"), query)
+        if "AVATAR_MAX_CALLS" not in os.environ and profile(os.environ) == "gpu":
+            logger.warning("AVATAR_MAX_CALLS=%d on the gpu profile is an estimate (docs/capacity.md), "
+                           "not a measurement of this card; measure with `python -m bench.gpu` and "
+                           "set AVATAR_MAX_CALLS in .env", settings.max_calls)
         await ready()
         try:
             await asyncio.Event().wait()

@@ -73,7 +73,9 @@ class Calls:
             # A new offer replaces the call (e.g. the page restarted it).
             old, session.pc = session.pc, None
             await old.close()
-        config = RTCConfiguration(iceServers=[RTCIceServer(**s) for s in self._settings.ice_servers])
+        own = self._settings.server_ice_servers
+        servers = self._settings.ice_servers if own is None else own
+        config = RTCConfiguration(iceServers=[RTCIceServer(**s) for s in servers])
         pc = RTCPeerConnection(config)
         session.pc = pc
 

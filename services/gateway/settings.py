@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from services.gateway.access import AccessConfigError, parse_hosts, parse_origins, resolve_token
 from services.gateway.limits import LimitSettings
-from services.gateway.turn_credentials import TurnSettings
+from services.gateway.turn_credentials import TurnSettings, secret_problem
 from services.settings_util import SettingsError, env_float, env_int, env_str, profile
 
 
@@ -19,7 +19,9 @@ from services.settings_util import SettingsError, env_float, env_int, env_str, p
 # fps on average and >= 22 fps every second in every round; 4 fell to 16-19 fps, 7 s below 20,
 # so the fourth call is "busy"). (2026-12-01, before the cheaper video path and the int4 LLM:
 # 3 calls fell to 12 fps, and the default was 2.)
-# gpu: on paper from cross-session batched Wav2Lip (docs/capacity.md); measure on your card.
+# gpu: an estimate, not a measurement: on paper from cross-session batched Wav2Lip (docs/capacity.md),
+# while the gpu default engine is MuseTalk, which no card here has measured. The gateway says so at
+# start when AVATAR_MAX_CALLS is not set; measure with bench.gpu / bench_concurrency and set it.
 DEFAULT_MAX_CALLS = {"cpu": 3, "gpu": 8}
 
 
@@ -34,6 +36,9 @@ class GatewaySettings:
     tls_key: str = ""
     # RTCIceServer dicts handed to the browser and to aiortc, e.g. a coturn TURN server.
     ice_servers: tuple[dict, ...] = field(default_factory=tuple)
+    # The gateway's own (aiortc's), when they differ: in a container without outbound network a
+    # STUN query only delays every answer, since aioice waits for it before answering.
+    server_ice_servers: tuple[dict, ...] | None = None
     avatar: str = ""
     max_sessions: int = 16
     # Calls (sessions with media) at once: past this the box cannot hold 25 fps for everyone,
@@ -58,13 +63,8 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "GatewaySettings":
         env = os.environ if env is None else env
-        raw_ice = env.get("AVATAR_ICE_SERVERS", "")
-        try:
-            ice = tuple(json.loads(raw_ice)) if raw_ice else ()
-        except json.JSONDecodeError as exc:
-            raise SettingsError(f"AVATAR_ICE_SERVERS is not JSON: {exc}") from exc
-        if not all(isinstance(s, dict) and "urls" in s for s in ice):
-            raise SettingsError("AVATAR_ICE_SERVERS must be a JSON list of {\"urls\": ...} objects")
+        ice = _ice_servers(env, "AVATAR_ICE_SERVERS")
+        server_ice = _ice_servers(env, "AVATAR_SERVER_ICE_SERVERS") if env.get("AVATAR_SERVER_ICE_SERVERS") else None
         here = os.path.dirname(os.path.abspath(__file__))
         host = env_str(env, "AVATAR_HOST", "127.0.0.1")
         cache_dir = env_str(env, "AVATAR_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "avatar"))
@@ -78,6 +78,8 @@ class GatewaySettings:
         turn_secret = env.get("AVATAR_TURN_SECRET", "")
         if turn_urls and not turn_secret:
             raise SettingsError("AVATAR_TURN_URLS needs AVATAR_TURN_SECRET (coturn's static-auth-secret)")
+        if turn_secret and (problem := secret_problem(turn_secret)):
+            raise SettingsError(f"AVATAR_TURN_SECRET {problem}: make a long random one, e.g. `openssl rand -hex 32`")
         defaults = LimitSettings()
         limits = LimitSettings(
             text_burst=env_int(env, "AVATAR_TEXT_BURST", defaults.text_burst, 1, 1000),
@@ -96,6 +98,7 @@ class GatewaySettings:
             tls_cert=env_str(env, "AVATAR_TLS_CERT", ""),
             tls_key=env_str(env, "AVATAR_TLS_KEY", ""),
             ice_servers=ice,
+            server_ice_servers=server_ice,
             avatar=env_str(env, "AVATAR_IMAGE", ""),
             max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 16, 1, 1000),
             max_calls=env_int(env, "AVATAR_MAX_CALLS", DEFAULT_MAX_CALLS[profile(env)], 1, 1000),
@@ -108,3 +111,14 @@ class GatewaySettings:
             turn=TurnSettings(turn_urls, turn_secret, env_int(env, "AVATAR_TURN_TTL_S", 3600, 60, 86400)),
             conversations_db=env_str(env, "AVATAR_CONVERSATIONS_DB", os.path.join(cache_dir, "conversations.sqlite3")),
         )
+
+
+def _ice_servers(env: Mapping[str, str], name: str) -> tuple[dict, ...]:
+    raw = env.get(name, "")
+    try:
+        ice = tuple(json.loads(raw)) if raw else ()
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name} is not JSON: {exc}") from exc
+    if not all(isinstance(s, dict) and "urls" in s for s in ice):
+        raise SettingsError(f"{name} must be a JSON list of {{\"urls\": ...}} objects")
+    return ice

@@ -16,6 +16,22 @@ import time
 from dataclasses import dataclass
 
 
+# Whoever knows the secret can mint credentials for the relay. .env.example ships a placeholder
+# so that a copied file does not silently run with a known one; docker/turn/entrypoint.sh
+# applies the same two rules to coturn.
+PLACEHOLDER_SECRET = "change-me-to-a-long-random-string"
+MIN_SECRET_CHARS = 32
+
+
+def secret_problem(secret: str) -> str:
+    """Why ``secret`` must not be used ("" if it may)."""
+    if secret == PLACEHOLDER_SECRET:
+        return "is still the placeholder from .env.example"
+    if len(secret) < MIN_SECRET_CHARS:
+        return f"has {len(secret)} characters; it needs at least {MIN_SECRET_CHARS}"
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class TurnSettings:
     urls: tuple[str, ...] = ()  # e.g. ("turn:host:3478?transport=udp", "turn:host:3478?transport=tcp")

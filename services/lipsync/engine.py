@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from services.config_errors import ConfigurationError
+
 
 class ClauseJob(Protocol):
     """One clause, prepared: ``n_frames`` frames starting at the session's ``first_index``."""
@@ -84,5 +86,5 @@ def frames_in_batches(engine: LipsyncEngine, pcm: np.ndarray, first_index: int) 
         yield from engine.render([(job, k) for k in range(start, min(start + batch, job.n_frames))])
 
 
-class LipsyncModelMissing(RuntimeError):
+class LipsyncModelMissing(ConfigurationError, RuntimeError):
     """A checkpoint is missing or unreadable; the message says what was found and what to do."""

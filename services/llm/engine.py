@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
+from services.config_errors import ConfigurationError
+
 ChatMessage = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
 
 
@@ -36,5 +38,5 @@ class LlmEngine(Protocol):
         """Stop what the engine owns; later streams fail."""
 
 
-class LlmModelMissing(RuntimeError):
+class LlmModelMissing(ConfigurationError, RuntimeError):
     """The configured model is not on disk; the message names it and the fetch command."""

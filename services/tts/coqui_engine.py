@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from avatar_base.device import pick_device
+from services.config_errors import ConfigurationError
 from services.tts.engine import TtsModelMissing
 from services.tts.resample import StreamResampler, resample_float, to_16k
 from services.tts.settings import TtsSettings
@@ -76,7 +77,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
 
 
-class TtsVoiceError(ValueError):
+class TtsVoiceError(ConfigurationError, ValueError):
     """A speaker, reference clip or language that the model cannot use; lists what it can."""
 
 

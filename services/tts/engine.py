@@ -15,6 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from services.config_errors import ConfigurationError
+
 
 @dataclass(frozen=True, slots=True)
 class TimedVoice:
@@ -34,5 +36,5 @@ class TtsEngine(Protocol):
     def synthesize(self, text: str) -> Iterator[np.ndarray | TimedVoice]: ...
 
 
-class TtsModelMissing(RuntimeError):
+class TtsModelMissing(ConfigurationError, RuntimeError):
     """The configured voice is not on disk; the message names it and the fetch command."""
