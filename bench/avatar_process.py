@@ -28,6 +28,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_child(proc: subprocess.Popen, reader: threading.Thread, timeout_s: float) -> int:
+    """Ctrl-C a child (it shuts down in phases), kill it if it overstays, and close its log."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    reader.join(5)
+    if proc.stdout is not None:
+        proc.stdout.close()
+    return proc.returncode
+
+
 class AvatarProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -70,14 +85,4 @@ class AvatarProcess:
         return "\n".join(self.lines[-n:])
 
     def stop(self, timeout_s: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
+        return stop_child(self.proc, self._reader, timeout_s)

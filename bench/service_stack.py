@@ -8,14 +8,13 @@ them; readiness is each one's "<name> ready" log line.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-from bench.avatar_process import ROOT, free_port
+from bench.avatar_process import ROOT, free_port, stop_child
 from services.endpoints import Endpoints
 from services.supervisor import _die_with_parent
 
@@ -43,16 +42,7 @@ class _Service:
                 self.ready.set()
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(5)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        stop_child(self.proc, self._reader, timeout_s)
 
 
 class ServiceStack:
