@@ -68,3 +68,33 @@ def tiny_llama_dir(tmp_path_factory):
     LlamaForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture
+async def serve():
+    """Start the real gateway (no stages behind it: an in-memory transport) on a loopback socket
+    with the given ``GatewaySettings`` fields; every server is closed after the test."""
+    import os
+
+    import numpy as np
+    from aiohttp.test_utils import TestServer
+
+    from services.endpoints import Endpoints
+    from services.gateway.server import Gateway
+    from services.gateway.settings import GatewaySettings
+    from tests.fakes import MemoryTransport
+
+    servers = []
+
+    async def start(**kw):
+        transport = MemoryTransport(Endpoints.in_dir("/nonexistent"), hwm=100_000)
+        settings = GatewaySettings(client_dir=os.path.join(os.path.dirname(__file__), "..", "client"), **kw)
+        gateway = Gateway(settings, transport, lambda i: np.zeros((8, 8, 3), np.uint8))
+        server = TestServer(gateway.app(), host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()

@@ -9,41 +9,15 @@ import random
 import stat
 
 import aiohttp
-import numpy as np
 import pytest
-from aiohttp.test_utils import TestServer
 
-from services.endpoints import Endpoints
 from services.gateway import turn_credentials
 from services.gateway.access import AccessConfigError, is_loopback, resolve_token
 from services.gateway.limits import LimitSettings, TokenBucket
-from services.gateway.server import Gateway
 from services.gateway.settings import GatewaySettings
 from services.gateway.turn_credentials import TurnSettings
-from tests.fakes import MemoryTransport
 
 TOKEN = "t0ken-" + "x" * 24
-
-
-def _gateway(**kw) -> Gateway:
-    transport = MemoryTransport(Endpoints.in_dir("/nonexistent"), hwm=100_000)
-    settings = GatewaySettings(client_dir=os.path.join(os.path.dirname(__file__), "..", "client"), **kw)
-    return Gateway(settings, transport, lambda i: np.zeros((8, 8, 3), np.uint8))
-
-
-@pytest.fixture
-async def serve():
-    servers = []
-
-    async def start(**kw):
-        server = TestServer(_gateway(**kw).app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 async def _events(ws, n: int, timeout: float = 3.0) -> list[dict]:

@@ -6,40 +6,15 @@ host check that page could drive the avatar. Each test runs the real gateway on 
 and sends the headers such a page would send.
 """
 
-import os
-
 import aiohttp
-import numpy as np
 import pytest
-from aiohttp.test_utils import TestServer
 
-from services.endpoints import Endpoints
 from services.gateway.access import AccessConfigError, AccessPolicy, host_check_names, host_name, parse_hosts
-from services.gateway.server import Gateway
 from services.gateway.settings import GatewaySettings
 from services.settings_util import SettingsError
-from tests.fakes import MemoryTransport
 
 TOKEN = "t0ken-" + "x" * 24
 ROUTES = ("/", "/client.js", "/ws", "/healthz", "/metrics", "/api/ice-servers")
-
-
-@pytest.fixture
-async def serve():
-    servers = []
-
-    async def start(**kw):
-        transport = MemoryTransport(Endpoints.in_dir("/nonexistent"), hwm=100_000)
-        settings = GatewaySettings(client_dir=os.path.join(os.path.dirname(__file__), "..", "client"), **kw)
-        gateway = Gateway(settings, transport, lambda i: np.zeros((8, 8, 3), np.uint8))
-        server = TestServer(gateway.app(), host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 async def _status(http: aiohttp.ClientSession, url, host: str, **headers) -> tuple[int, dict | None]:
