@@ -5,8 +5,8 @@ Conventions (MuseTalk's): boxes are ``(x1, y1, x2, y2)`` in frame pixels; frames
 Per loop frame we keep:
 * ``face_boxes``: the region the generated 256x256 face is resized into. Upstream derives it
   from 68 face landmarks (jaw to chin, and as far above the nose as the chin is below it) plus
-  10 px below the chin. We have no landmark weights, so we map OpenCV's bundled Haar face box
-  onto that region (Haar boxes stop short of the chin and are wider than the jaw line);
+  10 px below the chin. We have no landmark weights, so we map the avatar store's face box
+  (OpenCV's Haar rule, or S3FD by the one detector setting) onto that region (Haar boxes stop short of the chin and are wider than the jaw line);
 * ``crop_boxes``: a square 1.5x the face box's long side around its centre (upstream's
   ``get_crop_box``), only used to shape the blend mask;
 * ``latents``: VAE(lower-half-masked crop) ⊕ VAE(full crop), (8, 32, 32);
@@ -31,15 +31,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from avatar_base.haar import largest_face
+from avatar_base.faces import fill_from_neighbours
 from musetalk.inference import FACE_SIZE, encode_latents
 from musetalk.models import MuseTalkModels
-from wav2lip.avatar import face_cascade
 from wav2lip.errors import AvatarError
 
 logger = logging.getLogger(__name__)
-
-_CACHE_VERSION = 2  # 2: frames from the shared forward loop
 
 FaceFinder = Callable[[list[np.ndarray]], list[tuple[int, int, int, int] | None]]
 CROP_EXPAND = 1.5
@@ -67,13 +64,6 @@ class MuseTalkAvatar:
     @property
     def frame_size(self) -> tuple[int, int]:
         return int(self.frames.shape[1]), int(self.frames.shape[2])
-
-
-def detect_face(
-    frame_rgb: np.ndarray, detector: cv2.CascadeClassifier
-) -> tuple[int, int, int, int] | None:
-    """Largest frontal Haar face as (x, y, w, h), or None."""
-    return largest_face(cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY), detector)
 
 
 def face_box_from_haar(haar: tuple[int, int, int, int], height: int, width: int) -> np.ndarray:
@@ -127,39 +117,24 @@ def face_crop(frame_rgb: np.ndarray, face_box: np.ndarray) -> np.ndarray:
     return cv2.resize(crop, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LANCZOS4)
 
 
-def _fill_missing(
-    found: list[tuple[int, int, int, int] | None], source: str
-) -> list[tuple[int, int, int, int]]:
-    hits = [i for i, b in enumerate(found) if b is not None]
-    if not hits:
-        raise AvatarError(
-            f"avatar {source or 'astronaut'}: no face found; use a clear frontal photo or video"
-        )
-    # A blink or a turned head can hide the face for a frame; borrow the nearest found box.
-    nearest = [min(hits, key=lambda j, i=i: abs(j - i)) for i in range(len(found))]
-    return [found[j] for j in nearest]
-
-
 def prepare_avatar(
     source: str,
     frames_rgb: list[np.ndarray],
     models: MuseTalkModels,
-    batch_size: int = 8,
-    find_faces: FaceFinder | None = None,
+    batch_size: int,
+    find_faces: FaceFinder,
+    progress: Callable[[float], None] | None = None,
 ) -> MuseTalkAvatar:
-    """Find faces in the avatar's frames (RGB) and compute latents and masks. ``find_faces``
-    gives each frame's largest face as (x, y, w, h) or None; OpenCV's Haar when not given."""
+    """Latents and masks of the avatar's loop frames (RGB); ``find_faces`` gives each frame's
+    largest face as (x, y, w, h) or None (the avatar store's boxes, or its detector's)."""
     frames = np.stack(frames_rgb)
     height, width = frames.shape[1:3]
-    if find_faces is not None:
-        found = list(find_faces(list(frames)))
-    else:
-        detector = face_cascade()
-        found = [detect_face(f, detector) for f in frames]
-    haar = _fill_missing(found, source)
+    haar = fill_from_neighbours(list(find_faces(list(frames))))
+    if haar is None:
+        raise AvatarError(f"avatar {source or 'astronaut'}: no face found; use a clear frontal photo or video")
     face_boxes = np.stack([face_box_from_haar(b, height, width) for b in haar])
     crop_boxes = np.stack([crop_box_for(b) for b in face_boxes])
     crops = np.stack([face_crop(f, b) for f, b in zip(frames, face_boxes, strict=True)])
     masks = np.stack([blend_mask(f, c) for f, c in zip(face_boxes, crop_boxes, strict=True)])
-    latents = encode_latents(models, crops, batch_size)
+    latents = encode_latents(models, crops, batch_size, progress)
     return MuseTalkAvatar(frames, face_boxes, crop_boxes, latents, masks)

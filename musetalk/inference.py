@@ -12,6 +12,8 @@ Tensor conventions:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 import torch
@@ -32,7 +34,8 @@ def _to_vae_input(crops_rgb: np.ndarray, lower_half_masked: bool) -> torch.Tenso
 
 @torch.inference_mode()
 def encode_latents(
-    models: MuseTalkModels, crops_rgb: np.ndarray, batch_size: int = 8
+    models: MuseTalkModels, crops_rgb: np.ndarray, batch_size: int = 8,
+    progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """(N, 256, 256, 3) uint8 RGB crops -> (N, 8, 32, 32) float32 UNet input latents.
 
@@ -48,6 +51,8 @@ def encode_latents(
             x = _to_vae_input(crops, masked).to(device, dtype)
             halves.append(models.vae.encode(x).latent_dist.mode() * VAE_SCALING_FACTOR)
         out.append(torch.cat(halves, dim=1).float().cpu().numpy())
+        if progress is not None:
+            progress(min(1.0, (start + batch_size) / len(crops_rgb)))
     return np.concatenate(out, axis=0) if out else np.zeros((0, 8, 32, 32), dtype=np.float32)
 
 

@@ -24,10 +24,11 @@ async def follow_control(
     on_close: Callable[[str], None],
     on_credit: Callable[[messages.FlowCredit], None] | None = None,
     on_avatar: Callable[[messages.SessionAvatar], None] | None = None,
+    on_prepare: Callable[[messages.PrepareAvatar], None] | None = None,
 ) -> None:
     """Apply control messages to ``turns`` and tell the stage; runs until cancelled.
 
-    Flow credits and avatar choices are for lip-sync only; other stages ignore them (they hear
+    Flow credits, avatar choices and preparations are for lip-sync only; other stages ignore them (they hear
     the broadcast too).
     """
     while True:
@@ -43,6 +44,9 @@ async def follow_control(
         elif isinstance(msg, messages.SessionAvatar):
             if on_avatar is not None and not turns.is_closed(msg.session):
                 on_avatar(msg)
+        elif isinstance(msg, messages.PrepareAvatar):
+            if on_prepare is not None:
+                on_prepare(msg)
         elif isinstance(msg, messages.FlowCredit):
             if on_credit is not None and not turns.is_closed(msg.session):
                 on_credit(msg)
@@ -87,6 +91,7 @@ async def serve_stage(
         follow_control(
             control, stage.turns, stage.on_interrupt, stage.on_close,
             getattr(stage, "on_credit", None), getattr(stage, "on_avatar", None),
+            getattr(stage, "on_prepare", None),
         ),
         name=f"{name}-control",
     )

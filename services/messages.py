@@ -196,6 +196,24 @@ class LlmStatus:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class AvatarPrepared:
+    """Lip-sync -> gateway: how the engine's preparation of ``avatar`` goes (``PrepareAvatar``).
+
+    ``state``: "preparing" (``progress`` 0..1 of the engine's step, ``step`` in words),
+    "ready" (kept in the avatar's store entry) or "failed" (``message`` says why, for a person).
+    """
+
+    session: str  # always ""
+    turn: int
+    avatar: str
+    engine: str
+    step: str
+    progress: float
+    state: str
+    message: str = ""
+
+
 # --- control plane: gateway PUB -> every stage SUB --------------------------------------------
 
 
@@ -217,6 +235,17 @@ class SessionAvatar:
     now on; lip-sync loads it from the store (shared by every session on it)."""
 
     session: str
+    turn: int
+    avatar: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareAvatar:
+    """Run the lip-sync engine's own preparation of ``avatar`` now (an upload), before any
+    session shows it; lip-sync answers with ``AvatarPrepared`` events. Sent again until it is
+    answered (a PUB message to a stage that is starting is lost); a repeat costs nothing."""
+
+    session: str  # always "" (not about a session)
     turn: int
     avatar: str
 
@@ -307,6 +336,8 @@ Message = Union[
     SessionOpened,
     SessionClosed,
     SessionAvatar,
+    PrepareAvatar,
+    AvatarPrepared,
     Interrupt,
     FlowCredit,
     ServiceReady,

@@ -12,7 +12,9 @@ Steps (the engine-independent part, shared by every engine): read and normalise 
 720 px, 25 fps), the idle loop (crossfaded wrap), face detection and checks (services/avatar/
 checks.py), the photo animation's face geometry, the face box of every loop frame (the one
 detector rule of avatar_base/haar.py, which Wav2Lip and MuseTalk use from the store), a
-thumbnail. Engine steps (Wav2Lip crops, MuseTalk latents) run in the lip-sync stage on first use.
+thumbnail. The engine's own step (the animation's face animators, Wav2Lip's crops, MuseTalk's
+latents) runs next in the lip-sync stage, which owns those models: the gateway asks it
+(``PrepareAvatar``) and shows its progress in the same job (services/gateway/avatar_jobs.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from avatar_base.faces import fill_from_neighbours
 from avatar_base.haar import largest_face, load_cascade
 from services.avatar.checks import check_quality, find_face
 from services.avatar.errors import AvatarError
@@ -136,11 +139,12 @@ def _track(loop: np.ndarray, first_box: tuple[int, int, int, int], progress: Cal
         previous = box or previous
         if i % 10 == 0:
             progress(i / len(loop))
-    hits = [i for i, b in enumerate(found) if b is not None]
-    if len(hits) < len(found) // 2:
-        raise AvatarError("face_lost", f"the face is visible in only {len(hits)} of {len(found)} frames; "
+    hits = sum(1 for b in found if b is not None)
+    filled = fill_from_neighbours(found)
+    if filled is None or hits < len(found) // 2:
+        raise AvatarError("face_lost", f"the face is visible in only {hits} of {len(found)} frames; "
                           "keep the face turned to the camera for the whole video")
-    return np.array([found[min(hits, key=lambda j, i=i: abs(j - i))] for i in range(len(found))], np.int32)
+    return np.array(filled, np.int32)
 
 
 def _near(gray: np.ndarray, box: tuple[int, int, int, int], cascade: cv2.CascadeClassifier) -> tuple[int, int, int, int] | None:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -108,6 +109,16 @@ class PreparedAvatar:
     def frames_bytes(self) -> int:
         h, w = self.loop.frame_size
         return len(self.loop) * h * w * 3
+
+    def face_finder(self, detector: Any | None, color: str) -> Callable[[list[np.ndarray]], list]:
+        """The one face detector setting for an engine's step: ``haar`` (or none) takes the boxes
+        the store found when it prepared the avatar (the same rule, no second detection); another
+        detector (S3FD, ``services.face``) runs on the frames the step is given (``color``
+        names their channel order)."""
+        if detector is None or detector.name == "haar":
+            stored = [tuple(int(v) for v in b) for b in self.faces]
+            return lambda frames: stored
+        return lambda frames: detector.largest_faces(frames, color=color)
 
     def step_path(self, step: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,120}", step) or step.startswith("."):

@@ -13,7 +13,7 @@ from services.cli import service_main
 from services.gateway.server import Gateway, ssl_context
 from services.gateway.settings import GatewaySettings
 from services.avatar.idle import IdleAvatar
-from services.avatar.library import default_avatar
+from services.avatar.library import default_avatar, open_store
 from services.gateway.avatar_library import AvatarLibrary, CallBudget
 from services.gateway.avatars_api import UploadSettings
 from services.settings_util import env_int
@@ -36,7 +36,8 @@ def serve() -> ServiceMain:
         # Idle pictures come from the same prepared avatar the lip-sync engine draws on, so
         # idle and talking frames have one size and one loop (services/avatar/).
         lipsync = LipsyncSettings.from_env()
-        store, prepared = await asyncio.to_thread(default_avatar, lipsync.cache_dir, lipsync.avatar)
+        store = await asyncio.to_thread(open_store, lipsync.cache_dir)
+        prepared = await asyncio.to_thread(default_avatar, store, lipsync.avatar)
         idle = IdleAvatar.for_engine(prepared.loop, lipsync.engine, prepared.geometry)
         # The memory the avatars of the calls may hold at once (each distinct face once).
         budget = CallBudget(env_int(os.environ, "AVATAR_CALL_AVATARS_MB", 2048, 64, 10**6) * 2**20)

@@ -7,7 +7,8 @@ import sys
 
 from services.cli import service_main
 from services.cuda_check import require_cuda
-from services.avatar.library import default_avatar
+from services.avatar.library import default_avatar, open_store
+from services.avatar.store import AvatarStore
 from services.lipsync.avatars import SessionEngines
 from services.lipsync.engine import LipsyncEngine
 from services.lipsync.engines import build_engine
@@ -25,8 +26,9 @@ def serve() -> ServiceMain:
     settings = LipsyncSettings.from_env()
 
     async def main(transport: Transport, ready: Ready) -> None:
-        engine = await asyncio.to_thread(build_engine, settings)
-        engines = await asyncio.to_thread(session_engines, settings, engine)
+        store = await asyncio.to_thread(open_store, settings.cache_dir)
+        engine = await asyncio.to_thread(build_engine, settings, store)
+        engines = await asyncio.to_thread(session_engines, settings, store, engine)
         ep = transport.endpoints
         service = LipsyncService(engines, transport.push(ep.gateway_frames), transport.push(ep.gateway_events))
         inbox, control = transport.pull(ep.lipsync_in), transport.subscribe(ep.control)
@@ -36,10 +38,12 @@ def serve() -> ServiceMain:
     return main
 
 
-def session_engines(settings: LipsyncSettings, engine: LipsyncEngine) -> SessionEngines:
-    """Per-session avatars from the store, each on the one loaded model."""
-    store, default = default_avatar(settings.cache_dir, settings.avatar)
-    return SessionEngines(engine, default.id, lambda avatar: engine.with_avatar(store, store.load(avatar)))
+def session_engines(settings: LipsyncSettings, store: AvatarStore, engine: LipsyncEngine) -> SessionEngines:
+    """Per-session avatars from the store, each on the one loaded model (an upload's
+    preparation reports its progress)."""
+    default = default_avatar(store, settings.avatar)
+    return SessionEngines(engine, default.id,
+                          lambda avatar, progress: engine.with_avatar(store, store.load(avatar), progress))
 
 
 def check() -> None:

@@ -8,7 +8,7 @@ loudness, as before. ``AnimationJob.mouth`` says which one a clause got.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,7 @@ from services.avatar.animation import FaceAnimator, MouthEnvelope
 from services.avatar.face_geometry import FaceGeometry
 from services.avatar.idle import IdleAvatar
 from services.avatar.visemes import MouthShape, viseme_track
-from services.avatar.library import default_avatar
+from services.avatar.library import default_avatar, open_store
 from services.avatar.store import AvatarStore, PreparedAvatar
 from services.lipsync.engine import frames_in_batches
 from services.lipsync.settings import LipsyncSettings
@@ -69,13 +69,20 @@ class AnimationEngine:
         )
 
     @classmethod
-    def from_settings(cls, settings: LipsyncSettings) -> "AnimationEngine":
-        _store, avatar = default_avatar(settings.cache_dir, settings.avatar)
+    def from_settings(cls, settings: LipsyncSettings, store: AvatarStore | None = None) -> "AnimationEngine":
+        avatar = default_avatar(store or open_store(settings.cache_dir), settings.avatar)
         return cls(avatar.loop, avatar.geometry)
 
-    def with_avatar(self, store: AvatarStore, avatar: PreparedAvatar) -> "AnimationEngine":
-        """The same engine on another stored avatar (the geometry is the store's)."""
-        return AnimationEngine(avatar.loop, avatar.geometry)
+    def with_avatar(self, store: AvatarStore, avatar: PreparedAvatar,
+                    progress: Callable[[str, float], None] | None = None) -> "AnimationEngine":
+        """The same engine on another stored avatar. Its step: the face animators of every loop
+        frame from the store's geometry (measured when the store prepared the avatar)."""
+        if progress is not None:
+            progress("animating the face", 0.1)
+        engine = AnimationEngine(avatar.loop, avatar.geometry)
+        if progress is not None:
+            progress("animating the face", 1.0)
+        return engine
 
     def memory_bytes(self) -> int:
         h, w = self.frame_size

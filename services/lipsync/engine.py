@@ -72,10 +72,11 @@ class LipsyncEngine(Protocol):
     def idle_frame(self, index: int) -> np.ndarray:
         """The silent avatar at running frame ``index`` (blinking, breathing; never frozen)."""
 
-    def with_avatar(self, store: Any, avatar: Any) -> LipsyncEngine:
+    def with_avatar(self, store: Any, avatar: Any, progress: Any = None) -> LipsyncEngine:
         """The same loaded model drawing another avatar of the store (``services.avatar.store``:
         an ``AvatarStore`` and a ``PreparedAvatar``); blocking, it may run the engine's own
-        preparation step of that avatar once."""
+        preparation step of that avatar once (kept in the store entry), calling
+        ``progress(step, fraction)`` when given."""
 
 
 def frames_in_batches(engine: LipsyncEngine, pcm: np.ndarray, first_index: int) -> Iterator[np.ndarray]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,6 @@ from musetalk.inference import MuseTalkRenderer, blend_face
 from musetalk.models import MuseTalkModels, load_models
 from services.avatar.idle import IdleAvatar
 from services.avatar.library import default_avatar, open_store
-from services.avatar.prepare import ensure_default
 from services.avatar.store import AvatarStore, PreparedAvatar
 from services.face import FaceDetector, face_detector
 from services.lipsync.avatar_steps import musetalk_avatar
@@ -80,13 +79,14 @@ class MuseTalkEngine:
         self._detector: FaceDetector | None = None
 
     @classmethod
-    def from_settings(cls, settings: LipsyncSettings) -> MuseTalkEngine:
+    def from_settings(cls, settings: LipsyncSettings, store: AvatarStore | None = None) -> MuseTalkEngine:
         try:
             models, files = load_models(settings.musetalk_dir, settings.device)
         except MuseTalkModelMissing as exc:
             raise LipsyncModelMissing(str(exc)) from exc
         detector = face_detector(settings.face_detector, settings.models_dir, settings.device)
-        store, prepared = default_avatar(settings.cache_dir, settings.avatar)
+        store = store or open_store(settings.cache_dir)
+        prepared = default_avatar(store, settings.avatar)
         avatar = musetalk_avatar(store, prepared, models, files.vae_weights, settings.batch_size, detector)
         logger.info(
             "MuseTalkEngine: %s %s, batch %d, avatar %d loop frames",
@@ -96,9 +96,12 @@ class MuseTalkEngine:
         engine._models, engine._vae_weights, engine._detector = models, files.vae_weights, detector
         return engine
 
-    def with_avatar(self, store: AvatarStore, prepared: PreparedAvatar) -> MuseTalkEngine:
+    def with_avatar(self, store: AvatarStore, prepared: PreparedAvatar,
+                    progress: Callable[[str, float], None] | None = None) -> MuseTalkEngine:
         """The same models on another stored avatar (its latents and masks from the store)."""
-        avatar = musetalk_avatar(store, prepared, self._models, self._vae_weights, self._batch_size, self._detector)
+        report = None if progress is None else (lambda f: progress("MuseTalk's latents and masks", f))
+        avatar = musetalk_avatar(store, prepared, self._models, self._vae_weights, self._batch_size, self._detector,
+                                 report)
         clone = copy.copy(self)  # shares the models, featurizer and renderer (one render thread)
         clone._avatar, clone._idle = avatar, _idle(prepared)
         return clone
@@ -122,7 +125,7 @@ class MuseTalkEngine:
         if cache_dir and not vae_weights:
             raise ValueError("an avatar cache needs the VAE weights path for its key")
         store = open_store(cache_dir)
-        prepared = store.load(ensure_default(store, avatar_source))
+        prepared = default_avatar(store, avatar_source)
         avatar = musetalk_avatar(store, prepared, models, vae_weights, batch_size, None)
         engine = cls(models, avatar, batch_size, whisper_window, idle=_idle(prepared))
         engine._models, engine._vae_weights, engine._detector = models, vae_weights, None

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 # Voice waiting per session: far more than any answer; past it the session is told, not stalled.
 MAX_PENDING_FRAMES = 180 * VIDEO_FPS
+PROGRESS_EVERY_S = 0.2
 _SILENCE = np.zeros(SAMPLES_PER_VIDEO_FRAME, dtype=np.int16)
 
 
@@ -55,6 +56,7 @@ class LipsyncService:
         self._first_audio: dict[tuple[str, int], float] = {}
         self.batches: list[int] = []  # sessions per render call, recent ones (for tests/metrics)
         self._avatar_tasks: set[asyncio.Task[None]] = set()
+        self._preparing: dict[str, asyncio.Task[None]] = {}  # avatar -> its upload's preparation
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -108,6 +110,39 @@ class LipsyncService:
         task = asyncio.get_running_loop().create_task(self._choose(msg), name=f"lipsync-avatar-{msg.session}")
         self._avatar_tasks.add(task)
         task.add_done_callback(self._avatar_tasks.discard)
+
+    def on_prepare(self, msg: messages.PrepareAvatar) -> None:
+        """An upload wants the engine's own step of ``msg.avatar`` now (repeats are answered
+        from the preparation in flight, or at once when it is done)."""
+        if msg.avatar in self._preparing:
+            return
+        task = asyncio.get_running_loop().create_task(self._prepare(msg.avatar), name=f"lipsync-prepare-{msg.avatar}")
+        self._preparing[msg.avatar] = task
+        task.add_done_callback(lambda _t: self._preparing.pop(msg.avatar, None))
+
+    async def _prepare(self, avatar: str) -> None:
+        name = self._engine.name
+
+        async def tell(step: str, progress: float, state: str, message: str = "") -> None:
+            await self._events.send(messages.AvatarPrepared("", 0, avatar, name, step, progress, state, message))
+
+        await tell("starting", 0.0, "preparing")
+        work = asyncio.ensure_future(self.engines.prepare(avatar))
+        last = None
+        while not work.done():
+            # The worker thread updates the progress; it is sent from here at most every 0.2 s.
+            await asyncio.wait([work], timeout=PROGRESS_EVERY_S)
+            now = self.engines.progress.get(avatar)
+            if now is not None and now != last and not work.done():
+                last = now
+                await tell(now[0], now[1], "preparing")
+        try:
+            work.result()
+        except Exception as exc:  # no face for this engine, a damaged entry: words, not a trace
+            logger.warning("avatar %s: %s preparation failed: %s", avatar, name, exc, exc_info=exc)
+            await tell("failed", 0.0, "failed", f"the {name} engine could not prepare this avatar: {exc}")
+            return
+        await tell("ready", 1.0, "ready")
 
     async def _choose(self, msg: messages.SessionAvatar) -> None:
         problem = await self.engines.choose(msg.session, msg.avatar)
@@ -235,7 +270,7 @@ class LipsyncService:
 
     async def aclose(self) -> None:
         self.engines.shutdown()
-        for task in list(self._avatar_tasks):
+        for task in [*self._avatar_tasks, *self._preparing.values()]:
             task.cancel()
         if self._task is not None:
             self._task.cancel()

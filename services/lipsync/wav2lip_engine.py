@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -22,7 +22,7 @@ from services.lipsync.settings import LipsyncSettings
 from services.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS
 from wav2lip.audio import mel_windows, melspectrogram, pcm16_to_float
 from services.avatar.idle import IdleAvatar
-from services.avatar.library import default_avatar
+from services.avatar.library import default_avatar, open_store
 from services.avatar.store import AvatarStore, PreparedAvatar
 from services.face import FaceDetector, face_detector
 from services.lipsync.avatar_steps import wav2lip_avatar
@@ -86,7 +86,7 @@ class Wav2LipEngine:
         self._idle = idle
 
     @classmethod
-    def from_settings(cls, settings: LipsyncSettings) -> Wav2LipEngine:
+    def from_settings(cls, settings: LipsyncSettings, store: AvatarStore | None = None) -> Wav2LipEngine:
         path = settings.wav2lip_checkpoint
         if not path or not os.path.isfile(path):
             raise LipsyncModelMissing(missing_checkpoint_message(path))
@@ -103,13 +103,16 @@ class Wav2LipEngine:
             settings.batch_size,
         )
         detector = face_detector(settings.face_detector, settings.models_dir, settings.device)
-        store, prepared = default_avatar(settings.cache_dir, settings.avatar)
+        store = store or open_store(settings.cache_dir)
+        prepared = default_avatar(store, settings.avatar)
         avatar, idle = prepare_shared_avatar(store, prepared, detector)
         return cls(Wav2LipGenerator(model, precision, settings.batch_size), avatar, idle=idle, detector=detector)
 
-    def with_avatar(self, store: AvatarStore, prepared: PreparedAvatar) -> Wav2LipEngine:
+    def with_avatar(self, store: AvatarStore, prepared: PreparedAvatar,
+                    progress: Callable[[str, float], None] | None = None) -> Wav2LipEngine:
         """The same generator on another stored avatar (its crops from the store)."""
-        avatar, idle = prepare_shared_avatar(store, prepared, self._detector)
+        report = None if progress is None else (lambda f: progress("Wav2Lip's face crops", f))
+        avatar, idle = prepare_shared_avatar(store, prepared, self._detector, report)
         return Wav2LipEngine(self._generator, avatar, self._silence_dbfs, idle, self._detector)
 
     def memory_bytes(self) -> int:
@@ -173,9 +176,10 @@ class Wav2LipEngine:
 
 
 def prepare_shared_avatar(
-    store: AvatarStore, prepared: PreparedAvatar, detector: FaceDetector | None
+    store: AvatarStore, prepared: PreparedAvatar, detector: FaceDetector | None,
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[Avatar, IdleAvatar]:
     """Wav2Lip's avatar from the store's entry: the same frames, size and loop as the gateway's
     idle pictures, its crops the store's Wav2Lip step."""
-    avatar = wav2lip_avatar(store, prepared, detector)
+    avatar = wav2lip_avatar(store, prepared, detector, progress)
     return avatar, IdleAvatar(prepared.loop, animated=False, geometry=prepared.geometry)
