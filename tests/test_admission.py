@@ -61,11 +61,12 @@ def test_the_default_limit_depends_on_the_profile_and_is_configurable():
 
 async def test_a_call_on_another_face_past_the_avatar_memory_is_busy(tmp_path):
     from bench.avatar_files import my_face, write_photo
-    from services.avatar.library import default_avatar
+    from services.avatar.library import default_avatar, open_store
     from services.avatar.prepare import prepare_file
     from services.gateway.avatar_library import AvatarLibrary, CallBudget, avatar_memory_bytes
 
-    store, default = default_avatar(str(tmp_path), "")
+    store = open_store(str(tmp_path))
+    default = default_avatar(store, "")
     mine = prepare_file(store, str(write_photo(tmp_path / "me.jpg", my_face()))).id
     budget = CallBudget(avatar_memory_bytes(store.info(mine), "animation") + 1)
     library = AvatarLibrary(store, "animation", default.id, budget)

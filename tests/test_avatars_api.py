@@ -16,12 +16,15 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from services import messages
-from services.avatar.library import default_avatar
+from services.avatar.library import default_avatar, open_store
 from services.endpoints import Endpoints
 from services.gateway.avatar_library import AvatarLibrary, CallBudget
 from services.gateway.avatars_api import UploadSettings
 from services.gateway.server import Gateway
 from services.gateway.settings import GatewaySettings
+from services.lipsync.animation_engine import AnimationEngine
+from services.lipsync.avatars import SessionEngines
+from services.lipsync.service import LipsyncService
 from bench.avatar_files import bad_files, my_face, write_photo
 from tests.fakes import MemoryTransport
 
@@ -31,13 +34,21 @@ CLIENT = os.path.join(os.path.dirname(__file__), "..", "client")
 
 @pytest.fixture
 async def serve(tmp_path):
-    servers = []
+    """The gateway on a real socket, and beside it the real lip-sync stage (the embedded
+    animation engine) on the same bus and store: an upload's engine step is its."""
+    servers, stages = [], []
 
     async def start(uploads: UploadSettings = UploadSettings(), **kw):
         transport = MemoryTransport(Endpoints.in_dir("/nonexistent"), hwm=100_000)
         control = transport.subscribe(transport.endpoints.control)
-        store, default = default_avatar(str(tmp_path / "cache"), "")
+        store = open_store(str(tmp_path / "cache"))
+        default = default_avatar(store, "")
         library = AvatarLibrary(store, "animation", default.id, CallBudget(2**30))
+        engine = AnimationEngine(default.loop, default.geometry)
+        engines = SessionEngines(engine, default.id, lambda a, progress: engine.with_avatar(store, store.load(a), progress))
+        ep = transport.endpoints
+        lipsync = LipsyncService(engines, transport.push(ep.gateway_frames), transport.push(ep.gateway_events))
+        stages.append((lipsync, asyncio.create_task(lipsync.run(transport.pull(ep.lipsync_in), transport.subscribe(ep.control)))))
         gateway = Gateway(GatewaySettings(client_dir=CLIENT, **kw), transport, lambda i: np.zeros((8, 8, 3), np.uint8),
                           library, uploads)
         server = TestServer(gateway.app(), host="127.0.0.1")
@@ -49,6 +60,10 @@ async def serve(tmp_path):
     yield start
     for server in servers:
         await server.close()
+    for lipsync, task in stages:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await lipsync.aclose()
 
 
 def _form(path, name: str = "") -> aiohttp.FormData:
@@ -83,6 +98,9 @@ async def test_upload_progress_list_thumbnail_delete(serve, tmp_path):
         status, seen = await _until_done(http, base, job["id"])
         assert status["status"] == "ready" and status["name"] == "Me", status
         assert seen == sorted(seen) and seen[-1] == 1.0
+        # Ready only after the lip-sync stage ran its engine's own step (asked over the bus).
+        asked = [m for m in server.control.pending() if isinstance(m, messages.PrepareAvatar)]
+        assert asked and {m.avatar for m in asked} == {job["id"]}
         async with http.get(f"{base}/api/avatars") as r:
             listing = await r.json()
         assert [a["id"] for a in listing["avatars"]] == ["astronaut", job["id"]]
@@ -217,7 +235,8 @@ def test_the_call_limit_counts_the_memory_of_each_face(tmp_path):
     from services.avatar.prepare import prepare_file
     from services.gateway.avatar_library import avatar_memory_bytes
 
-    store, default = default_avatar(str(tmp_path), "")
+    store = open_store(str(tmp_path))
+    default = default_avatar(store, "")
     mine = prepare_file(store, str(write_photo(tmp_path / "me.jpg", my_face()))).id
     one_face = avatar_memory_bytes(store.info(mine), "animation")
     assert one_face == 560 * 640 * (3 + 16 + 16)  # frames, and the animation's fields here and in lip-sync

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services import messages as m
-from services.avatar.library import default_avatar
+from services.avatar.library import default_avatar, open_store
 from services.avatar.prepare import prepare_file
 from services.lipsync.animation_engine import AnimationEngine
 from services.lipsync.avatars import SessionEngines
@@ -28,14 +28,15 @@ async def _until(cond, timeout: float = 20.0) -> None:
 
 @pytest.fixture
 async def service(tmp_path):
-    store, default = default_avatar(str(tmp_path), "")
+    store = open_store(str(tmp_path))
+    default = default_avatar(store, "")
     mine = prepare_file(store, str(write_photo(tmp_path / "me.jpg", my_face())))
     engine = AnimationEngine(default.loop, default.geometry)
     loads: list[str] = []
 
-    def load(avatar: str):
+    def load(avatar: str, progress=None):
         loads.append(avatar)
-        return engine.with_avatar(store, store.load(avatar))
+        return engine.with_avatar(store, store.load(avatar), progress)
 
     engines = SessionEngines(engine, default.id, load)
     out, events = RecordingSender(), RecordingSender()
@@ -86,3 +87,27 @@ async def test_an_unknown_avatar_falls_back_with_a_clear_error(service):
     await svc.handle(_speech("s"))
     await _until(lambda: len(_frames(out, "s")) == 5)
     assert _frames(out, "s")[0].image.shape == (512, 512, 3)
+
+
+async def test_an_upload_is_prepared_with_progress_once_and_a_session_on_it_shares_the_work(service, tmp_path):
+    svc, out, events, _mine, store, loads = service
+    video = prepare_file(store, str(write_photo(tmp_path / "other.jpg", my_face()[:, ::-1].copy())))
+    svc.on_prepare(m.PrepareAvatar("", 0, video.id))
+    svc.on_prepare(m.PrepareAvatar("", 0, video.id))  # a repeat (the gateway re-asks): no second run
+    svc.on_avatar(m.SessionAvatar("s", 0, video.id))  # a session choosing it meanwhile waits for the same work
+    await _until(lambda: any(e.state == "ready" for e in events.of(m.AvatarPrepared)))
+    told = events.of(m.AvatarPrepared)
+    assert told[0].state == "preparing" and told[0].engine == "animation" and told[-1].state == "ready"
+    assert all(e.avatar == video.id and 0.0 <= e.progress <= 1.0 for e in told)
+    await _until(lambda: svc.engines.ready("s"))
+    assert loads.count(video.id) == 1  # one preparation, shared by the upload and the session
+    svc.on_close("s")
+    assert video.id not in svc.engines._engines  # prepared, not held: no session shows it
+
+
+async def test_a_preparation_that_fails_says_why(service):
+    svc, _out, events, _mine, _store, _loads = service
+    svc.on_prepare(m.PrepareAvatar("", 0, "0123456789abcdef"))
+    await _until(lambda: any(e.state == "failed" for e in events.of(m.AvatarPrepared)))
+    failed = [e for e in events.of(m.AvatarPrepared) if e.state == "failed"][0]
+    assert "could not prepare" in failed.message and "Traceback" not in failed.message

@@ -85,11 +85,12 @@ def test_blend_face_respects_mask():
 
 
 def test_avatar_store_keeps_the_musetalk_step(models, tiny_dir, tmp_path, monkeypatch):
-    from services.avatar.library import default_avatar
+    from services.avatar.library import default_avatar, open_store
     from services.lipsync.avatar_steps import musetalk_avatar
 
     vae = find_files(tiny_dir).vae_weights
-    store, prepared = default_avatar(str(tmp_path), "")
+    store = open_store(str(tmp_path))
+    prepared = default_avatar(store, "")
     first = musetalk_avatar(store, prepared, models, vae, 4, None)
     steps = [f for f in os.listdir(prepared.path) if f.startswith("musetalk-")]
     assert len(steps) == 1

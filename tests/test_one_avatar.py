@@ -16,7 +16,7 @@ import skimage.data
 
 from services.avatar import load_loop
 from services.avatar.idle import IdleAvatar
-from services.avatar.library import default_avatar
+from services.avatar.library import default_avatar, open_store
 from services.lipsync.engines import build_engine
 from services.lipsync.settings import LipsyncSettings
 from tests.test_musetalk_models import build_tiny_folder
@@ -71,7 +71,7 @@ def test_idle_and_talking_are_one_picture(kind, source, big_video, weights, tmp_
     engine = _engine(kind, avatar, weights, str(tmp_path))
     # What the gateway shows while the avatar is silent: the same store entry (services/gateway/
     # avatar_idle.py).
-    _store, prepared = default_avatar(str(tmp_path), avatar)
+    prepared = default_avatar(open_store(str(tmp_path)), avatar)
     gateway_idle = IdleAvatar.for_engine(prepared.loop, kind, prepared.geometry)
     h, w = gateway_idle.frame_size
     assert max(h, w) <= 720 and h % 2 == 0 and w % 2 == 0  # normalised, even, for the encoder

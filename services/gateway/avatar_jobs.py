@@ -4,6 +4,12 @@ The child (``python -m services.avatar.prepare``) prints JSON lines; its last li
 result. It runs at a lower CPU priority than the gateway, so the calls in progress keep their
 frame rate, and a hostile file that crashes a decoder only ends the child: the person gets a
 clear error and the gateway stays healthy. A job past ``timeout_s`` is killed.
+
+Then the configured lip-sync engine's own preparation of the avatar (``engine_step``: asked of
+the lip-sync stage, services/gateway/engine_prep.py) runs in the same job: the bar covers both
+(the store's part up to ``STORE_SHARE``, the engine's the rest), and the avatar is "ready" only
+when a session on it can talk at once. An engine that cannot prepare it (no face for its
+detector) fails the job, and the store entry is removed again: nothing half-usable stays.
 """
 
 from __future__ import annotations
@@ -16,14 +22,19 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from services.avatar.store import AvatarInfo
+from services.gateway.engine_prep import EngineStepFailed, Report
 
 logger = logging.getLogger(__name__)
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEEP_FAILED_S = 600.0
+STORE_SHARE = 0.7  # of the progress bar, when an engine step follows
+
+EngineStep = Callable[[str, Report], Awaitable[bool]]  # avatar id, progress -> done (False: not asked)
 
 
 @dataclass(slots=True)
@@ -53,8 +64,12 @@ class Job:
 
 
 class AvatarJobs:
-    def __init__(self, cache_dir: str, timeout_s: float = 180.0, max_running: int = 2) -> None:
+    def __init__(self, cache_dir: str, timeout_s: float = 180.0, max_running: int = 2,
+                 engine_step: EngineStep | None = None, discard: Callable[[str], None] | None = None) -> None:
         self._cache_dir = cache_dir
+        self._engine_step = engine_step
+        self._discard = discard or (lambda avatar_id: None)
+        self._share = STORE_SHARE if engine_step is not None else 1.0
         self._timeout_s = timeout_s
         self.jobs: dict[str, Job] = {}
         self._slots = asyncio.Semaphore(max_running)
@@ -80,9 +95,11 @@ class AvatarJobs:
         try:
             async with self._slots:
                 job.step = "starting"
-                await asyncio.wait_for(self._child(job, source), self._timeout_s)
+                await asyncio.wait_for(self._prepare(job, source), self._timeout_s)
         except asyncio.TimeoutError:
             self._fail(job, "too_slow", f"preparing took longer than {self._timeout_s:.0f} s; use a shorter or smaller file")
+            if job.avatar is not None:
+                self._discard(job.id)
         except Exception:
             logger.exception("avatar job %s failed", job.id)
             self._fail(job, "failed", "the file could not be prepared")
@@ -92,6 +109,25 @@ class AvatarJobs:
             if job.state == "preparing":
                 self._fail(job, "failed", "the preparation stopped without a result")
             job.ended = time.monotonic()
+
+    async def _prepare(self, job: Job, source: str) -> None:
+        await self._child(job, source)
+        if job.state != "preparing" or job.avatar is None:
+            return
+        if self._engine_step is not None:
+            job.step, job.progress = "the lip-sync engine's preparation", self._share
+
+            def report(step: str, fraction: float) -> None:
+                job.step = step
+                job.progress = self._share + (1.0 - self._share) * min(1.0, max(0.0, fraction))
+
+            try:
+                await self._engine_step(job.id, report)
+            except EngineStepFailed as exc:
+                self._discard(job.id)
+                self._fail(job, "engine_failed", str(exc))
+                return
+        job.state, job.step, job.progress = "ready", "ready", 1.0
 
     async def _child(self, job: Job, source: str) -> None:
         proc = subprocess.Popen(
@@ -111,7 +147,7 @@ class AvatarJobs:
                     pipe.close()
         if err:
             logger.info("avatar job %s: %s", job.id, err[-2000:])
-        if job.state == "preparing":
+        if job.state == "preparing" and job.avatar is None:
             # Killed by a signal (a decoder crash, out of memory): clear words, never its trace.
             self._fail(job, "failed", f"the file could not be prepared (the preparing process ended with {code}); "
                                       "is it a damaged or unusual file?")
@@ -127,10 +163,10 @@ class AvatarJobs:
             if not isinstance(line, dict):
                 continue
             if "ok" not in line:
-                job.step, job.progress = str(line.get("step", "")), float(line.get("progress", 0.0))
+                job.step, job.progress = str(line.get("step", "")), self._share * float(line.get("progress", 0.0))
             elif line["ok"]:
                 job.avatar = AvatarInfo.from_json(line["avatar"])
-                job.state, job.step, job.progress = "ready", "ready", 1.0
+                job.progress = self._share  # "ready" once the engine's own step is done too
             else:
                 self._fail(job, str(line.get("code", "failed")), str(line.get("message", "")))
         err = proc.stderr.read().decode(errors="replace").strip()

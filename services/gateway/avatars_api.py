@@ -35,7 +35,7 @@ from services.avatar.prepare import clean_name
 from services.avatar.sniff import sniff_bytes
 from services.avatar.store import ASTRONAUT, valid_id
 from services.gateway.access import AccessPolicy
-from services.gateway.avatar_jobs import AvatarJobs, Job
+from services.gateway.avatar_jobs import AvatarJobs, EngineStep, Job
 from services.gateway.avatar_library import AvatarLibrary
 from services.settings_util import env_int
 
@@ -72,14 +72,16 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 class AvatarsApi:
     def __init__(self, library: AvatarLibrary, access: AccessPolicy, settings: UploadSettings,
-                 in_use: Callable[[], set[str]], now: Callable[[], float] = time.monotonic) -> None:
+                 in_use: Callable[[], set[str]], now: Callable[[], float] = time.monotonic,
+                 engine_step: EngineStep | None = None) -> None:
         self.library = library
         self.store = library.store
         self.access = access
         self.settings = settings
         self._in_use = in_use
         self._now = now
-        self.jobs = AvatarJobs(str(self.store.root.parent), settings.timeout_s, settings.max_running)
+        self.jobs = AvatarJobs(str(self.store.root.parent), settings.timeout_s, settings.max_running,
+                               engine_step, self._discard)
         self._uploads = self.store.root.parent / "avatar-uploads"
         shutil.rmtree(self._uploads, ignore_errors=True)  # left by a crash: nobody waits for them
         self._uploads.mkdir(parents=True, exist_ok=True)
@@ -95,10 +97,17 @@ class AvatarsApi:
 
     # --- reading ------------------------------------------------------------------------------
 
+    def _discard(self, avatar_id: str) -> None:
+        """An entry whose engine step failed or timed out: removed, so nothing half-usable stays."""
+        try:
+            self.store.delete(avatar_id)
+        except (AvatarError, OSError) as exc:
+            logger.warning("avatar %s could not be removed: %s", avatar_id, exc)
+
     async def list(self, request: web.Request) -> web.Response:
-        ready = [self._entry(i.to_json()) for i in self.store.list()]
-        known = {a["id"] for a in ready}
-        pending = [j.to_json() for j in self.jobs.jobs.values() if j.id not in known and j.state == "preparing"]
+        pending = [j.to_json() for j in self.jobs.jobs.values() if j.state == "preparing"]
+        busy = {j["id"] for j in pending}  # in the store already, but its engine step still runs
+        ready = [self._entry(i.to_json()) for i in self.store.list() if i.id not in busy]
         return web.json_response({"default": self.library.default_id, "avatars": ready + pending})
 
     @staticmethod
@@ -188,13 +197,13 @@ class AvatarsApi:
             return _error(400, "bad_upload", "no 'file' field in the upload")
         path, avatar_id, kind = saved
         self._recent[address].append(self._now())
-        if self.store.has(avatar_id):
-            os.remove(path)
-            return web.json_response(self._entry(self.store.info(avatar_id).to_json()), status=200)
         existing = self.jobs.get(avatar_id)
         if existing is not None and existing.state == "preparing":
             os.remove(path)
             return web.json_response(existing.to_json(), status=202)
+        if self.store.has(avatar_id):
+            os.remove(path)
+            return web.json_response(self._entry(self.store.info(avatar_id).to_json()), status=200)
         job = self.jobs.start(Job(avatar_id, name or f"my {kind}", address), path)
         logger.info("avatar %s upload from %s: preparing", avatar_id, address)
         return web.json_response(job.to_json(), status=202)

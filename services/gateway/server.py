@@ -33,6 +33,7 @@ from services.gateway import signaling, turn_credentials
 from services.gateway.access import HOST_REFUSED_MESSAGE, TOKEN_COOKIE, AccessPolicy, host_check_names, host_name
 from services.gateway.avatar_library import AvatarLibrary
 from services.gateway.avatars_api import AvatarsApi, UploadSettings
+from services.gateway.engine_prep import EnginePreparations
 from services.gateway.calls import Calls
 from services.gateway.conversation import ConversationStore
 from services.gateway.flow import FlowControl
@@ -101,8 +102,11 @@ class Gateway:
             settings.access_token, settings.allowed_origins, host_check_names(settings.host, settings.allowed_hosts)
         )
         self.speaker = Speaker(transport.push(ep.tts_in), self.turns, lambda: self.sessions, self.access, self._refuse)
+        # An upload's engine step is the lip-sync stage's, asked over the bus (engine_prep.py).
+        self.engine_steps = EnginePreparations(self._control)
         self.avatars = None if library is None else AvatarsApi(
-            library, self.access, uploads or UploadSettings(), lambda: {s.avatar for s in self.sessions.values()}
+            library, self.access, uploads or UploadSettings(), lambda: {s.avatar for s in self.sessions.values()},
+            engine_step=self.engine_steps.run,
         )
         self._per_address = AddressCounter(settings.limits.sessions_per_address)
 
@@ -277,6 +281,9 @@ class Gateway:
             self.metrics.service_restarts.labels(msg.service).inc()
             for s in self.sessions.values():
                 s.error("service_restarted", f"the {msg.service} service restarted; the current answer may be lost")
+            return
+        if isinstance(msg, messages.AvatarPrepared):
+            self.engine_steps.on_event(msg)
             return
         session = self.sessions.get(getattr(msg, "session", ""))
         if session is None:
