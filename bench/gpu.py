@@ -215,14 +215,17 @@ def render_by_sessions(bench: Bench, engine: Any) -> dict[str, Any]:
 
 def bench_wav2lip(bench: Bench) -> dict[str, Any]:
     from services.lipsync.wav2lip_engine import Wav2LipEngine
-    from wav2lip.avatar import prepare_avatar
+    from services.avatar.library import default_avatar, open_store
+    from wav2lip.avatar import from_store
     from wav2lip.inference import Wav2LipGenerator, select_precision
     from wav2lip.model import Wav2Lip
 
     precision = select_precision(bench.device.type)
     torch.manual_seed(0)
     model = Wav2Lip()  # the architecture is fixed: --quick runs the real one too
-    avatar = prepare_avatar("")  # scikit-image's astronaut, face found with OpenCV's Haar cascade
+    store = open_store("")  # a temporary avatar store, gone with it
+    entry = default_avatar(store, "")  # scikit-image's astronaut, its face by the store's Haar rule
+    avatar = from_store(store, entry, entry.face_finder(None, "bgr"), "haar")
     rng = np.random.default_rng(0)
     fps: dict[str, float] = {}
     for batch in bench.plan.wav2lip_batches:

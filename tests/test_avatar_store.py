@@ -127,3 +127,17 @@ def test_an_entry_of_an_older_layout_is_upgraded_in_place_not_lost(tmp_path):
     assert avatar.geometry.teeth_visible and avatar.geometry.teeth_top_y > 0  # the astronaut smiles with teeth
     assert json.loads((folder / "avatar.json").read_text())["version"] == LAYOUT_VERSION
     assert "teeth_top_y" in json.loads((folder / "geometry.json").read_text())
+
+
+def test_a_store_without_a_cache_folder_owns_its_temporary_folder():
+    import gc
+
+    from services.avatar.library import open_store
+
+    first, second = open_store(""), open_store("")
+    assert first.root != second.root  # each its own: no state shared through the module
+    folder = first.root.parent
+    assert folder.is_dir()
+    del first
+    gc.collect()
+    assert not folder.exists() and second.root.is_dir()  # gone with its store, the other kept

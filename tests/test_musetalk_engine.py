@@ -46,8 +46,15 @@ def _frames(source: str) -> list[np.ndarray]:
     return list(load_loop(source).frames)
 
 
+def _haar(frames: list[np.ndarray]) -> list:
+    """The ``haar`` setting of the one face detector (services/face), on RGB frames."""
+    from services.face import face_detector
+
+    return face_detector("haar", "", "cpu").largest_faces(frames, color="rgb")
+
+
 def test_astronaut_avatar_shapes_and_mask(models):
-    avatar = prepare_avatar("", _frames(""), models)
+    avatar = prepare_avatar("", _frames(""), models, 8, _haar)
     assert avatar.frames.shape == (1, 512, 512, 3)
     assert avatar.latents.shape == (1, 8, 32, 32) and avatar.latents.dtype == np.float32
     assert avatar.masks.shape == (1, 256, 256) and avatar.masks.dtype == np.uint8
@@ -122,7 +129,7 @@ def test_video_avatar_prepares_every_frame(models, tmp_path):
             frame = av.VideoFrame.from_ndarray(np.roll(photo, shift, axis=1), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
-    avatar = prepare_avatar(path, _frames(path), models)
+    avatar = prepare_avatar(path, _frames(path), models, 8, _haar)
     assert avatar.frames.shape[0] == 3 and avatar.latents.shape == (3, 8, 32, 32)
     assert len(avatar) == 3  # the shared forward loop: 0 1 2 0 1 2
     assert avatar.face_boxes[2, 0] - avatar.face_boxes[0, 0] == pytest.approx(8, abs=3)

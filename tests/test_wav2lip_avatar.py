@@ -1,4 +1,4 @@
-"""Avatar preparation: face box, pads, smoothing, crops, idle loop, .npz cache."""
+"""Wav2Lip's step of a stored avatar: face box, pads, smoothing, crops, kept in the store entry."""
 
 from __future__ import annotations
 
@@ -11,28 +11,34 @@ import numpy as np
 import pytest
 from skimage import data
 
+from services.avatar.library import default_avatar, open_store
+from services.avatar.prepare import prepare_file
 from wav2lip import avatar as avatar_mod
-from wav2lip.avatar import (
-    AvatarOptions,
-    crossfade_loop,
-    load_or_prepare,
-    pad_box,
-    prepare_avatar,
-    smooth_boxes,
-)
+from wav2lip.avatar import AvatarOptions, from_store, pad_box, prepare_from_frames, smooth_boxes, step_name
 from wav2lip.errors import AvatarError
 
 
-def test_default_avatar_face_is_found_and_cropped() -> None:
-    avatar = prepare_avatar("")
+def _astronaut(tmp_path: Path):
+    store = open_store(str(tmp_path))
+    entry = default_avatar(store, "")
+    return store, entry
+
+
+def test_default_avatar_face_is_found_and_cropped(tmp_path: Path) -> None:
+    store, entry = _astronaut(tmp_path)
+    avatar = from_store(store, entry, entry.face_finder(None, "bgr"), "haar")
     assert len(avatar) == 1 and avatar.frame_size == (512, 512)
     y1, y2, x1, x2 = avatar.boxes[0]
     # The astronaut's face sits around x 180..270, y 70..170 in the 512x512 photo.
     assert 150 < x1 < 200 and 250 < x2 < 300 and 40 < y1 < 100 and 150 < y2 < 200
     assert avatar.crops.shape == (1, 96, 96, 3) and avatar.crops.dtype == np.uint8
-    # BGR order: the photo is RGB, the crop must equal a cv2 resize of the BGR face.
-    bgr = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    # BGR order: the store's loop frame is RGB, the crop must equal a cv2 resize of the BGR face.
+    bgr = cv2.cvtColor(np.asarray(entry.loop.frames[0]), cv2.COLOR_RGB2BGR)
     np.testing.assert_array_equal(avatar.crops[0], cv2.resize(bgr[y1:y2, x1:x2], (96, 96)))
+    # The box is the store's face box (one detector rule), padded 10 px below.
+    x, y, w, h = (int(v) for v in entry.faces[0])
+    assert (y1, y2, x1, x2) == (y, min(512, y + h + 10), x, x + w)
+    assert (Path(entry.path) / f"{step_name('haar')}.npz").is_file()
 
 
 def test_pads_are_applied_and_clipped() -> None:
@@ -51,29 +57,17 @@ def test_smoothing_is_a_forward_window_of_five() -> None:
     np.testing.assert_allclose(smoothed[:, 0], [2, 3, 4, 5, 5, 5, 5, 5])
 
 
-def test_crossfade_loop_hides_the_seam() -> None:
-    frames = np.stack([np.full((4, 4, 3), 10 * i, np.uint8) for i in range(20)])
-    boxes = np.zeros((20, 4))
-    looped, _ = crossfade_loop(frames, boxes, fade=4)
-    assert len(looped) == 16  # forward only: no reversed frames
-    values = looped[:, 0, 0, 0].astype(int)
-    # A plain loop of all 20 frames would jump 190 -> 0 at the seam; the cross-fade spreads the
-    # difference over the fade, so no step (seam included) is much larger than the real motion.
-    steps = np.abs(np.diff(np.append(values, values[0])))
-    assert steps.max() <= 25, values
-    assert values[4:].tolist() == [40, 50, 60, 70, 80, 90, 100, 110, 120, 130, 140, 150]
-
-
-def test_no_face_gives_a_clear_error(tmp_path: Path) -> None:
-    path = tmp_path / "wall.png"
-    cv2.imwrite(str(path), np.full((200, 200, 3), 128, np.uint8))
+def test_no_face_gives_a_clear_error() -> None:
+    wall = [np.full((200, 200, 3), 128, np.uint8)]
     with pytest.raises(AvatarError, match="no face found.*--box"):
-        prepare_avatar(str(path))
+        prepare_from_frames(wall, "wall.png", lambda frames: [None] * len(frames))
 
 
-def test_missing_source_is_named(tmp_path: Path) -> None:
-    with pytest.raises(AvatarError, match="nothing.mp4: no such file"):
-        load_or_prepare(str(tmp_path / "nothing.mp4"), str(tmp_path))
+def test_a_missing_face_borrows_its_neighbour() -> None:
+    frames = [np.full((100, 100, 3), i, np.uint8) for i in range(3)]
+    found = [None, (10, 20, 30, 40), None]  # (x, y, w, h)
+    avatar = prepare_from_frames(frames, "clip", lambda f: found, AvatarOptions(smooth=False))
+    assert avatar.boxes.tolist() == [[20, 70, 10, 40]] * 3
 
 
 def _write_video(path: Path, n_frames: int) -> None:
@@ -89,33 +83,31 @@ def _write_video(path: Path, n_frames: int) -> None:
             container.mux(packet)
 
 
-def test_video_avatar_with_user_box_and_cache_round_trip(
+def test_video_avatar_with_user_box_is_a_step_of_the_store_entry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     video = tmp_path / "idle.mp4"
     _write_video(video, 24)
-    options = AvatarOptions(box=(60, 180, 80, 180), crossfade_frames=4)
-    first = load_or_prepare(str(video), str(tmp_path / "cache"), options)
-    assert len(first) == 20 and first.fps == 25.0
-    assert first.frames.shape == (20, 256, 256, 3) and first.crops.shape == (20, 96, 96, 3)
+    store = open_store(str(tmp_path / "cache"))
+    entry = store.load(prepare_file(store, str(video)).id)
+    options = AvatarOptions(box=(60, 180, 80, 180))
+    first = from_store(store, entry, entry.face_finder(None, "bgr"), "haar", options)
+    assert len(first) == len(entry.loop) == 24 - 8 and first.fps == 25.0  # the store's crossfaded loop
+    assert first.crops.shape == (16, 96, 96, 3)
     np.testing.assert_array_equal(first.boxes[5], [60, 190, 80, 180])  # bottom pad 10
-    cached = list((tmp_path / "cache").glob("*.npz"))
-    assert len(cached) == 1
+    steps = sorted(p.name for p in Path(entry.path).glob("wav2lip-*.npz"))
+    assert steps == [f"{step_name('haar', options)}.npz"]
 
     def fail(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("the cache should have been used")
+        raise AssertionError("the store's step should have been used")
 
-    monkeypatch.setattr(avatar_mod, "prepare_avatar", fail)
+    monkeypatch.setattr(avatar_mod, "prepare_from_frames", fail)
     started = time.perf_counter()
-    second = load_or_prepare(str(video), str(tmp_path / "cache"), options)
-    assert time.perf_counter() - started < 1.0
+    second = from_store(store, store.load(entry.id), entry.face_finder(None, "bgr"), "haar", options)
+    assert time.perf_counter() - started < 2.0
     for name in ("frames", "boxes", "crops"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
-    # Different options (or a different file) are a different cache entry.
+    # Other options (or another detector) are another step file of the same entry.
     monkeypatch.undo()
-    load_or_prepare(
-        str(video),
-        str(tmp_path / "cache"),
-        AvatarOptions(box=(60, 180, 80, 180), crossfade_frames=0),
-    )
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    from_store(store, entry, entry.face_finder(None, "bgr"), "haar", AvatarOptions())
+    assert len(list(Path(entry.path).glob("wav2lip-*.npz"))) == 2

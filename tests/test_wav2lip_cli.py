@@ -63,6 +63,10 @@ def test_cli_writes_h264_with_audio(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "non-commercial" in proc.stderr
+    # The face was prepared by the one avatar store: its entry, with Wav2Lip's step inside.
+    entry = tmp_path / "cache" / "avatars" / "astronaut"
+    assert (entry / "avatar.json").is_file() and list(entry.glob("wav2lip-v1-haar.npz"))
+    assert not list((tmp_path / "cache").glob("wav2lip-avatar-*.npz"))  # no cache of its own
     with av.open(str(out)) as container:
         assert container.streams.video[0].codec_context.name == "h264"
         assert container.streams.audio, "audio was not muxed"
@@ -93,3 +97,16 @@ def test_cli_reports_a_missing_checkpoint(tmp_path: Path) -> None:
         ]
     )
     assert code == 1 and not (tmp_path / "o.mp4").exists()
+
+
+def test_cli_refuses_a_missing_face_file_clearly(tmp_path: Path, capsys) -> None:
+    from wav2lip.__main__ import main
+
+    torch.manual_seed(2)
+    ckpt = tmp_path / "wav2lip.pth"
+    torch.save({"state_dict": Wav2Lip().state_dict()}, ckpt)
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, np.zeros(8000), 16000, subtype="PCM_16")
+    code = main(["--checkpoint", str(ckpt), "--face", str(tmp_path / "nothing.mp4"), "--audio", str(wav),
+                 "--outfile", str(tmp_path / "o.mp4"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 1 and "nothing.mp4" in capsys.readouterr().err

@@ -4,12 +4,20 @@
 
 Writes an H.264 mp4 with the audio (AAC) muxed in, using PyAV. Frame i shows the mouth for the
 audio [t_i, t_i + 200 ms], as upstream. ``--face ''`` uses the bundled astronaut photo.
+
+The face is prepared by the one avatar store (services/avatar/), as the page's uploads and the
+lip-sync service are: the same reading and normalising (long side <= 720 px, 25 fps, a video
+at most 10 s as a forward loop), the same checks and clear refusals, the same face detector
+setting (``--face-detector``), and the same cache under ``--cache-dir`` (``<dir>/avatars/<id>/``,
+Wav2Lip's crops a step file in that entry). This command line is an application on top of the
+model library: it is the one part of ``wav2lip/`` that imports ``services``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import av
@@ -17,7 +25,11 @@ import numpy as np
 from tqdm import tqdm
 
 from wav2lip.audio import melspectrogram, pcm16_to_float, upstream_mel_chunks
-from wav2lip.avatar import DEFAULT_PADS, AvatarOptions, load_or_prepare
+from services.avatar.errors import AvatarError as StoreError
+from services.avatar.library import default_avatar, open_store
+from services.face import FaceDetectorError, face_detector
+from services.settings_util import models_dir
+from wav2lip.avatar import DEFAULT_PADS, AvatarOptions, from_store
 from wav2lip.checkpoint import load_generator
 from wav2lip.errors import Wav2LipError
 from wav2lip.inference import Wav2LipGenerator, active_frames, render_batch, select_precision
@@ -106,7 +118,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--fps", type=float, default=25.0, help="output rate for a still image")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--cache-dir", default="", help="keep the prepared avatar here for next time")
+    p.add_argument("--face-detector", choices=("haar", "s3fd", "auto"), default="haar",
+                   help="as AVATAR_FACE_DETECTOR: haar (bundled), s3fd (fetched), auto")
+    p.add_argument("--cache-dir", default="",
+                   help="the avatar store's folder (AVATAR_CACHE_DIR): the prepared face is kept for next time")
     return p.parse_args(argv)
 
 
@@ -119,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             pads=tuple(args.pads),
             smooth=not args.nosmooth,
             box=tuple(args.box) if args.box else None,
-            crossfade_frames=0,
         )
-        avatar = load_or_prepare(args.face, args.cache_dir, options)
+        store = open_store(args.cache_dir)
+        entry = default_avatar(store, args.face)
+        detector = face_detector(args.face_detector, models_dir(os.environ), args.device)
+        avatar = from_store(store, entry, entry.face_finder(detector, "bgr"), detector.name, options)
         fps = args.fps if len(avatar) == 1 else avatar.fps
         pcm = read_audio_pcm16(args.audio)
         audio = pcm16_to_float(pcm)
@@ -145,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
         height, width = avatar.frame_size
         write_mp4(args.outfile, rendered(), n_frames, fps, pcm, height, width)
-    except (Wav2LipError, OSError, av.error.FFmpegError) as exc:
+    except (Wav2LipError, StoreError, FaceDetectorError, OSError, av.error.FFmpegError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.outfile}", file=sys.stderr)
