@@ -1,7 +1,7 @@
 """OpenCV's bundled Haar cascades: the face finder that needs no weights, for every layer.
 
-Wav2Lip's and MuseTalk's avatar preparation fall back to it when no detector is given, the
-face-detector API offers it as ``haar``, and the animated avatar finds its eyes and mouth with
+The avatar store finds every avatar's face boxes with it (Wav2Lip's and MuseTalk's steps take
+those boxes under the ``haar`` setting), the face-detector API offers it as ``haar``, and the animated avatar finds its eyes and mouth with
 the same cascades. One loader, one rule for "the avatar's face":
 
 Invariant: the face is the largest frontal face whose side is at least a tenth of the frame's

@@ -8,7 +8,8 @@ timestep 0, and the VAE decodes the predicted latents into a 256x256 face.
 Modules:
 * ``models``: find and load the three checkpoints (UNet, sd-vae, whisper-tiny), pick precision;
 * ``audio_features``: whisper features per clause, sliced per video frame;
-* ``avatar``: face boxes, crops, latents and blend masks, cached in an ``.npz``;
+* ``avatar``: face boxes, crops, latents and blend masks of a stored avatar's loop (kept in its
+  avatar-store entry by services/lipsync/avatar_steps.py);
 * ``inference``: batched UNet + VAE decode and the masked paste-back.
 
 Weights (MIT) come from ``python main.py fetch`` (entries musetalk-v15, musetalk-sd-vae,

@@ -8,7 +8,8 @@ Modules:
     model       the generator network (``Wav2Lip``)
     audio       the mel-spectrogram front end and per-video-frame mel windows
     checkpoint  loading training checkpoints, TorchScript files and bare state dicts
-    avatar      face box, crops and the idle loop of a photo or short video (cached as .npz)
+    avatar      Wav2Lip's step of a stored avatar: padded face boxes and 96x96 crops (kept in
+                the avatar store's entry; the avatar itself is services/avatar's)
     inference   batched generation and feathered paste-back
 
 Errors::
