@@ -20,4 +20,5 @@ A model library: nothing here imports ``services``. Errors::
     MuseTalkError
      +-- MuseTalkModelMissing   a checkpoint missing, unreadable or not matching its config
                                 (the message names the file and the fetch command)
+     +-- MuseTalkAvatarError    an avatar it cannot prepare (no face, a face box too small)
 """

@@ -32,9 +32,9 @@ import cv2
 import numpy as np
 
 from avatar_base.faces import fill_from_neighbours
+from musetalk.errors import MuseTalkAvatarError
 from musetalk.inference import FACE_SIZE, encode_latents
 from musetalk.models import MuseTalkModels
-from wav2lip.errors import AvatarError
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def face_box_from_haar(haar: tuple[int, int, int, int], height: int, width: int)
     y2 = y + 1.06 * h + EXTRA_MARGIN_PX
     box = np.rint([max(0, x1), max(0, y1), min(width, x2), min(height, y2)]).astype(np.int32)
     if box[2] - box[0] < 8 or box[3] - box[1] < 8:
-        raise AvatarError(f"face box {box.tolist()} is too small to animate")
+        raise MuseTalkAvatarError(f"face box {box.tolist()} is too small to animate")
     return box
 
 
@@ -131,7 +131,7 @@ def prepare_avatar(
     height, width = frames.shape[1:3]
     haar = fill_from_neighbours(list(find_faces(list(frames))))
     if haar is None:
-        raise AvatarError(f"avatar {source or 'astronaut'}: no face found; use a clear frontal photo or video")
+        raise MuseTalkAvatarError(f"avatar {source or 'astronaut'}: no face found; use a clear frontal photo or video")
     face_boxes = np.stack([face_box_from_haar(b, height, width) for b in haar])
     crop_boxes = np.stack([crop_box_for(b) for b in face_boxes])
     crops = np.stack([face_crop(f, b) for f, b in zip(frames, face_boxes, strict=True)])

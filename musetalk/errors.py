@@ -15,3 +15,7 @@ class MuseTalkError(Exception):
 class MuseTalkModelMissing(MuseTalkError):
     """A checkpoint is missing, unreadable or does not match its config; the message names the
     file and the fetch command."""
+
+
+class MuseTalkAvatarError(MuseTalkError):
+    """An avatar MuseTalk cannot prepare (no face, a face box too small); said for a person."""
