@@ -129,13 +129,16 @@ class LipsyncService:
         await tell("starting", 0.0, "preparing")
         work = asyncio.ensure_future(self.engines.prepare(avatar))
         last = None
-        while not work.done():
-            # The worker thread updates the progress; it is sent from here at most every 0.2 s.
-            await asyncio.wait([work], timeout=PROGRESS_EVERY_S)
-            now = self.engines.progress.get(avatar)
-            if now is not None and now != last and not work.done():
-                last = now
-                await tell(now[0], now[1], "preparing")
+        try:
+            while not work.done():
+                # The worker thread updates the progress; it is sent from here at most every 0.2 s.
+                await asyncio.wait([work], timeout=PROGRESS_EVERY_S)
+                now = self.engines.progress.get(avatar)
+                if now is not None and now != last and not work.done():
+                    last = now
+                    await tell(now[0], now[1], "preparing")
+        finally:
+            work.cancel()  # when this task is cancelled (shutdown); a no-op once it is done
         try:
             work.result()
         except Exception as exc:  # no face for this engine, a damaged entry: words, not a trace
