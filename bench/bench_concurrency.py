@@ -102,15 +102,21 @@ def timed_mic_class():  # noqa: ANN201 (a class built on the test client's track
         def __init__(self) -> None:
             super().__init__()
             self._left = 0
+            self._starting = False
+            self.clip_started_at: float | None = None
             self.clip_ended_at: float | None = None
 
         def play(self, pcm48k: np.ndarray) -> None:
             super().play(pcm48k)
+            self._starting = self._left <= 0
             self._left += len(pcm48k)
             self.clip_ended_at = None
 
         async def recv(self) -> av.AudioFrame:
             frame = await super().recv()
+            if self._starting:
+                self._starting = False
+                self.clip_started_at = time.monotonic()
             if self._left > 0:
                 self._left -= frame.samples
                 if self._left <= 0:

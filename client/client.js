@@ -77,6 +77,8 @@
     avatarState: "idle",
     // Why the question waits ("thinking is starting up", "thinking is retrying"), or "".
     waiting: "",
+    // The turn of the user's latest speech onset as the server heard it (0: none yet).
+    speechTurn: 0,
     stats: {},
     transcript: [],
     getInboundStats: () => readInboundStats(),
@@ -647,6 +649,9 @@
       case "waiting":
         api.waiting = typeof msg.message === "string" ? msg.message : "";
         setAvatarState(api.avatarState);
+        break;
+      case "speech":
+        if (Number.isInteger(msg.turn)) api.speechTurn = msg.turn;
         break;
       case "transcript":
         onTranscript(msg);

@@ -47,6 +47,7 @@ SERVER_MESSAGE_TYPES = (
     "error",
     "pong",
     "waiting",
+    "speech",
 )
 
 # Ways of turning a string into markup; server text must only ever go through textContent.

@@ -34,6 +34,10 @@ async def test_a_rebound_name_is_refused_on_every_route_with_a_message_naming_th
             assert status == 403, path
             assert body["code"] == "bad_host" and "AVATAR_ALLOWED_HOSTS" in body["message"], body
             assert "evil.example" in body["message"]
+        # A POST too (the say command): refused before its handler reads the body.
+        async with http.post(server.make_url("/api/say"), json={"text": "hello"},
+                             headers={"Host": f"evil.example:{port}"}) as r:
+            assert r.status == 403 and (await r.json())["code"] == "bad_host"
         # The WebSocket handshake the issue measured: refused before any session opens.
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await http.ws_connect(

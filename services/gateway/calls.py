@@ -5,7 +5,8 @@ Invariants:
   25 fps, so the page gets a clean "busy" and can still type.
 - A session has at most one call; a new offer replaces it.
 - The session's tracks read only its own ``SessionMedia``; its microphone goes to the ASR
-  stamped with its session and turn.
+  stamped with its session and turn, through the ASR's outbox (stage_outbox.py): never awaited,
+  so an ASR that is down or restarting leaves the microphone read and its backlog bounded.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from services.gateway import signaling
 from services.gateway.idle_frames import IdleFrames
 from services.gateway.session import Session
 from services.gateway.settings import GatewaySettings
+from services.gateway.stage_outbox import StageOutbox
 from services.gateway.tracks import (
     AvatarAudioTrack,
     AvatarVideoTrack,
@@ -31,9 +33,13 @@ from services.gateway.tracks import (
     shorten_mic_jitter_buffer,
 )
 from services.gateway.vp8_encoder import use_rendered_vp8_encoder
-from services.transport import Sender
 
 logger = logging.getLogger(__name__)
+
+# Microphone audio one session may have waiting for the ASR, in 20 ms chunks: the ASR's inbox
+# never waits (its lanes take each chunk at once), so only an ASR that is down or restarting
+# leaves audio here, and the second before it came back is all that is still worth hearing.
+MIC_BACKLOG_CHUNKS = 50
 
 Refuse = Callable[[Session, str, str], None]
 
@@ -44,7 +50,7 @@ class Calls:
         settings: GatewaySettings,
         sessions: Mapping[str, Session],
         idle_frames: IdleFrames | Callable[[Session], IdleFrames],
-        asr: Sender,
+        asr: StageOutbox,
         poke_flow: Callable[[], None],
         refuse: Refuse,
         admit: Callable[[Session], str | None] | None = None,
@@ -132,7 +138,7 @@ class Calls:
         except Exception as exc:
             session.error("bad_candidate", f"could not use the ICE candidate: {exc}")
 
-    async def _send_mic(self, session: Session, pcm: np.ndarray) -> None:
+    def _send_mic(self, session: Session, pcm: np.ndarray) -> None:
         # While the avatar's voice plays (or echoes), the ASR asks for stronger evidence of speech.
         audible = session.media.avatar_audible(self._settings.echo_tail_ms / 1000)
-        await self._asr.send(messages.AudioIn(session.id, session.turn, pcm, audible))
+        self._asr.put(session.id, messages.AudioIn(session.id, session.turn, pcm, audible))

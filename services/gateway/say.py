@@ -11,7 +11,9 @@ known words. Two doors, one path:
 
 A say starts a new turn (so it cuts off an answer in flight, and a later question or the user's
 voice cuts it off: barge-in as for any answer) and goes straight to the TTS stage, clause by
-clause, bypassing the LLM. It is not part of the conversation the LLM sees.
+clause, bypassing the LLM. It is not part of the conversation the LLM sees. The clauses go
+through the TTS's outbox (stage_outbox.py): a TTS that is down or full never holds the page's
+handler, nor the HTTP announcement that speaks to every session.
 """
 
 from __future__ import annotations
@@ -27,11 +29,15 @@ from services import messages
 from services.gateway import signaling
 from services.gateway.access import AccessPolicy
 from services.gateway.session import Session
+from services.gateway.stage_outbox import StageOutbox
 from services.gateway.turn_keeper import TurnKeeper
 from services.llm.clauses import ClauseSplitter
-from services.transport import Sender
 
 logger = logging.getLogger(__name__)
+
+# Clauses one session may have waiting for the TTS (as many as the TTS itself queues for one):
+# far more than one say produces, and a newer say's turn makes the older clauses stale anyway.
+SAY_BACKLOG_CLAUSES = 64
 
 
 def clauses_of(text: str) -> list[str]:
@@ -43,7 +49,7 @@ def clauses_of(text: str) -> list[str]:
 class Speaker:
     def __init__(
         self,
-        tts: Sender,
+        tts: StageOutbox,
         turns: TurnKeeper,
         sessions: Callable[[], dict[str, Session]],
         access: AccessPolicy,
@@ -63,7 +69,7 @@ class Speaker:
         session.turn_stats(turn).speech_end_unix_s = time.time()
         session.set_state("thinking")
         for i, part in enumerate(parts):
-            await self._tts.send(messages.TextChunk(session.id, turn, i, part, i == len(parts) - 1))
+            self._tts.put(session.id, messages.TextChunk(session.id, turn, i, part, i == len(parts) - 1))
         logger.info("Session(%s) turn %d: saying %d characters in %d clauses", session.id, turn, len(text), len(parts))
         return turn
 

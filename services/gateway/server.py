@@ -33,8 +33,8 @@ from services.gateway import signaling, turn_credentials
 from services.gateway.access import HOST_REFUSED_MESSAGE, TOKEN_COOKIE, AccessPolicy, host_check_names, host_name
 from services.gateway.avatar_library import AvatarLibrary
 from services.gateway.avatars_api import AvatarsApi, UploadSettings
+from services.gateway.calls import MIC_BACKLOG_CHUNKS, Calls
 from services.gateway.engine_prep import EnginePreparations
-from services.gateway.calls import Calls
 from services.gateway.conversation import ConversationStore
 from services.gateway.flow import FlowControl
 from services.gateway.idle_frames import IdleFrames
@@ -42,9 +42,10 @@ from services.gateway.limits import AddressCounter, SessionLimits
 from services.gateway.llm_outbox import LlmOutbox
 from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.metrics import GatewayMetrics
-from services.gateway.say import Speaker
+from services.gateway.say import SAY_BACKLOG_CLAUSES, Speaker
 from services.gateway.session import Session
 from services.gateway.settings import GatewaySettings
+from services.gateway.stage_outbox import StageOutbox
 from services.gateway.turn_keeper import TurnKeeper
 from services.media import frames_for_ms
 from services.transport import Transport
@@ -89,19 +90,22 @@ class Gateway:
             self.llm_outbox, self._control, self.conversations, self.metrics, lambda: self.flow.poke()
         )
         self.flow = FlowControl(self._control, lambda: list(self.sessions.values()), self.turns.media_lost)
+        # The other stages the gateway sends to, never awaited either (stage_outbox.py).
+        self.asr_outbox = StageOutbox("asr", transport.push(ep.asr_in), MIC_BACKLOG_CHUNKS, self._closed_session)
+        self.tts_outbox = StageOutbox("tts", transport.push(ep.tts_in), SAY_BACKLOG_CLAUSES, self._stale_turn)
         # With the avatar library, each session shows its own avatar (services/gateway/avatars_api.py).
         self.library = library
         self.calls = Calls(
             settings, self.sessions,
             IdleFrames(idle_image) if library is None else (lambda s: library.idle_frames(s.avatar)),
-            transport.push(ep.asr_in), self.flow.poke, self._refuse,
+            self.asr_outbox, self.flow.poke, self._refuse,
             None if library is None else self._avatar_refusal,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.access = AccessPolicy(
             settings.access_token, settings.allowed_origins, host_check_names(settings.host, settings.allowed_hosts)
         )
-        self.speaker = Speaker(transport.push(ep.tts_in), self.turns, lambda: self.sessions, self.access, self._refuse)
+        self.speaker = Speaker(self.tts_outbox, self.turns, lambda: self.sessions, self.access, self._refuse)
         # An upload's engine step is the lip-sync stage's, asked over the bus (engine_prep.py).
         self.engine_steps = EnginePreparations(self._control)
         self.avatars = None if library is None else AvatarsApi(
@@ -194,6 +198,8 @@ class Gateway:
             asyncio.create_task(self.flow.run(), name="gateway-flow"),
             asyncio.create_task(self._idle_loop(), name="gateway-idle"),
             asyncio.create_task(self.llm_outbox.run(), name="gateway-llm-outbox"),
+            asyncio.create_task(self.asr_outbox.run(), name="gateway-asr-outbox"),
+            asyncio.create_task(self.tts_outbox.run(), name="gateway-tts-outbox"),
         ]
 
     async def _shutdown(self, app: web.Application) -> None:
@@ -374,6 +380,13 @@ class Gateway:
             session.turn = max(session.turn, session.conversation.exchanges[-1].turn)
             logger.info("Session(%s) continues a conversation of %d exchanges", session.id, len(session.conversation.exchanges))
 
+    def _closed_session(self, msg: messages.AudioIn) -> bool:
+        return msg.session not in self.sessions
+
+    def _stale_turn(self, msg: messages.TextChunk) -> bool:
+        session = self.sessions.get(msg.session)
+        return session is None or msg.turn < session.turn
+
     def _refuse(self, session: Session, code: str, message: str) -> None:
         self.metrics.client_errors.labels(code).inc()
         logger.info("Session(%s) refused a message: %s", session.id, message)
@@ -449,6 +462,8 @@ class Gateway:
             return
         self._per_address.release(session.address)
         session.media.flush(session.turn + 1)
+        self.asr_outbox.forget(session.id)
+        self.tts_outbox.forget(session.id)
         await self._control.send(messages.SessionClosed(session.id))
         await session.close()
         if self.library is not None:  # its face's idle pictures go with its last session

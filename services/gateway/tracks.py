@@ -6,7 +6,7 @@ A track is one method, ``recv()``, and it paces itself on the session's media cl
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -105,10 +105,9 @@ class AvatarAudioTrack(MediaStreamTrack):
         return frame
 
 
-async def forward_microphone(
-    track: MediaStreamTrack, send: Callable[[np.ndarray], Awaitable[None]]
-) -> None:
-    """Read the browser's microphone until it ends; hand 16 kHz mono int16 chunks to ``send``."""
+async def forward_microphone(track: MediaStreamTrack, send: Callable[[np.ndarray], None]) -> None:
+    """Read the browser's microphone until it ends; hand 16 kHz mono int16 chunks to ``send``
+    (which must not wait: the track is read at the pace it arrives, whatever the ASR does)."""
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     while True:
         try:
@@ -117,7 +116,7 @@ async def forward_microphone(
             logger.debug("microphone track ended")
             return
         for out in resampler.resample(frame):
-            await send(out.to_ndarray().reshape(-1).astype(np.int16, copy=False))
+            send(out.to_ndarray().reshape(-1).astype(np.int16, copy=False))
 
 
 # aiortc holds back 4 audio packets (80 ms) before it releases one, to absorb jitter that a

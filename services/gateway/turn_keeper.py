@@ -54,6 +54,8 @@ class TurnKeeper:
     async def speech_started(self, session: Session) -> None:
         await self.new_turn(session, reason="speech")
         session.utterance_turn = session.turn
+        # The page may show that it is heard; benchmarks time the onset by it.
+        session.send({"type": "speech", "turn": session.turn})
 
     async def speech_resumed(self, session: Session, msg: messages.SpeechResumed) -> None:
         if msg.turn >= session.utterance_turn and session.speculative is not None:
