@@ -1,20 +1,24 @@
 """Mouth vs voice in the page, each stream lined up with what the avatar produced.
 
 The avatar's output is known exactly: with ``AVATAR_TTS_NOISE=0`` one text always gives the same
-voice, phoneme timing and frames, so this module makes them again in-process (``reference``):
-the voice on the media-time axis, and frame k, drawn from the phonemes around k x 40 ms, on
-screen over [k x 40, k x 40 + 40) ms beside its own 640 samples. In the page:
+voice, phoneme timing and frames, so ``reference`` makes them again in-process: the voice on
+the media-time axis, and frame k (drawn from the phonemes around k x 40 ms) on screen over
+[k x 40, k x 40 + 40) ms beside its own 640 samples. In the page:
 
-- **voice**: the level the page's analyser measured, at the time it reaches the speaker, is
-  lined up with the reference voice's level (1 ms steps): the page time at which media time 0
-  is heard, ``heard_at``;
-- **picture**: each presented frame's RTP timestamp says which frame it is (up to one constant,
-  found by matching the mouth crops against the reference's), and ``requestVideoFrameCallback``
-  says when it is on screen: the page time at which media time 0 is shown, ``shown_at``;
-- **mouth vs voice** = ``shown_at - heard_at`` (positive: the mouth is late).
+- **picture** (``shown_at_ms``): the mouth crops of the frames presented
+  (``requestVideoFrameCallback``, each on screen until the next) against the reference's: the
+  page time at which media time 0 is shown;
+- **voice as the audio element plays it** (``element_heard_at_ms``): the receiver's record of
+  when it delivered each RTP packet for playout (``getSynchronizationSources``), each packet
+  identified by its level, plus Chrome's playout delay of the element's output
+  (``media-playout`` stats): the page time at which media time 0 is heard;
+- **the same voice through a WebAudio tap** (``heard_at_ms``): the page's analyser, timed with
+  ``AudioContext.getOutputTimestamp``. This copy of the voice goes through WebAudio's own FIFO
+  and output: it plays 30-45 ms after the element's (measured), which a viewer never hears.
 
-Voice against voice and picture against picture: nothing here assumes how the mouth relates to
-loudness, so a lip closing before an "m" (as it does in real speech) reads as on time.
+Mouth vs voice = shown - heard (positive: the mouth is late). Picture against picture and voice
+against voice: nothing here assumes how the mouth relates to loudness, so lips closing before
+an "m" (as in real speech) read as on time.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 FRAME_MS = 40.0
-RTP_PER_FRAME = 3600  # 90 kHz video clock, 25 fps
+RTP_PER_PACKET = 960  # 48 kHz audio clock, 20 ms packets
+PACKET_MS = 20.0
 # The page's analyser: fftSize 256 at 48 kHz.
 ANALYSER_MS = 256 / 48.0
 
@@ -110,37 +115,69 @@ def heard_at_ms(ref: Reference, heard_ms: np.ndarray, level: np.ndarray) -> floa
     return float(grid[s] - ref_ms[0])  # grid[s]: where the reference's ref_ms[0] is heard
 
 
-def shown_at_ms(ref: Reference, shown_ms: np.ndarray, rtp: np.ndarray, crops: np.ndarray) -> tuple[float | None, dict]:
-    """Page time at which media time 0 is on screen: each presented frame's index comes from its
-    RTP timestamp, up to the constant that best matches its mouth crop with the reference's."""
-    keep = np.array([r is not None for r in rtp])
-    if keep.sum() < 20:
+def element_heard_at_ms(ref: Reference, sources: list, time_origin: float, playout_delay_ms: float) -> tuple[float | None, dict]:
+    """Page time at which media time 0 leaves the audio element's speaker, from the receiver's
+    own record (``getSynchronizationSources``: when each RTP packet was delivered for playout,
+    its RTP timestamp and the sender's audio-level header) plus Chrome's playout delay of the
+    element's output (``media-playout`` stats). Each packet (20 ms) is identified by matching its
+    level against the reference's; resolution: the 10 ms at which the receiver delivers."""
+    rows = [r for r in sources if r[2] is not None and r[3] is not None]
+    if len(rows) < 100:
         return None, {}
-    shown_ms, crops = shown_ms[keep], crops[keep]
-    rel = (np.array([int(r) for r in rtp[keep]], np.int64) - int(rtp[keep][0])) % (1 << 32)
-    if np.any(rel % RTP_PER_FRAME):
-        return None, {"error": "RTP timestamps are not whole frames apart"}
-    index = rel // RTP_PER_FRAME
-    n = len(ref.crops)
-    best, best_c, second = np.inf, None, np.inf
-    for c in range(int(index.min()) - n, int(index.max()) + 1):
-        k = index - c
+    first: dict[int, tuple[float, float]] = {}
+    for _, ts, rtp, level in rows:
+        t = ts - time_origin if ts > 1e12 else ts  # Chrome reports the wall clock
+        if int(rtp) not in first or t < first[int(rtp)][0]:
+            first[int(rtp)] = (t, level)
+    rtps = np.array(sorted(first, key=lambda r: first[r][0]), np.int64)
+    delivered = np.array([first[r][0] for r in rtps])
+    level_db = np.array([-20 * np.log10(max(first[r][1], 1e-9)) if first[r][1] > 0 else 127.0 for r in rtps])
+    packet = np.round(((rtps - rtps[0]) % (1 << 32)) / RTP_PER_PACKET).astype(int)
+    ref_db = _packet_levels_db(ref.voice)
+    n = len(ref_db)
+    best, best_c = np.inf, None
+    for c in range(int(packet.min()) - n, int(packet.max()) + 1):
+        k = packet - c
         inside = (k >= 0) & (k < n)
-        # Most of the reference's frames must be among the presented ones: the speech, not idle.
         if inside.sum() < 0.8 * n:
             continue
-        err = float(np.abs(crops[inside] - ref.crops[k[inside]]).mean())
+        err = float(np.abs(np.minimum(level_db[inside], 90) - np.minimum(ref_db[k[inside]], 90)).mean())
         if err < best:
-            best, best_c, second = err, c, best
-        elif err < second:
-            second = err
+            best, best_c = err, c
     if best_c is None:
         return None, {}
-    k = index - best_c
+    k = packet - best_c
     inside = (k >= 0) & (k < n)
-    at = shown_ms[inside] - k[inside] * FRAME_MS
-    return float(np.median(at)), {
-        "match_error": round(best, 2), "next_best_error": round(second, 2),
-        "frames_matched": int(inside.sum()), "of": n,
-        "shown_spread_ms": [round(float(np.percentile(at, q)) - float(np.median(at)), 1) for q in (5, 95)],
-    }
+    at = delivered[inside] - k[inside] * PACKET_MS
+    return float(np.median(at)) + playout_delay_ms, {"level_error_db": round(best, 2), "packets_matched": int(inside.sum()),
+                                                     "of": n, "playout_delay_ms": round(playout_delay_ms, 1)}
+
+
+def _packet_levels_db(voice: np.ndarray) -> np.ndarray:
+    """The sender's audio-level header of each 20 ms packet (dBov, 0..127, as aiortc sets it)."""
+    n = len(voice) // 320
+    rms = np.sqrt(np.mean((voice[: n * 320].reshape(n, 320).astype(np.float64)) ** 2, axis=1))
+    return np.clip(-20 * np.log10(np.maximum(rms, 1e-9)), 0, 127)
+
+
+def shown_at_ms(ref: Reference, shown_ms: np.ndarray, crops: np.ndarray, near_ms: float) -> tuple[float | None, dict]:
+    """Page time at which media time 0 is on screen, within 300 ms of ``near_ms``: the shift
+    (1 ms steps) that best matches the picture on screen (each presented frame until the next)
+    with the reference's (frame k over [k x 40, k x 40 + 40) ms), crop against crop."""
+    n = len(ref.crops)
+    if len(shown_ms) < 20 or n < 3:
+        return None, {}
+    z = lambda c: (c - c.mean(0)) / (c.std(0) + 1e-6)  # noqa: E731
+    page, want = z(crops), z(ref.crops)
+    grid = np.arange(near_ms, near_ms + n * FRAME_MS, 2.0)
+    on_screen = np.searchsorted(shown_ms, grid, side="right") - 1
+    scores = []
+    shifts = np.arange(near_ms - 300.0, near_ms + 300.0, 1.0)
+    for s in shifts:
+        k = np.floor((grid - s) / FRAME_MS).astype(int)
+        ok = (k >= 0) & (k < n) & (on_screen >= 0)
+        scores.append(float((page[on_screen[ok]] * want[k[ok]]).mean()) if ok.sum() > n else -np.inf)
+    best = int(np.argmax(scores))
+    if best in (0, len(shifts) - 1):
+        return None, {}
+    return float(shifts[best]), {"match": round(scores[best], 3)}

@@ -260,7 +260,7 @@ def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp:
     with ``ref`` (``bench.av_align.reference`` of the same text)."""
     from pathlib import Path
 
-    from bench.av_align import heard_at_ms, shown_at_ms
+    from bench.av_align import element_heard_at_ms, heard_at_ms, shown_at_ms
     from bench.browser import open_call, write_mic_wav
 
     wav = Path(tmp) / "silence.wav"
@@ -297,10 +297,17 @@ def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp:
         last = next((r[kind] for r in reversed(probe.get("playout", [])) if r.get(kind)), None)
         if last and last[3]:
             jb[kind] = round(1000 * last[2] / last[3], 1)
-    heard_at = heard_at_ms(ref, audio[:, 0], audio[:, 1])
-    shown_at, video_fit = shown_at_ms(ref, frame_ms, np.array([f[1] for f in frames], object), crops)
+    tap_heard_at = heard_at_ms(ref, audio[:, 0], audio[:, 1])
+    delays = [r["playout"] for r in probe.get("playout", []) if r.get("playout") and r["playout"][1]]
+    delay_ms = 1000.0 * delays[-1][0] / delays[-1][1] if delays else None
+    heard_at, voice_fit = (None, {}) if delay_ms is None else element_heard_at_ms(
+        ref, probe.get("sources", []), probe["timeOrigin"], delay_ms)
+    shown_at, video_fit = (None, {}) if heard_at is None else shown_at_ms(ref, frame_ms, crops, heard_at)
     return {
         "mouth_vs_voice_ms": None if heard_at is None or shown_at is None else round(shown_at - heard_at, 1),
+        "mouth_vs_webaudio_tap_ms": None if tap_heard_at is None or shown_at is None else round(shown_at - tap_heard_at, 1),
+        "webaudio_tap_minus_element_ms": None if tap_heard_at is None or heard_at is None else round(tap_heard_at - heard_at, 1),
+        "voice_fit": voice_fit,
         "video_fit": video_fit,
         "lag_ms": lag,
         "lag_analyser_time_ms": best_lag_ms(frame_ms[span], _motion(crops[span]), raw[near, 0], raw[near, 1]),
