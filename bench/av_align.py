@@ -115,7 +115,9 @@ def heard_at_ms(ref: Reference, heard_ms: np.ndarray, level: np.ndarray) -> floa
     return float(grid[s] - ref_ms[0])  # grid[s]: where the reference's ref_ms[0] is heard
 
 
-def element_heard_at_ms(ref: Reference, sources: list, time_origin: float, playout_delay_ms: float) -> tuple[float | None, dict]:
+def element_heard_at_ms(
+    ref: Reference, sources: list, time_origin: float, playout_delay_ms: float, around_ms: float | None = None
+) -> tuple[float | None, dict]:
     """Page time at which media time 0 leaves the audio element's speaker, from the receiver's
     own record (``getSynchronizationSources``: when each RTP packet was delivered for playout,
     its RTP timestamp and the sender's audio-level header) plus Chrome's playout delay of the
@@ -140,6 +142,8 @@ def element_heard_at_ms(ref: Reference, sources: list, time_origin: float, playo
         k = packet - c
         inside = (k >= 0) & (k < n)
         if inside.sum() < 0.8 * n:
+            continue
+        if around_ms is not None and abs(float(np.median(delivered[inside] - k[inside] * PACKET_MS)) - around_ms) > 300:
             continue
         err = float(np.abs(np.minimum(level_db[inside], 90) - np.minimum(ref_db[k[inside]], 90)).mean())
         if err < best:
@@ -181,3 +185,24 @@ def shown_at_ms(ref: Reference, shown_ms: np.ndarray, crops: np.ndarray, near_ms
     if best in (0, len(shifts) - 1):
         return None, {}
     return float(shifts[best]), {"match": round(scores[best], 3)}
+
+
+def windows(ref: Reference, sources: list, time_origin: float, playout_delay_ms: float, heard_ms: float,
+            shown_ms: np.ndarray, crops: np.ndarray, frames: int = 25) -> list[dict]:
+    """Mouth vs voice over windows of ``frames`` frames (half overlapping), each lined up on its
+    own. The avatar's stream is its clauses, each padded to whole frames, and where a clause ends
+    depends on when the TTS chunks arrived: the reference's clauses and the served ones need not
+    end at the same place, so one alignment over the whole answer would smear across them.
+    ``heard_ms``: the whole answer's fit (``element_heard_at_ms``), to search near."""
+    out = []
+    n = len(ref.crops)
+    for f0 in range(0, n - frames + 1, frames // 2):
+        part = Reference(ref.voice[f0 * 640 : (f0 + frames) * 640], ref.crops[f0 : f0 + frames])
+        start = heard_ms + f0 * FRAME_MS
+        heard, _ = element_heard_at_ms(part, sources, time_origin, playout_delay_ms, around_ms=start - playout_delay_ms)
+        if heard is None:
+            continue
+        shown, fit = shown_at_ms(part, shown_ms, crops, heard)
+        if shown is not None:
+            out.append({"from_ms": f0 * FRAME_MS, "mouth_vs_voice_ms": round(shown - heard, 1), "match": fit["match"]})
+    return out
