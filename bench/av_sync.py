@@ -106,18 +106,18 @@ def av_sync(conv: Conversation) -> dict:
     return result
 
 
-# --- the A/V probe: a known sentence through ``say``, every presented frame, fine lags --------
+# --- the A/V probe: a known sentence through ``say``, every presented frame, the voice as played --
 #
 #     python -m bench.av_sync [--runs 5] [--url http://127.0.0.1:PORT] [--out bench-results/av_sync.json]
 #
 # The onset figure above has a resolution of one 40 ms sample and compares two different
-# thresholds (any mouth change vs -40 dBFS of voice). The probe instead records every frame the
-# page presents (requestVideoFrameCallback: its display time and its mouth crop) and the voice
-# every 5 ms with the time it reaches the speaker (AudioContext.getOutputTimestamp), then finds
-# the lag that best lines the mouth's motion up with the voice's envelope, in 5 ms steps. The
-# same statistic on the avatar's own output (each frame beside its own 640 samples, computed
-# in-process from the frames lip-sync renders for the same sentence) is the zero: the offset is
-# the browser's lag minus that reference lag, so how the mouth relates to loudness cancels out.
+# thresholds (any mouth change vs -40 dBFS of voice). The probe instead has the avatar (started
+# with AVATAR_TTS_NOISE=0) say a fixed text, records every frame the page presents and the
+# receiver's record of the voice it played, and lines each up with the same voice and frames made
+# again in-process (bench/av_align.py): mouth vs voice as the viewer gets them, picture against
+# picture and voice against voice. Beside it: Chrome's own playout clocks, and the older
+# statistic (the lag that best lines the mouth's motion up with the loudness of a WebAudio tap on
+# the voice, minus the same on the reference), whose tap plays the voice 30-45 ms late.
 
 PROBE_TEXT = (
     "Mama bought a blue umbrella, for Bob. Peter made a map of the harbour, and Amy paid for it. "
