@@ -57,4 +57,5 @@ def test_the_page_holds_the_picture_back_to_the_voice(avatar, tmp_path):
     recent_wait_ms = 1000 * (last[0] - first[0]) / max(1, last[1] - first[1])
     assert recent_wait_ms >= 0.5 * samples[-6]["hold"], (recent_wait_ms, samples[-6:])
     # And the two playout clocks end up close together (the benchmark measures how close).
-    assert abs(samples[-1]["lead"]) < 60, samples[-6:]
+    leads = [abs(s["lead"]) for s in samples[-4:] if s["by"] == "playout-clocks"]
+    assert leads and float(np.median(leads)) < 60, samples[-6:]
