@@ -106,18 +106,18 @@ def av_sync(conv: Conversation) -> dict:
     return result
 
 
-# --- the A/V probe: a known sentence through ``say``, every presented frame, fine lags --------
+# --- the A/V probe: a known sentence through ``say``, every presented frame, the voice as played --
 #
 #     python -m bench.av_sync [--runs 5] [--url http://127.0.0.1:PORT] [--out bench-results/av_sync.json]
 #
 # The onset figure above has a resolution of one 40 ms sample and compares two different
-# thresholds (any mouth change vs -40 dBFS of voice). The probe instead records every frame the
-# page presents (requestVideoFrameCallback: its display time and its mouth crop) and the voice
-# every 5 ms with the time it reaches the speaker (AudioContext.getOutputTimestamp), then finds
-# the lag that best lines the mouth's motion up with the voice's envelope, in 5 ms steps. The
-# same statistic on the avatar's own output (each frame beside its own 640 samples, computed
-# in-process from the frames lip-sync renders for the same sentence) is the zero: the offset is
-# the browser's lag minus that reference lag, so how the mouth relates to loudness cancels out.
+# thresholds (any mouth change vs -40 dBFS of voice). The probe instead has the avatar (started
+# with AVATAR_TTS_NOISE=0) say a fixed text, records every frame the page presents and the
+# receiver's record of the voice it played, and lines each up with the same voice and frames made
+# again in-process (bench/av_align.py): mouth vs voice as the viewer gets them, picture against
+# picture and voice against voice. Beside it: Chrome's own playout clocks, and the older
+# statistic (the lag that best lines the mouth's motion up with the loudness of a WebAudio tap on
+# the voice, minus the same on the reference), whose tap plays the voice 30-45 ms late.
 
 PROBE_TEXT = (
     "Mama bought a blue umbrella, for Bob. Peter made a map of the harbour, and Amy paid for it. "
@@ -139,7 +139,8 @@ _PROBE_JS = """(box) => {
       const d = ctx.getImageData(0, 0, 16, 8).data;
       const mouth = [];
       for (let i = 0; i < d.length; i += 4) mouth.push((d[i] + d[i + 1] + d[i + 2]) / 3);
-      P.frames.push([meta.expectedDisplayTime, meta.rtpTimestamp === undefined ? null : meta.rtpTimestamp, mouth, now]);
+      P.frames.push([meta.expectedDisplayTime, meta.rtpTimestamp === undefined ? null : meta.rtpTimestamp, mouth, now,
+        meta.presentationTime, meta.captureTime ?? null, meta.receiveTime ?? null]);
     }
     video.requestVideoFrameCallback(onFrame);
   };
@@ -160,6 +161,17 @@ _PROBE_JS = """(box) => {
     P.audio.push([performance.now(), heard, sum / buf.length]);
     P.outputLatency = ac.outputLatency; P.baseLatency = ac.baseLatency;
   }, 5);
+  // The voice on the audio element's own path: each RTP packet's level (the sender's
+  // audio-level header) and when the receiver delivered it for playout.
+  P.timeOrigin = performance.timeOrigin;
+  P.sources = [];
+  setInterval(() => {
+    const pc = window.avatarClient.pc;
+    const receiver = pc && pc.getReceivers().find((r) => r.track && r.track.kind === 'audio');
+    if (!receiver) return;
+    for (const s of receiver.getSynchronizationSources())
+      P.sources.push([performance.now(), s.timestamp, s.rtpTimestamp ?? null, s.audioLevel ?? null]);
+  }, 5);
   // The receiver's own view: which sender time (NTP) each stream is playing out now.
   P.playout = [];
   setInterval(async () => {
@@ -170,6 +182,8 @@ _PROBE_JS = """(box) => {
       if (r.type === 'inbound-rtp') row[r.kind] = [r.estimatedPlayoutTimestamp ?? null, r.timestamp,
         r.jitterBufferDelay, r.jitterBufferEmittedCount, r.jitterBufferTargetDelay ?? null,
         r.jitterBufferMinimumDelay ?? null];
+      if (r.type === 'media-playout') row.playout = [r.totalPlayoutDelay, r.totalSamplesCount, r.synthesizedSamplesDuration];
+      if (r.type === 'remote-outbound-rtp') row[r.kind + 'Sr'] = [r.remoteTimestamp, r.timestamp];
     });
     P.playout.push(row);
   }, 100);
@@ -225,48 +239,28 @@ def renderer_onset_ms(chunks, engine, timed: bool) -> float | None:
     return float(parted[0] * FRAME_MS - (loud[0] + 1) * 10)
 
 
-def reference_lag_ms(text: str, box: tuple[float, float, float, float]) -> tuple[float | None, dict]:
-    """The same statistic on the avatar's own output, in media time (the zero of the probe)."""
-    import asyncio
-
-    import cv2
-
-    from bench.bench_visemes import _speak
+def reference_lag_ms(ref, chunks) -> tuple[float | None, dict]:
+    """The correlation statistic on the avatar's own output (``bench.av_align.reference``), in
+    media time: the zero of the correlation check."""
     from services.lipsync.animation_engine import AnimationEngine
-    from services.lipsync.voice_stream import VoiceStream
-    from services.media import SAMPLES_PER_VIDEO_FRAME, SAMPLE_RATE
-    from services.tts.piper_engine import PiperEngine
-    from services.tts.settings import TtsSettings
 
-    chunks = asyncio.run(_speak(text, PiperEngine.from_settings(TtsSettings(), noise=False)))
-    engine = AnimationEngine.default()
-    stream, frames, pcm = VoiceStream("ref"), [], []
-    for msg in chunks:
-        for clause in stream.feed(msg.turn, msg.text, msg.pcm, msg.final, msg.phonemes):
-            job = engine.prepare(clause.pcm, len(frames), clause.before, clause.after, phonemes=clause.phonemes)
-            frames.extend(engine.render([(job, k) for k in range(job.n_frames)]))
-            pcm.append(np.pad(clause.pcm, (0, job.n_frames * SAMPLES_PER_VIDEO_FRAME - len(clause.pcm))))
-    voice = np.concatenate(pcm).astype(np.float32) / 32768.0
-    h, w = frames[0].shape[:2]
-    x0, y0, bw, bh = int(box[0] * w), int(box[1] * h), int(box[2] * w), int(box[3] * h)
-    crops = np.array([
-        cv2.resize(cv2.cvtColor(f[y0 : y0 + bh, x0 : x0 + bw], cv2.COLOR_RGB2GRAY), (16, 8),
-                   interpolation=cv2.INTER_AREA).reshape(-1) for f in frames
-    ], float)
-    frame_ms = np.arange(len(frames)) * 1000.0 * SAMPLES_PER_VIDEO_FRAME / SAMPLE_RATE
+    frame_ms = np.arange(len(ref.crops)) * 40.0
     # The analyser's view: mean square of the last 256 samples at 48 kHz (5.3 ms), every 5 ms.
-    win = int(round(256 / 48_000 * SAMPLE_RATE))
-    ends = np.arange(win, len(voice), int(0.005 * SAMPLE_RATE))
-    level = np.array([np.mean(voice[e - win : e] ** 2) for e in ends])
-    lag = best_lag_ms(frame_ms, _motion(crops), ends * 1000.0 / SAMPLE_RATE, level)
+    win = int(round(256 / 48_000 * 16_000))
+    ends = np.arange(win, len(ref.voice), 80)
+    level = np.array([np.mean(ref.voice[e - win : e] ** 2) for e in ends])
+    lag = best_lag_ms(frame_ms, _motion(ref.crops), ends * 1000.0 / 16_000, level)
+    engine = AnimationEngine.default()
     onsets = {mode: renderer_onset_ms(chunks, engine, mode == "visemes") for mode in ("visemes", "loudness")}
     return lag, onsets
 
 
-def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp: str) -> dict:
-    """One call: the avatar says ``text``; returns what the page presented and played."""
+def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp: str, ref) -> dict:  # noqa: ANN001
+    """One call: the avatar says ``text``; returns what the page presented and played, lined up
+    with ``ref`` (``bench.av_align.reference`` of the same text)."""
     from pathlib import Path
 
+    from bench.av_align import element_heard_at_ms, heard_at_ms, shown_at_ms, windows
     from bench.browser import open_call, write_mic_wav
 
     wav = Path(tmp) / "silence.wav"
@@ -303,7 +297,23 @@ def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp:
         last = next((r[kind] for r in reversed(probe.get("playout", [])) if r.get(kind)), None)
         if last and last[3]:
             jb[kind] = round(1000 * last[2] / last[3], 1)
+    tap_heard_at = heard_at_ms(ref, audio[:, 0], audio[:, 1])
+    delays = [r["playout"] for r in probe.get("playout", []) if r.get("playout") and r["playout"][1]]
+    delay_ms = 1000.0 * delays[-1][0] / delays[-1][1] if delays else None
+    heard_at, voice_fit = (None, {}) if delay_ms is None else element_heard_at_ms(
+        ref, probe.get("sources", []), probe["timeOrigin"], delay_ms)
+    shown_at, video_fit = (None, {}) if heard_at is None else shown_at_ms(ref, frame_ms, crops, heard_at)
+    parts = [] if heard_at is None else windows(ref, probe.get("sources", []), probe["timeOrigin"], delay_ms,
+                                                heard_at, frame_ms, crops)
+    offsets = [w["mouth_vs_voice_ms"] for w in parts]
     return {
+        "mouth_vs_voice_ms": float(np.median(offsets)) if offsets else None,
+        "first_second_ms": offsets[0] if offsets and parts[0]["from_ms"] == 0 else None,
+        "windows": parts,
+        "whole_answer_ms": None if heard_at is None or shown_at is None else round(shown_at - heard_at, 1),
+        "webaudio_tap_minus_element_ms": None if tap_heard_at is None or heard_at is None else round(tap_heard_at - heard_at, 1),
+        "voice_fit": voice_fit,
+        "video_fit": video_fit,
         "lag_ms": lag,
         "lag_analyser_time_ms": best_lag_ms(frame_ms[span], _motion(crops[span]), raw[near, 0], raw[near, 1]),
         "lag_callback_time_ms": best_lag_ms(callback_ms[span], _motion(crops[span]), audio[near, 0], audio[near, 1]),
@@ -314,6 +324,8 @@ def probe_once(url: str, text: str, box: tuple[float, float, float, float], tmp:
         "base_latency_ms": None if probe["baseLatency"] is None else round(1000 * probe["baseLatency"], 1),
         "mouth": stages.get("lipsync_mouth"),
         "video_hold_ms": hold,
+        "video_aligned_by": page_stats.get("videoAlignedBy"),
+        "raw": probe,
     }
 
 
@@ -324,47 +336,63 @@ def main() -> None:
     import statistics
     import tempfile
 
+    from bench.av_align import reference
     from bench.avatar_process import AvatarProcess, is_loopback_url
     from tests.speech import mouth_box_of_default_avatar
 
     parser = argparse.ArgumentParser(description="A/V offset in headless Chromium (see bench/av_sync.py)")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--url", default="", help="a running avatar (loopback); default: start one")
+    parser.add_argument("--url", default="", help="a running avatar (loopback, started with AVATAR_TTS_NOISE=0); "
+                        "default: start one")
     parser.add_argument("--out", default="bench-results/av_sync.json")
+    parser.add_argument("--raw", default="", help="also write what the page recorded, per run, to this JSON file")
     args = parser.parse_args()
     if args.url and not is_loopback_url(args.url):
         parser.error("--url must be a loopback address")
     box = mouth_box_of_default_avatar()
-    reference, onsets = reference_lag_ms(PROBE_TEXT, box)
-    print(f"reference lag (the avatar's own frames beside their audio): {reference} ms; renderer's "
+    ref, chunks = reference(PROBE_TEXT, box)
+    ref_lag, onsets = reference_lag_ms(ref, chunks)
+    print(f"reference lag (the avatar's own frames beside their audio): {ref_lag} ms; renderer's "
           f"own onset offset (lips part - voice onset, media time): {onsets}", flush=True)
     proc = None
     if not args.url:
-        proc = AvatarProcess()
+        # No sampling noise: the avatar says the text exactly as the reference does.
+        proc = AvatarProcess(env={"AVATAR_TTS_NOISE": "0"})
         proc.wait_ready()
     url = args.url or proc.url
-    runs = []
+    runs, raw = [], []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.runs):
-                run = probe_once(url, PROBE_TEXT, box, tmp)
-                run["offset_ms"] = None if run["lag_ms"] is None or reference is None else run["lag_ms"] - reference
+                run = probe_once(url, PROBE_TEXT, box, tmp, ref)
+                raw.append(run.pop("raw"))
+                run["correlation_offset_ms"] = None if run["lag_ms"] is None or ref_lag is None else run["lag_ms"] - ref_lag
                 runs.append(run)
-                print(f"run {i + 1}/{args.runs}: mouth vs voice {run['offset_ms']} ms (positive: mouth late); "
+                print(f"run {i + 1}/{args.runs}: mouth vs voice {run['mouth_vs_voice_ms']} ms (positive: mouth late); "
                       f"{run}", flush=True)
     finally:
         if proc is not None:
             proc.stop()
-    offsets = [r["offset_ms"] for r in runs if r["offset_ms"] is not None]
-    playout = [r["playout_video_minus_audio_ms"] for r in runs if r.get("playout_video_minus_audio_ms") is not None]
-    result = {"text": PROBE_TEXT, "reference_lag_ms": reference, "renderer_onset_ms": onsets, "runs": runs,
-              "median_offset_ms": statistics.median(offsets) if offsets else None,
-              "median_playout_video_minus_audio_ms": statistics.median(playout) if playout else None}
-    print(f"median offset over {len(offsets)} runs: {result['median_offset_ms']} ms (goal: within +-20 ms); "
-          f"Chrome's own playout clocks, video - audio: {result['median_playout_video_minus_audio_ms']} ms")
+
+    def median(key: str) -> float | None:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    result = {"text": PROBE_TEXT, "reference_lag_ms": ref_lag, "renderer_onset_ms": onsets, "runs": runs,
+              "median_mouth_vs_voice_ms": median("mouth_vs_voice_ms"),
+              "median_first_second_ms": median("first_second_ms"),
+              "median_webaudio_tap_minus_element_ms": median("webaudio_tap_minus_element_ms"),
+              "median_correlation_offset_ms": median("correlation_offset_ms"),
+              "median_playout_video_minus_audio_ms": median("playout_video_minus_audio_ms")}
+    print(f"median mouth vs voice over {len(runs)} runs: {result['median_mouth_vs_voice_ms']} ms (goal: within "
+          f"+-20 ms); in the answer's first second: {result['median_first_second_ms']} ms; correlation check: {result['median_correlation_offset_ms']} ms; Chrome's own playout "
+          f"clocks, video - audio: {result['median_playout_video_minus_audio_ms']} ms")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
+    if args.raw:
+        with open(args.raw, "w", encoding="utf-8") as f:
+            json.dump(raw, f)
     print(f"wrote {args.out}")
 
 

@@ -397,23 +397,48 @@
   // the voice (measured: the video playing 100-500 ms of sender time ahead on a busy machine).
   // The receiver's playout clocks (estimatedPlayoutTimestamp, in the sender's time) say by how
   // much; the video receiver's jitterBufferTarget holds the picture back by that, smoothed.
+  // Those clocks need two sender reports per stream: for the first 2-4 s of a call they are
+  // missing, and the first answer's mouth led its voice by 30-55 ms (bench/av_sync.py). Until
+  // then the two jitter buffers' recent delays stand in (the voice's minus the picture's: within
+  // 5 ms of the clocks' gap once both exist, measured).
   async function alignVideo(c) {
     const pc = c.pc;
     const receiver = pc && pc.getReceivers().find((r) => r.track && r.track.kind === "video");
     if (!receiver || !("jitterBufferTarget" in receiver)) return;
     let audio = null;
     let video = null;
+    const buffers = {};
     try {
       (await pc.getStats()).forEach((s) => {
-        if (s.type !== "inbound-rtp" || !s.estimatedPlayoutTimestamp) return;
+        if (s.type !== "inbound-rtp") return;
+        if (s.kind === "audio" || s.kind === "video") buffers[s.kind] = [s.jitterBufferDelay || 0, s.jitterBufferEmittedCount || 0];
+        if (!s.estimatedPlayoutTimestamp) return;
         if (s.kind === "audio") audio = s.estimatedPlayoutTimestamp;
         else if (s.kind === "video") video = s.estimatedPlayoutTimestamp;
       });
     } catch (err) {
       return;
     }
-    if (c.closed || audio === null || video === null) return;
-    const lead = video - audio;  // > 0: the picture shows sender time the voice has not reached
+    if (c.closed) return;
+    const recent = (kind) => {
+      const now = buffers[kind];
+      const before = c.alignBuffers && c.alignBuffers[kind];
+      if (!now || !before || now[1] <= before[1]) return null;
+      return (1000 * (now[0] - before[0])) / (now[1] - before[1]);
+    };
+    const audioWait = recent("audio");
+    const videoWait = recent("video");
+    c.alignBuffers = buffers;
+    // > 0: the picture shows sender time the voice has not reached.
+    let lead = null;
+    if (audio !== null && video !== null) {
+      lead = video - audio;
+      api.stats.videoAlignedBy = "playout-clocks";
+    } else if (audioWait !== null && videoWait !== null) {
+      lead = audioWait - videoWait;
+      api.stats.videoAlignedBy = "jitter-buffers";
+    }
+    if (lead === null) return;
     api.stats.videoLeadMs = lead;
     if (Math.abs(lead) < AV_ALIGN_DEADBAND_MS) return;
     const hold = Math.min(AV_ALIGN_MAX_MS, Math.max(0, (receiver.jitterBufferTarget || 0) + AV_ALIGN_GAIN * lead));
@@ -802,6 +827,7 @@
       pingTimer: null,
       statsTimer: null,
       alignTimer: null,
+      alignBuffers: null,
       resolveConfig: () => {},
     };
     call = c;

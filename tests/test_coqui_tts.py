@@ -22,7 +22,7 @@ from services.tts.coqui_engine import (  # noqa: E402
     TtsVoiceError,
     split_clauses,
 )
-from services.tts.engine import TtsModelMissing  # noqa: E402
+from services.tts.engine import TtsModelMissing, voice_pcm  # noqa: E402
 from services.tts.engines import build_engine  # noqa: E402
 from services.tts.resample import StreamResampler  # noqa: E402
 from services.tts.settings import TtsSettings  # noqa: E402
@@ -79,7 +79,7 @@ def vits_engine(vits_dir: Path) -> CoquiVitsEngine:
 def test_coqui_vits_random_model_synthesizes_16k_int16(vits_engine: CoquiVitsEngine) -> None:
     chunks = list(vits_engine.synthesize("Hello there."))
     assert len(chunks) == 1
-    pcm = chunks[0]
+    pcm = voice_pcm(chunks[0])
     assert pcm.dtype == np.int16 and pcm.ndim == 1
     assert pcm.size > SAMPLE_RATE // 20  # more than 50 ms of audio for a two-word sentence
     assert np.abs(pcm.astype(np.int32)).max() > 0
@@ -88,7 +88,7 @@ def test_coqui_vits_random_model_synthesizes_16k_int16(vits_engine: CoquiVitsEng
 
 def test_coqui_vits_yields_one_chunk_per_sentence(vits_engine: CoquiVitsEngine) -> None:
     text = "Hello there. How are you today? I am fine, thanks!"
-    chunks = list(vits_engine.synthesize(text))
+    chunks = [voice_pcm(c) for c in vits_engine.synthesize(text)]
     assert len(chunks) == len(split_clauses(text)) == 3
     assert all(c.dtype == np.int16 and c.size > 0 for c in chunks)
 
@@ -98,7 +98,7 @@ def test_coqui_vits_multi_speaker_with_released_config_paths(tmp_path: Path) -> 
     _save_tiny_vits(folder, speakers=["p225", "p226"])
     assert "/home/trainer/vctk/speaker_ids.json" in (folder / "config.json").read_text()
     engine = CoquiVitsEngine(str(folder), speaker="p226", device="cpu")
-    assert list(engine.synthesize("One two three."))[0].size > 0
+    assert voice_pcm(list(engine.synthesize("One two three."))[0]).size > 0
     with pytest.raises(TtsVoiceError, match="p225"):
         CoquiVitsEngine(str(folder), speaker="nobody", device="cpu")
 
@@ -169,3 +169,24 @@ def test_coqui_stack_is_locked_for_cpu_and_cuda() -> None:
             assert f"\n{pin}" in text, (lock, pin)
     setup = (root / "scripts" / "setup.sh").read_text()
     assert "torchaudio" in setup and "lib/*.so" in setup  # CPU torch: torchaudio runs as pure Python
+
+
+def test_coqui_vits_gives_its_durations_as_phoneme_timing(vits_engine: CoquiVitsEngine) -> None:
+    """VITS's own durations (inference()) travel as phoneme timing, tiling the chunk's audio, and
+    the lip-sync stage makes visemes of them (the tiny model reads letters, not IPA)."""
+    from services.lipsync.animation_engine import AnimationEngine
+    from services.phoneme_timing import parse_timing
+    from services.tts.engine import TimedVoice
+
+    chunks = list(vits_engine.synthesize("Mama bought a blue umbrella."))
+    assert chunks and all(isinstance(c, TimedVoice) for c in chunks)
+    spans = parse_timing(chunks[0].phonemes, len(chunks[0].pcm))
+    assert spans is not None
+    letters = "".join(s.phoneme for s in spans)
+    assert "mama" in letters.lower().replace(" ", "")[:8], letters
+    # The spans tile the audio; resampling rounds the last one by a few samples at most.
+    raw_total = sum(int(line.split(":", 1)[0]) for line in chunks[0].phonemes.split("\n"))
+    assert abs(raw_total - len(chunks[0].pcm)) <= 4
+    assert all(s.end > s.start for s in spans[1:-1])
+    job = AnimationEngine.default().prepare(chunks[0].pcm, 0, phonemes=spans)
+    assert job.mouth == "visemes"

@@ -34,7 +34,9 @@ import numpy as np
 
 from avatar_base.device import pick_device
 from services.config_errors import ConfigurationError
-from services.tts.engine import TtsModelMissing
+from services.media import SAMPLE_RATE
+from services.phoneme_timing import encode_timing, rescale_lengths
+from services.tts.engine import TimedVoice, TtsModelMissing
 from services.tts.resample import StreamResampler, resample_float, to_16k
 from services.tts.settings import TtsSettings
 
@@ -211,7 +213,7 @@ class CoquiVitsEngine:
         """The model's native sample rate (before our resampling to 16 kHz)."""
         return self._output_rate
 
-    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+    def synthesize(self, text: str) -> Iterator[np.ndarray | TimedVoice]:
         import torch
 
         for piece in split_clauses(text):
@@ -219,9 +221,54 @@ class CoquiVitsEngine:
                 result = self._model.synthesize(
                     piece, speaker=self._voice.speaker, language=self._voice.language
                 )
-            pcm = to_16k(np.asarray(result["wav"], dtype=np.float32), self._output_rate)
-            if pcm.size:
-                yield pcm
+            wav = np.asarray(result["wav"], dtype=np.float32).reshape(-1)
+            pcm = to_16k(wav, self._output_rate)
+            if not pcm.size:
+                continue
+            timing = self._timing(result, len(wav))
+            yield TimedVoice(pcm, timing) if timing else pcm
+
+    def _timing(self, result: dict[str, Any], n_samples: int) -> str:
+        """VITS's own durations (latent frames per input token, from ``inference()``) as the
+        phoneme timing the lip-sync stage makes visemes from; "" if the model gave none.
+
+        The tokens are the model's: IPA phonemes for a phoneme model (the released ones), letters
+        for a character model. A blank token (``add_blank``) sounds with the token before it, as
+        Piper counts its pads.
+        """
+        durations = (result.get("outputs") or {}).get("durations")
+        ids = result.get("text_inputs")
+        if durations is None or ids is None:
+            return ""
+        frames = [int(round(float(d))) for d in durations.reshape(-1).tolist()]
+        tokens = [int(i) for i in ids.reshape(-1).tolist()]
+        total = sum(frames)
+        if len(frames) != len(tokens) or total <= 0 or n_samples % total:
+            return ""
+        hop = n_samples // total  # the decoder's upsampling: samples per latent frame
+        characters = self._model.tokenizer.characters
+        blank = getattr(characters, "blank", None)
+        silent = {blank, getattr(characters, "pad", None)} - {None}
+        pairs: list[list] = []
+        leading = 0  # a blank before the first token sounds with it
+        for token, n in zip(tokens, frames, strict=True):
+            char = characters.id_to_char(token)
+            if char in silent:
+                if pairs:
+                    pairs[-1][1] += n
+                else:
+                    leading += n
+            else:
+                pairs.append([char if char.strip() else " ", n + leading])
+                leading = 0
+        if not pairs:
+            return ""
+        pairs[-1][1] += leading
+        lengths = rescale_lengths([n * hop for _, n in pairs], self._output_rate, SAMPLE_RATE)
+        try:
+            return encode_timing(zip([p for p, _ in pairs], lengths))
+        except ValueError:
+            return ""
 
     def _choose_voice(self, speaker: str, language: str) -> VitsVoice:
         manager = self._model.speaker_manager

@@ -132,7 +132,8 @@ class PiperEngine:
         )
 
     @classmethod
-    def from_settings(cls, settings: TtsSettings, *, noise: bool = True) -> "PiperEngine":
+    def from_settings(cls, settings: TtsSettings, *, noise: bool | None = None) -> "PiperEngine":
+        noise = settings.noise if noise is None else noise
         if settings.voice:
             model = Path(settings.voice)
             return cls(model, model.with_name(model.name + ".json"), settings.threads, noise=noise)

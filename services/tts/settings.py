@@ -24,6 +24,9 @@ class TtsSettings:
     # Synthesize a session's voice at most this far ahead of its listener (scheduler.py), so a
     # later clause never takes the worker from another session's first clause. 0 = no limit.
     max_lead_ms: int = 500
+    # Piper's sampling noise (natural variation). Off: one text always gives the same voice and
+    # timing, so a benchmark can compare what the browser played with a reference (bench/av_sync).
+    noise: bool = True
 
     @property
     def max_lead_s(self) -> float | None:
@@ -49,4 +52,5 @@ class TtsSettings:
             device=env_choice(env, "AVATAR_DEVICE", "auto", ("auto", "cpu", "cuda")),
             threads=env_int(env, "AVATAR_TTS_THREADS", 1, 1, 256),
             max_lead_ms=env_int(env, "AVATAR_TTS_MAX_LEAD_MS", 500, 0, 3_600_000),
+            noise=env_int(env, "AVATAR_TTS_NOISE", 1, 0, 1) == 1,
         )
