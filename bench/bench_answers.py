@@ -52,7 +52,7 @@ from bench.hardware import hardware
 from services import messages
 from services.llm.engines import build_engine
 from services.llm.service import LlmService
-from services.llm.settings import LlmSettings, llm_overrides
+from services.llm.settings import PERSONA_BEFORE_27, LlmSettings, llm_overrides
 
 DATA = Path(__file__).parent / "data" / "answers.json"
 _WORD = re.compile(r"[a-z0-9]+")
@@ -239,7 +239,7 @@ async def run_variants(
 
 
 # The LLM stage as it was before issue 27's tuning, for --paired-baseline.
-BEFORE_TUNING = {"few_shot": False, "penalize_prompt": True, "max_sentences": 0}
+BEFORE_TUNING = {"few_shot": False, "penalize_prompt": True, "max_sentences": 0, "persona": PERSONA_BEFORE_27}
 
 
 def paired(variants: dict[str, LlmSettings], items: list[Item], name: str, show: bool) -> dict[str, Any]:
