@@ -100,3 +100,14 @@ def test_the_baseline_keeps_the_persona_it_had() -> None:
     # --paired-baseline compares against the settings before issue 27, old persona included.
     assert BEFORE_TUNING["persona"] != DEFAULT_PERSONA
     assert persona_name(DEFAULT_PERSONA) == persona_name(BEFORE_TUNING["persona"]) == "Ava"
+
+
+def test_no_example_is_a_benchmark_question() -> None:
+    """Tuning must not teach the answers: no example (the default's or a variant's) asks a
+    question of the benchmark."""
+    from bench.answer_variants import V3, VARIANTS
+    from bench.bench_answers import words
+
+    asked = {" ".join(words(i.question)) for i in load_items()}
+    examples = {q for q, _ in V3} | {q for v in VARIANTS.values() for q, _ in v.get("examples", ())}
+    assert examples and not {" ".join(words(q)) for q in examples} & asked
