@@ -89,3 +89,20 @@ def test_speculation_can_be_turned_off():
     events, log = _run([(0.9, 16), (0.0, 14)], AsrSettings(tentative_silence_ms=0))
     assert [type(e) for e in events] == [Onset, Final]
     assert [op for op, _ in log] == ["finish"]
+
+
+def test_the_tentative_is_decoded_one_window_before_it_is_sent():
+    # Whisper's run overlaps the pause's last window instead of following it (issue 24).
+    events, log = _run([(0.9, 16), (0.0, 14)])
+    assert log[0] == ("peek", 17 * VAD_WINDOW_SAMPLES)  # at the first silent window
+    assert events[1].text == f"words up to {17 * VAD_WINDOW_SAMPLES}"
+    assert abs(events[1].speech_end_unix_s - (1000.0 - 2 * 0.032)) < 1e-6  # still sent at 64 ms
+    _, log = _run([(0.9, 16), (0.0, 14)], AsrSettings(tentative_decode_ahead_ms=0))
+    assert log[0] == ("peek", 18 * VAD_WINDOW_SAMPLES)  # the old way: when it is due
+
+
+def test_a_text_decoded_ahead_for_a_pause_that_did_not_last_is_never_sent():
+    events, log = _run([(0.9, 8), (0.0, 1), (0.9, 8), (0.0, 14)])
+    assert [type(e) for e in events] == [Onset, Tentative, Final]  # no Resumed: nothing was sent
+    assert [op for op, _ in log] == ["peek", "peek", "close"]  # the dip's decode was thrown away
+    assert events[1].text == f"words up to {18 * VAD_WINDOW_SAMPLES}"
