@@ -58,7 +58,9 @@ class AsrSettings:
     tentative_silence_ms: int = 64
     # The tentative decode starts this much before the tentative is due (0 = when it is due), so
     # Whisper's ~40 ms run overlaps the last window of silence instead of following it; sent
-    # only if that silence came, so the LLM sees no more speculations than before.
+    # only if that silence came, so the LLM sees no more speculations than before. The decode
+    # hears the windows still to come as digital silence: without them the WER set's WER went
+    # from 9.2 to 9.9 %, with them it stays 9.2 % (200 utterances, docs/latency.md).
     tentative_decode_ahead_ms: int = 32
 
     @classmethod

@@ -230,7 +230,8 @@ class UtteranceTracker:
         if self._tentative is not None:
             return []
         if self._gap_windows == self._decode_window:
-            self._early = self._peek()
+            to_come = (self._tentative_windows - self._gap_windows) * VAD_WINDOW_SAMPLES
+            self._early = self._peek(to_come)
         if self._gap_windows != self._tentative_windows:
             return []
         text = self._early if self._early is not None else self._peek()
@@ -239,10 +240,10 @@ class UtteranceTracker:
         silent_s = self._gap_windows * VAD_WINDOW_SAMPLES / SAMPLE_RATE
         return [Tentative(text, self._clock() - silent_s)] if text else []
 
-    def _peek(self) -> str:
+    def _peek(self, silence_samples: int = 0) -> str:
         assert self._stream is not None
         peek = getattr(self._stream, "peek", None)
-        return (peek() if peek is not None else self._latest_partial).strip()
+        return (peek(silence_samples) if peek is not None else self._latest_partial).strip()
 
     def _finish(self, now: int) -> Final:
         assert self._stream is not None
