@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
 import os
 import platform
 import re
@@ -40,6 +39,7 @@ import numpy as np
 
 from bench.avatar_process import ROOT, AvatarProcess
 from bench.hardware import hardware
+from bench.result_file import write_json
 from bench.webrtc_clients import connect_clients, speech_48k
 
 QUESTIONS = (
@@ -342,9 +342,7 @@ def run(minutes: float, sessions: int, out_dir: Path, argv: list[str]) -> dict:
         **measured,
         "log": log_counts(proc.lines),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "soak.json"
-    out.write_text(json.dumps(report, indent=2))
+    out = write_json(out_dir / "soak.json", report)
     print(summary(report))
     print(f"hardware: {report['hardware']['cpu']} ({report['hardware']['cores']} cores); wrote {out}")
     return report

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import statistics
@@ -42,6 +41,7 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 
 from bench.bench_concurrency import timed_mic_class
+from bench.result_file import write_json
 from bench.service_stack import ServiceStack
 from bench.webrtc_clients import connect_clients, speech_48k
 
@@ -261,9 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind in KINDS:
             print(f"  {kind:10s} delay ms {s['delay_ms'][kind]}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"clients": args.clients, "rounds": args.rounds, "runs": [asdict(r) for r in runs],
-                       "summary": [r.summary() for r in runs]}, f, indent=1)
+        write_json(args.json, {"clients": args.clients, "rounds": args.rounds, "runs": [asdict(r) for r in runs],
+                               "summary": [r.summary() for r in runs]}, indent=1)
     down = [r for r in runs if r.llm == "down"]
     if down:
         d = down[0].summary()
