@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.browser import Conversation
+from bench.result_file import write_json
 
 AUDIO_ON = 1e-4  # mean square, about -40 dBFS
 
@@ -387,12 +388,9 @@ def main() -> None:
     print(f"median mouth vs voice over {len(runs)} runs: {result['median_mouth_vs_voice_ms']} ms (goal: within "
           f"+-20 ms); in the answer's first second: {result['median_first_second_ms']} ms; correlation check: {result['median_correlation_offset_ms']} ms; Chrome's own playout "
           f"clocks, video - audio: {result['median_playout_video_minus_audio_ms']} ms")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    write_json(args.out, result)
     if args.raw:
-        with open(args.raw, "w", encoding="utf-8") as f:
-            json.dump(raw, f)
+        write_json(args.raw, raw, indent=None)
     print(f"wrote {args.out}")
 
 

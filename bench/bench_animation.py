@@ -10,7 +10,6 @@ time, which a busy shared machine does not inflate (frames/s on one core = 1000 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -27,6 +26,7 @@ from services.avatar.animation import FaceAnimator, MouthEnvelope  # noqa: E402
 from services.avatar.visemes import viseme_track  # noqa: E402
 from services.phoneme_timing import PhonemeSpan  # noqa: E402
 from services.media import SAMPLE_RATE, SAMPLES_PER_VIDEO_FRAME, VIDEO_FPS  # noqa: E402
+from bench.result_file import write_json  # noqa: E402
 
 
 def main() -> None:
@@ -94,9 +94,7 @@ def main() -> None:
         f"{result['frames_per_cpu_s_loudness']:.0f} frames/s loudness, "
         f"{result['frames_per_cpu_s_visemes']:.0f} frames/s visemes"
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

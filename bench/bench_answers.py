@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.hardware import hardware
+from bench.result_file import write_json
 from services import messages
 from services.llm.engines import build_engine
 from services.llm.service import LlmService
@@ -291,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             variants = {"tuned": settings, "before tuning": dataclasses.replace(settings, **BEFORE_TUNING)}
         report = paired(variants, items, args.name, args.show)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"label": args.label, **report, "hardware": hardware()}, indent=2), encoding="utf-8")
+        write_json(args.out, {"label": args.label, **report, "hardware": hardware()})
         print(f"wrote {args.out}")
         return 0
     results, model = asyncio.run(run(settings, items, args.name, args.show))
@@ -308,12 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"form: {summary['starts_with_name']} start with the name, "
           f"{summary['over_two_sentences']} longer than two sentences, {summary['errors']} errors")
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "label": args.label, "engine": settings.engine, "model": model,
         "persona": settings.persona, "summary": summary, "results": results, "hardware": hardware(),
     }
-    args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

@@ -33,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.avatar_files import bad_files, phone_photo, write_video  # noqa: E402
+from bench.result_file import write_json  # noqa: E402
 from services.avatar.store import AvatarStore  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,9 +135,7 @@ def main() -> int:
         clear += (not last.get("ok")) and last.get("code") == code and bool(last.get("message"))
     result["bad_files"] = {"files": 20, "clear_errors": clear, "tracebacks": tracebacks}
     print(f"bad files: 20 -> {clear} clear errors with the expected code, {tracebacks} tracebacks")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0 if all(c["met"] for c in result["cases"].values()) and clear == 20 and tracebacks == 0 else 1
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from bench.avatar_process import ROOT, AvatarProcess, is_loopback_url
 from bench.hardware import hardware
+from bench.webrtc_clients import CONNECT_TIMEOUT_S, connect_clients, speech_48k
 
 QUESTION = "Hello there. What is your name?"
 TYPED_QUESTION = "Hello there. What is your name?"
@@ -55,7 +56,6 @@ SLOW_FPS = 20.0
 # silence is 0; speech peaks in the thousands).
 VOICE_PEAK = 500.0
 MAX_CLIENTS = 8  # the gateway's default session limit
-CONNECT_TIMEOUT_S = 30.0
 WARM_UP_FRAMES = 25  # one second of idle video per client before the question
 SETTLE_S = 1.0  # after the last awaited event, so the received tracks catch up
 
@@ -124,16 +124,6 @@ def timed_mic_class():  # noqa: ANN201 (a class built on the test client's track
             return frame
 
     return TimedMic
-
-
-def speech_48k(text: str) -> np.ndarray:
-    """The question as the test speech at 16 kHz, resampled to the WebRTC microphone's 48 kHz."""
-    from scipy.signal import resample_poly
-
-    from tests.speech import piper_speech
-
-    pcm16k = piper_speech(text).astype(np.float32)
-    return np.clip(resample_poly(pcm16k, 3, 1), -32768, 32767).astype(np.int16)
 
 
 def per_second_fps(times: list[float], start: float, end: float) -> list[float]:
@@ -224,25 +214,14 @@ async def measure_level(
     Waits, at most ``timeout_s`` after the end of speech, for every real client's answer to
     start playing (``whole_answers=False``) or to play to its end (``True``).
     """
-    from tests.rtc_client import RtcClient
-
     if not 1 <= clients + ws_only <= MAX_CLIENTS:
         raise ValueError(f"between 1 and {MAX_CLIENTS} clients, not {clients + ws_only}")
     pcm = speech_48k(question)
     speech_s = len(pcm) / 48000
     mic_class = timed_mic_class()
     async with AsyncExitStack() as stack:
-        rtc = []
-        for _ in range(clients):
-            client = RtcClient(base_url)
-            client.mic = mic_class()
-            rtc.append(await stack.enter_async_context(client))
+        rtc = await connect_clients(stack, base_url, clients, mic_class=mic_class)
         typist = await stack.enter_async_context(WsOnlyClient(base_url)) if ws_only else None
-        connect_deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        for c in rtc:
-            if await _wait_until(c, lambda e: e.get("type") == "webrtc" and e.get("state") == "connected",
-                                 connect_deadline) is None:
-                raise TimeoutError("a client's WebRTC call did not connect")
         # Idle video flowing to everyone first, so the question does not race the call setup.
         warm_deadline = time.monotonic() + 10.0
         while time.monotonic() < warm_deadline and min(len(c.video_times) for c in rtc) < WARM_UP_FRAMES:

@@ -15,7 +15,6 @@ Usage: ``python -m bench.bench_endpointing --out bench-results/endpointing.json`
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.hardware import hardware
+from bench.result_file import write_json
 
 SAMPLE_RATE = 16000
 SETTINGS_MS = (160, 200, 250, 280, 300, 400, 500, 700)
@@ -115,8 +115,7 @@ def run(runs: int = 3, out: Path = Path("bench-results/endpointing.json"), base_
         "settings": rows,
         "shortest_setting_without_cut_offs_ms": safe[0]["silence_ms"] if safe else None,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write_json(out, report)
     print(f"shortest trailing silence that cut no utterance: {report['shortest_setting_without_cut_offs_ms']} ms; wrote {out}")
     return report
 

@@ -10,7 +10,6 @@ Usage: ``python -m bench.bench_idle_cpu --seconds 15 --out bench-results/idle-cp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import tempfile
@@ -22,6 +21,7 @@ import numpy as np
 from bench.avatar_process import AvatarProcess
 from bench.browser import open_call, write_mic_wav
 from bench.hardware import hardware
+from bench.result_file import write_json
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -100,8 +100,7 @@ def run(seconds: float, out: Path) -> dict:
         proc.stop()
     report = {"benchmark": "idle_call_cpu", "hardware": hardware(), "seconds": seconds,
               "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cores_no_call": no_call, "cores_idle_call": idle_call}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write_json(out, report)
     for label, figures in (("no call", no_call), ("idle call", idle_call)):
         print(f"{label}: {sum(figures.values()):.2f} cores in all; " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()))
     print(f"wrote {out}")

@@ -12,7 +12,6 @@ replays them one after another, which is what the old one-lock engine did. "gene
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -27,6 +26,7 @@ import torch  # noqa: E402
 from services.llm.settings import DEFAULT_PERSONA, LlmSettings  # noqa: E402
 from services.llm.transformers_engine import TransformersEngine  # noqa: E402
 from services.llm.weight_quant import QUANT_MODES  # noqa: E402
+from bench.result_file import write_json  # noqa: E402
 
 QUESTIONS = [
     "Tell me a story about a dragon.", "Describe the ocean.", "What do you like about cities?",
@@ -131,9 +131,7 @@ def main() -> None:
                       f"({r['tokens']:.0f} tokens in {r['wall_s']:.2f} s)")
     finally:
         engine.close()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -18,7 +18,6 @@ Usage: ``python -m bench.bench_mic_wer --sentences 20 --settings default,ns=0 --
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import soundfile as sf
 
 from bench.avatar_process import AvatarProcess, is_loopback_url
 from bench.hardware import hardware
+from bench.result_file import write_json
 from bench.wer_set import SAMPLE_RATE, Utterance, build_set, load_sentences, normalize
 from services.asr.engine import AsrEngine
 from services.asr.settings import AsrSettings
@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         "avatar_env": AVATAR_ENV,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

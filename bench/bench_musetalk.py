@@ -18,8 +18,6 @@ shows that the path runs, not how fast MuseTalk is.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from collections.abc import Callable
 
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 
 from bench.hardware import hardware
+from bench.result_file import write_json
 
 BATCH_SIZES = (1, 4, 8, 16)
 CLAUSE_S = 2.0
@@ -153,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 "note": "tiny random config on CPU; shows the path runs, not MuseTalk's speed",
                 **measure(tiny_cpu_models(), 1, (4,), lambda: None),
             }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=2)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import json
 import os
 import platform
 import re
@@ -40,6 +39,8 @@ import numpy as np
 
 from bench.avatar_process import ROOT, AvatarProcess
 from bench.hardware import hardware
+from bench.result_file import write_json
+from bench.webrtc_clients import connect_clients, speech_48k
 
 QUESTIONS = (
     "Hello there. What is your name?",
@@ -142,16 +143,6 @@ def soak_client_class():  # noqa: ANN201 (a class built on the test client)
                     self.audio_times.append(now)
 
     return SoakClient
-
-
-def speech_48k(text: str) -> np.ndarray:
-    """Test speech (Piper, 16 kHz) at the WebRTC microphone's 48 kHz."""
-    from scipy.signal import resample_poly
-
-    from tests.speech import piper_speech
-
-    pcm = resample_poly(piper_speech(text).astype(np.float32), 3, 1)
-    return np.clip(pcm, -32768, 32767).astype(np.int16)
 
 
 @dataclass
@@ -258,9 +249,7 @@ async def soak(base_url: str, main_pid: int, sessions: int, minutes: float) -> d
     )
     try:
         async with AsyncExitStack() as stack:
-            clients = [await stack.enter_async_context(client_class(base_url)) for _ in range(sessions)]
-            for c in clients:
-                await c.wait_event(lambda e: e.get("type") == "webrtc" and e.get("state") == "connected", 30)
+            clients = await connect_clients(stack, base_url, sessions, client_class)
             await asyncio.sleep(WARM_UP_S)
             late_start = await late_frames(base_url)
             talk_start = time.monotonic()
@@ -353,9 +342,7 @@ def run(minutes: float, sessions: int, out_dir: Path, argv: list[str]) -> dict:
         **measured,
         "log": log_counts(proc.lines),
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "soak.json"
-    out.write_text(json.dumps(report, indent=2))
+    out = write_json(out_dir / "soak.json", report)
     print(summary(report))
     print(f"hardware: {report['hardware']['cpu']} ({report['hardware']['cores']} cores); wrote {out}")
     return report

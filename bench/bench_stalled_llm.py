@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import statistics
@@ -41,8 +40,10 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 
-from bench.bench_concurrency import CONNECT_TIMEOUT_S, speech_48k, timed_mic_class
+from bench.bench_concurrency import timed_mic_class
+from bench.result_file import write_json
 from bench.service_stack import ServiceStack
+from bench.webrtc_clients import connect_clients, speech_48k
 
 
 QUESTIONS = (
@@ -121,20 +122,10 @@ async def _pinger(client, rtts: list[float]) -> None:  # noqa: ANN001
 async def ask_rounds(stack: ServiceStack, run: Run, llm_down: bool) -> None:
     """Connect the clients, ask ``run.rounds`` rounds of spoken questions; with ``llm_down``,
     then start the LLM and wait for each session's answer."""
-    from tests.rtc_client import RtcClient
-
     clips = [speech_48k(q) for q in QUESTIONS]
     mic_class = timed_mic_class()
     async with AsyncExitStack() as exits:
-        clients = []
-        for _ in range(run.clients):
-            client = RtcClient(stack.url)
-            client.mic = mic_class()
-            clients.append(await exits.enter_async_context(client))
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        for c in clients:
-            await c.wait_event(lambda e: e.get("type") == "webrtc" and e.get("state") == "connected",
-                               max(0.1, deadline - time.monotonic()))
+        clients = await connect_clients(exits, stack.url, run.clients, mic_class=mic_class)
         await asyncio.sleep(1.0)  # idle video flowing before the first question
         pinger = asyncio.create_task(_pinger(clients[0], run.ping_rtt_ms), name="bench-pinger")
         try:
@@ -270,9 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind in KINDS:
             print(f"  {kind:10s} delay ms {s['delay_ms'][kind]}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"clients": args.clients, "rounds": args.rounds, "runs": [asdict(r) for r in runs],
-                       "summary": [r.summary() for r in runs]}, f, indent=1)
+        write_json(args.json, {"clients": args.clients, "rounds": args.rounds, "runs": [asdict(r) for r in runs],
+                               "summary": [r.summary() for r in runs]}, indent=1)
     down = [r for r in runs if r.llm == "down"]
     if down:
         d = down[0].summary()

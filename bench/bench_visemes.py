@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -43,6 +42,7 @@ from services.lipsync.animation_engine import AnimationEngine  # noqa: E402
 from services.lipsync.voice_stream import VoiceStream  # noqa: E402
 from services.media import SAMPLES_PER_VIDEO_FRAME  # noqa: E402
 from services.phoneme_timing import PhonemeSpan, parse_timing  # noqa: E402
+from bench.result_file import write_json  # noqa: E402
 
 SENTENCES = (
     "Mama bought a blue umbrella, for Bob.",
@@ -259,9 +259,7 @@ def main() -> None:
     result["goals_met"] = {cls: summary[cls]["pass_after"] >= goal for cls, goal in GOALS.items() if cls in summary}
     print("goals:", ", ".join(f"{c} {'met' if ok else 'MISSED'} (>= {GOALS[c]:.0%})" for c, ok in result["goals_met"].items()))
     contact_sheet(examples, args.sheet)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, ensure_ascii=False)
+    write_json(args.out, result, ensure_ascii=False)
     print(f"wrote {args.out} and {args.sheet}")
 
 

@@ -11,7 +11,6 @@ setting, since other processes share the cores; the load average is recorded wit
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -21,6 +20,7 @@ import torch
 
 from wav2lip.inference import Wav2LipGenerator, cpu_has_native_bf16, select_precision
 from wav2lip.model import Wav2Lip
+from bench.result_file import write_json
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 
@@ -113,9 +113,7 @@ def main() -> None:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "note": "best of trials; the machine may be shared with other jobs",
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=2)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -7,7 +7,6 @@ Usage: ``python -m bench.bench_wav2lip_engine --threads 2 --out bench-results/wa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from bench.hardware import hardware
+from bench.result_file import write_json
 
 TEXT = "Once upon a time a brave knight rode out to find the dragon of the northern hills, and he rode for many days."
 
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "frames_per_s": round(frames / seconds, 1), "batch": settings.batch_size,
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     print(f"Wav2Lip engine, {args.threads} torch thread(s), batch {settings.batch_size}: {frames} frames of "
           f"{result['speech_s']} s speech in {result['seconds']} s = {result['frames_per_s']} frames/s; wrote {args.out}")
     return 0

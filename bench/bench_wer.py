@@ -25,7 +25,6 @@ sentence with every voice at every speed: 600 utterances instead of 200).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections import defaultdict
@@ -35,6 +34,7 @@ import jiwer
 import numpy as np
 
 from bench.hardware import hardware
+from bench.result_file import write_json
 from bench.wer_set import SAMPLE_RATE, SPEED_NAMES, Utterance, build_set, load_sentences, normalize
 from services.asr.engine import AsrEngine
 from services.asr.settings import AsrSettings
@@ -193,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "sentences": len(sentences),
         "results": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "wer.json"
-    path.write_text(json.dumps(report, indent=2))
+    path = write_json(args.out / "wer.json", report)
     print(f"wrote {path}")
     return 0
 

@@ -18,7 +18,6 @@ So latency, fps and mouth motion are all measured where the person is: in the br
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -419,8 +418,3 @@ def summary(conv: Conversation) -> dict:
         "stage_stats": conv.events.get("stats"),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-
-
-def dump(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2))

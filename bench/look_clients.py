@@ -12,13 +12,13 @@ writes the screenshots and a JSON summary to ``--out``. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import threading
 from pathlib import Path
 
 from bench.avatar_process import AvatarProcess, is_loopback_url
 from bench.browser import converse, summary, write_mic_wav
+from bench.result_file import write_json
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, r in enumerate(results):
         print(f"client {i}: asked {r['question']!r}, heard {r['user_text']!r}, answered {r['avatar_text']!r}; "
               f"first audio {r['first_audio_ms']} ms, {r['fps']:.1f} fps; {r['screenshot']}")
-    (args.out / "look.json").write_text(json.dumps(results, indent=2))
+    write_json(args.out / "look.json", results)
     return 0
 
 

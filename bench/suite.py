@@ -25,6 +25,7 @@ from bench.avatar_process import ROOT, AvatarProcess
 from bench.bench_e2e import LEAD_S, QUESTIONS, VOICES, heard_spans, percentile, speaker
 from bench.browser import _collect, converse, open_call, write_mic_wav
 from bench.hardware import hardware
+from bench.result_file import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -219,5 +220,5 @@ def run_suite(out_dir: Path, plan: Plan, argv: list[str]) -> dict:
     finally:
         proc.stop()
     results["duration_s"] = round(time.monotonic() - started, 1)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    write_json(out_dir / "results.json", results, default=str)
     return results
