@@ -71,6 +71,11 @@ class Session:
         self.utterance_turn = 0
         self.asked_line = 0  # the page's line (utterance turn) of ``asked``
         self.speculative: tuple[int, str] | None = None
+        # An onset came and its final not yet; the latest words heard of it (partial or
+        # tentative); the final was lost and the gateway stood in for it (turn_keeper.py).
+        self.utterance_open = False
+        self.said_so_far = ""
+        self.final_stood_in = False
 
     # --- media --------------------------------------------------------------------------------
 
