@@ -114,6 +114,26 @@ async def test_a_waiting_question_survives_an_asr_restart_mid_utterance(timeline
     assert again.text == f"{QUESTION} and of" and again.turn == tl.session.turn > first.turn
 
 
+async def test_a_final_late_because_the_user_went_on_is_still_asked(timeline):
+    """The ASR ran more than the deadline behind: the tentative stood in, but the user had gone
+    on speaking. The late SpeechResumed reopens the utterance, and its real final is asked."""
+    tl = timeline
+    tl.gateway.turns.final_wait_s = 0.1
+    llm = tl.transport.pull(tl.transport.endpoints.llm_in)
+    early = await _held_speculation(tl, llm)
+    await asyncio.sleep(0.2)
+    await settle()
+    assert tl.session.state == "thinking"  # stood in
+    await tl.event(m.SpeechResumed("s1", early.turn))
+    assert tl.session.media.hold_turn is None and tl.session.turn > early.turn
+    whole = f"{QUESTION} and of Spain"
+    await tl.event(m.Transcript("s1", tl.session.turn, whole, True, 0.0))
+    asked = [q for q in llm.pending() if q.turn == tl.session.turn]
+    assert [q.text for q in asked] == [whole]  # asked once, not with the stood-in words twice
+    await tl.run_until(1.0)
+    assert all(u.turn != early.turn for _, u in tl.played if not u.idle)
+
+
 # --- the ASR closes an utterance whose audio stops ---------------------------------------------
 
 CHUNK = SAMPLE_RATE // 50  # 20 ms, as the gateway forwards the microphone

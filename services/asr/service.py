@@ -41,8 +41,9 @@ _CHUNK_MS = 20
 _BACKLOG_MS = 10_000
 # The gateway forwards a call's microphone every 20 ms, silence included; no audio for this long
 # means it stopped (the call ended or its track went silent), and an utterance cut off by that
-# must still get its final, or the question in it would be lost.
-AUDIO_GAP_S = 1.0
+# must still get its final, or the question in it would be lost. Long enough that a stalled
+# loop (ours or the gateway's) does not cut an utterance; one cut would only split it in two.
+AUDIO_GAP_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)

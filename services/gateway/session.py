@@ -72,10 +72,11 @@ class Session:
         self.asked_line = 0  # the page's line (utterance turn) of ``asked``
         self.speculative: tuple[int, str] | None = None
         # An onset came and its final not yet; the latest words heard of it (partial or
-        # tentative); the final was lost and the gateway stood in for it (turn_keeper.py).
+        # tentative); when the final was lost and the gateway stood in for it, the carry it had
+        # (turn_keeper.py).
         self.utterance_open = False
         self.said_so_far = ""
-        self.final_stood_in = False
+        self.stood_in_carry: str | None = None
 
     # --- media --------------------------------------------------------------------------------
 

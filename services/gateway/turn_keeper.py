@@ -14,7 +14,8 @@ Invariants:
 - A question is never lost with the endpoint's final transcript: when that final does not come
   (the ASR restarted or died mid-utterance), the latest tentative transcript stands in for it,
   once: after ``FINAL_WAIT_S``, at once when the ASR reports its restart, or when the user's next
-  onset shows the utterance is over. A final that turns up after that is ignored.
+  onset shows the utterance is over. A final that turns up after that is ignored, unless the
+  user had gone on speaking (a SpeechResumed after it): then that utterance is reopened.
 """
 
 from __future__ import annotations
@@ -72,13 +73,22 @@ class TurnKeeper:
         await self.new_turn(session, reason="speech")
         session.utterance_turn = session.turn
         session.utterance_open = True
-        session.final_stood_in = False
+        session.stood_in_carry = None
         session.said_so_far = ""
         # The page may show that it is heard; benchmarks time the onset by it.
         session.send({"type": "speech", "turn": session.turn})
 
     async def speech_resumed(self, session: Session, msg: messages.SpeechResumed) -> None:
         self._stop_awaiting(session)  # the utterance goes on: its final comes later
+        if not session.utterance_open and session.stood_in_carry is not None:
+            # The ASR ran so far behind that the deadline stood in for a final, yet the user
+            # had gone on: that utterance is not over, and its real final will have it all.
+            carry = session.stood_in_carry
+            await self.new_turn(session, reason="speech")  # drops the stood-in question's answer
+            session.carry = carry
+            session.utterance_open = True
+            session.stood_in_carry = None
+            return
         if msg.turn >= session.utterance_turn and session.speculative is not None:
             await self._drop_speculation(session, "speech resumed")
 
@@ -92,10 +102,10 @@ class TurnKeeper:
             self._await_final(session, msg)
             await self._speculate(session, msg)
         elif msg.final:
-            if not session.utterance_open and session.final_stood_in:
+            if not session.utterance_open and session.stood_in_carry is not None:
                 logger.info("Session(%s) final %r came after its tentative stood in for it: ignored",
                             session.id, msg.text)
-                session.final_stood_in = False
+                session.stood_in_carry = None
                 return
             await self._utterance_done(session, msg)
         else:
@@ -228,14 +238,15 @@ class TurnKeeper:
         logger.warning("Session(%s) turn %d: the final transcript was lost (%s); asking %r",
                        session.id, session.utterance_turn, why, text)
         self._metrics.lost_finals.inc()
+        carry = session.carry
         await self._utterance_done(session, messages.Transcript(session.id, session.turn, text, True, end))
-        session.final_stood_in = True
+        session.stood_in_carry = carry
 
     async def _utterance_done(self, session: Session, msg: messages.Transcript) -> None:
         """The endpoint: commit the speculative answer if it answers what was said, else ask."""
         self._stop_awaiting(session)
         session.utterance_open = False
-        session.final_stood_in = False
+        session.stood_in_carry = None
         session.said_so_far = ""
         # What was said before a pause that the avatar had not answered yet joins in.
         text = " ".join(t for t in (session.carry, msg.text) if t)
