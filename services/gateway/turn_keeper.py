@@ -207,7 +207,10 @@ class TurnKeeper:
 
     async def _final_deadline(self, session: Session) -> None:
         await asyncio.sleep(self.final_wait_s)
-        await self._final_lost(session, f"no final {self.final_wait_s:.1f} s after the tentative")
+        try:
+            await self._final_lost(session, f"no final {self.final_wait_s:.1f} s after the tentative")
+        except Exception:  # nobody awaits this task: say what went wrong here
+            logger.exception("Session(%s) could not stand in for a lost final", session.id)
 
     def _forget(self, sid: str, task: asyncio.Task[None]) -> None:
         if sid in self._awaiting and self._awaiting[sid][1] is task:
