@@ -17,6 +17,8 @@ Usage::
     python -m bench.bench_answers --llm-url http://127.0.0.1:8081/v1   # an OpenAI-compatible server
     python -m bench.bench_answers --paired-few-shot   # few-shot examples on/off, question by question
     python -m bench.bench_answers --paired-baseline   # the settings before issue 27 against today's
+    python -m bench.bench_answers --vs quant=none     # today's settings against one changed field
+    python -m bench.bench_answers --split tune        # half of the questions (or held-out: the other half)
 
 Settings come from the environment like the service's (AVATAR_PERSONA, AVATAR_LLM_*), except
 pacing, which is off (``--pace`` keeps it): it only slows tokens after the first clause, so it
@@ -26,8 +28,9 @@ Baseline (2026-12-06, before issue 27's tuning, SmolLM2-135M int4, one thread, 2
 shared with other work so latencies are noisy): 40/60 = 66.7 % (facts 64.3, arithmetic 66.7,
 everyday 57.1, small talk 70.0, follow-up 80.0); first clause median 222 ms; 4 answers start
 with the name, 19 are longer than two sentences (``python -m bench.bench_answers --label baseline``).
-After it (``--paired-baseline``, same machine, load ~12): 68.3 % with none longer than two
-sentences or starting with the name, against 66.7 % for the old settings in the same run;
+After it (``--paired-baseline`` under ``cpu quiet``): 71.7 % (tune half 80.0, held-out half
+63.3) with none longer than two sentences or starting with the name, against 66.7 % for the
+old settings in the same run; first clause median 294 against 265 ms;
 docs/llm.md has the per-category figures, the variants tried and the first-clause comparison.
 """
 
@@ -50,7 +53,7 @@ from bench.hardware import hardware
 from services import messages
 from services.llm.engines import build_engine
 from services.llm.service import LlmService
-from services.llm.settings import LlmSettings, llm_overrides
+from services.llm.settings import PERSONA_BEFORE_27, LlmSettings, llm_overrides
 
 DATA = Path(__file__).parent / "data" / "answers.json"
 _WORD = re.compile(r"[a-z0-9]+")
@@ -76,6 +79,40 @@ def load_items(path: Path = DATA) -> list[Item]:
         )
         for raw in data["items"]
     ]
+
+
+# Tuning looks at the "tune" half only; the "held-out" half says whether a change generalises.
+SPLITS = ("all", "tune", "held-out")
+
+
+def split_items(items: list[Item], split: str) -> list[Item]:
+    """Every other question of each category: index 0, 2, 4... of a category is "tune",
+    1, 3, 5... is "held-out" (so both halves hold every category)."""
+    if split == "all":
+        return items
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    seen: dict[str, int] = defaultdict(int)
+    out = []
+    for item in items:
+        n = seen[item.category]
+        seen[item.category] += 1
+        if (n % 2 == 0) == (split == "tune"):
+            out.append(item)
+    return out
+
+
+def parse_overrides(text: str, base: LlmSettings) -> dict[str, Any]:
+    """``quant=none,few_shot=0`` -> settings fields, each typed like ``base``'s."""
+    out: dict[str, Any] = {}
+    for part in filter(None, text.split(",")):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not hasattr(base, key):
+            raise ValueError(f"--vs wants FIELD=VALUE with a field of LlmSettings, got {part!r}")
+        kind = type(getattr(base, key))
+        out[key] = value.strip() in ("1", "true", "yes") if kind is bool else kind(value.strip())
+    return out
 
 
 def words(text: str) -> list[str]:
@@ -140,6 +177,11 @@ async def ask(service: LlmService, out: _Capture, events: _Capture, item: Item, 
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    tune = {i.id for i in split_items(load_items(), "tune")}
+    halves = {
+        half: [r["right"] for r in results if (r.get("id") in tune) == (half == "tune")]
+        for half in ("tune", "held-out")
+    }
     by_cat: dict[str, list[bool]] = defaultdict(list)
     for r in results:
         by_cat[r["category"]].append(r["right"])
@@ -149,6 +191,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "right": sum(r["right"] for r in results),
         "questions": len(results),
         "per_category": {c: sum(v) / len(v) for c, v in by_cat.items()},
+        # The halves of split_items (what is tuned on, what is not), where the run holds them.
+        "per_split": {h: sum(v) / len(v) for h, v in halves.items() if v},
         "first_clause_ms_median": statistics.median(firsts) if firsts else None,
         "first_clause_ms_p90": statistics.quantiles(firsts, n=10)[-1] if len(firsts) >= 2 else None,
         "starts_with_name": sum(r["starts_with_name"] for r in results),
@@ -196,7 +240,7 @@ async def run_variants(
 
 
 # The LLM stage as it was before issue 27's tuning, for --paired-baseline.
-BEFORE_TUNING = {"few_shot": False, "penalize_prompt": True, "max_sentences": 0}
+BEFORE_TUNING = {"few_shot": False, "penalize_prompt": True, "max_sentences": 0, "persona": PERSONA_BEFORE_27}
 
 
 def paired(variants: dict[str, LlmSettings], items: list[Item], name: str, show: bool) -> dict[str, Any]:
@@ -204,9 +248,10 @@ def paired(variants: dict[str, LlmSettings], items: list[Item], name: str, show:
     runs, model = asyncio.run(run_variants(variants, items, name, show))
     report = {label: summarize(results) for label, results in runs.items()}
     for label, summary in report.items():
+        cats = ", ".join(f"{c} {100 * v:.1f}" for c, v in {**summary["per_split"], **summary["per_category"]}.items())
         print(f"{label:<13} score {100 * summary['score']:5.1f} %  first clause median "
               f"{summary['first_clause_ms_median']:.0f} ms, p90 {summary['first_clause_ms_p90']:.0f} ms, "
-              f"{summary['over_two_sentences']} longer than two sentences, {summary['starts_with_name']} start with the name")
+              f"{summary['over_two_sentences']} longer than two sentences, {summary['starts_with_name']} start with the name\n              ({cats})")
     return {"model": model, "summaries": report, "results": runs}
 
 
@@ -224,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="ask every question with and without the few-shot examples, alternating")
     parser.add_argument("--paired-baseline", action="store_true",
                         help="ask every question with the settings before issue 27's tuning and with today's, alternating")
+    parser.add_argument("--vs", default="",
+                        help="also ask every question with these settings changed (FIELD=VALUE,...), alternating")
+    parser.add_argument("--split", choices=SPLITS, default="all",
+                        help="tune / held-out: every other question of each category (tune on one, report both)")
     parser.add_argument("--out", type=Path, default=Path("bench-results/answers.json"))
     args = parser.parse_args(argv)
 
@@ -232,9 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = LlmSettings.from_env(env)
     if not args.pace:
         settings = dataclasses.replace(settings, pace_tokens_per_s=0.0)
-    items = load_items(args.data)[: args.limit or None]
-    if args.paired_few_shot or args.paired_baseline:
-        if args.paired_few_shot:
+    items = split_items(load_items(args.data), args.split)[: args.limit or None]
+    if args.paired_few_shot or args.paired_baseline or args.vs:
+        if args.vs:
+            variants = {"default": settings, args.vs: dataclasses.replace(settings, **parse_overrides(args.vs, settings))}
+        elif args.paired_few_shot:
             variants = {"few-shot": dataclasses.replace(settings, few_shot=True),
                         "no examples": dataclasses.replace(settings, few_shot=False)}
         else:
@@ -249,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"answer quality: {summary['right']}/{summary['questions']} right = {100 * summary['score']:.1f} %"
           f"  (engine {settings.engine}, model {model})")
-    for category, score in summary["per_category"].items():
+    for category, score in {**summary["per_split"], **summary["per_category"]}.items():
         print(f"  {category:<12} {100 * score:5.1f} %")
     fc = summary["first_clause_ms_median"]
     print(f"first clause: median {fc if fc is None else round(fc)} ms, p90 "

@@ -33,7 +33,7 @@ class _Recorder:
                 parts.append(np.asarray(pcm, np.int16))
                 return ""
 
-            def peek(self) -> str:
+            def peek(self, silence_samples: int = 0) -> str:
                 return ""
 
             def finish(self) -> str:

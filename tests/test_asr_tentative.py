@@ -17,8 +17,8 @@ class _Stream:
         self.samples += len(pcm)
         return ""
 
-    def peek(self):
-        self.log.append(("peek", self.samples))
+    def peek(self, silence_samples=0):
+        self.log.append(("peek", self.samples, silence_samples))
         return f"words up to {self.samples}"
 
     def finish(self):
@@ -67,7 +67,7 @@ def test_a_pause_gives_one_tentative_and_the_final_reuses_it():
     assert kinds == [Onset, Tentative, Final]
     tentative, final = events[1], events[2]
     assert final.text == tentative.text  # no second decode of the same words
-    assert [op for op, _ in log] == ["peek", "close"]
+    assert [op for op, *_ in log] == ["peek", "close"]
     # Sent 2 windows (64 ms) into the silence, with the time speech ended.
     assert abs(tentative.speech_end_unix_s - (1000.0 - 2 * 0.032)) < 1e-6
 
@@ -88,4 +88,21 @@ def test_a_one_window_dip_inside_a_word_is_not_a_pause():
 def test_speculation_can_be_turned_off():
     events, log = _run([(0.9, 16), (0.0, 14)], AsrSettings(tentative_silence_ms=0))
     assert [type(e) for e in events] == [Onset, Final]
-    assert [op for op, _ in log] == ["finish"]
+    assert [op for op, *_ in log] == ["finish"]
+
+
+def test_the_tentative_is_decoded_one_window_before_it_is_sent():
+    # Whisper's run overlaps the pause's last window instead of following it (issue 24).
+    events, log = _run([(0.9, 16), (0.0, 14)])
+    assert log[0] == ("peek", 17 * VAD_WINDOW_SAMPLES, VAD_WINDOW_SAMPLES)  # at the 1st silent window, the 2nd as zeros
+    assert events[1].text == f"words up to {17 * VAD_WINDOW_SAMPLES}"
+    assert abs(events[1].speech_end_unix_s - (1000.0 - 2 * 0.032)) < 1e-6  # still sent at 64 ms
+    _, log = _run([(0.9, 16), (0.0, 14)], AsrSettings(tentative_decode_ahead_ms=0))
+    assert log[0] == ("peek", 18 * VAD_WINDOW_SAMPLES, 0)  # the old way: when it is due
+
+
+def test_a_text_decoded_ahead_for_a_pause_that_did_not_last_is_never_sent():
+    events, log = _run([(0.9, 8), (0.0, 1), (0.9, 8), (0.0, 14)])
+    assert [type(e) for e in events] == [Onset, Tentative, Final]  # no Resumed: nothing was sent
+    assert [op for op, *_ in log] == ["peek", "peek", "close"]  # the dip's decode was thrown away
+    assert events[1].text == f"words up to {18 * VAD_WINDOW_SAMPLES}"

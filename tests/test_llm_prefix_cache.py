@@ -51,6 +51,26 @@ def test_a_prompt_that_extends_an_earlier_one_prefills_only_the_new_tokens(model
     assert torch.allclose(logits2, full(model, turn2)[0], atol=1e-4)
 
 
+def test_an_entry_is_unchanged_when_the_cache_it_came_from_grows(model):
+    """remember() keeps the tensors without copying them: decoding goes on extending that very
+    cache, which must replace its tensors rather than write into them."""
+    cache = PrefixCache(model)
+    ids = list(range(5, 25))
+    with torch.inference_mode():
+        _, out = full(model, ids)
+        cache.remember(ids, out)
+        before = [(k.clone(), v.clone()) for k, v in cache._entries[tuple(ids)]]
+        for token in (7, 8, 9):  # decode steps on the remembered cache itself
+            out = model(input_ids=torch.tensor([[token]]), cache=out, use_cache=True).cache
+        assert out.layers[0].keys.shape[-2] == len(ids) + 3
+        kept = cache._entries[tuple(ids)]
+        assert all(torch.equal(k, k0) and torch.equal(v, v0) for (k, v), (k0, v0) in zip(kept, before, strict=True))
+        kv, start = cache.start(ids + [1], prefix_len=0)
+        logits, _ = prefill(model, kv, ids + [1], start)
+    assert start == len(ids)
+    assert torch.allclose(logits, full(model, ids + [1])[0], atol=1e-4)
+
+
 def test_the_longest_shared_beginning_is_used_and_one_token_is_always_left(model):
     cache = PrefixCache(model)
     a, b = list(range(1, 30)), list(range(1, 20)) + list(range(100, 120))

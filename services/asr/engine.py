@@ -25,7 +25,10 @@ class PeekableStream(RecognizerStream, Protocol):
     """A stream that can transcribe what it has so far without ending the utterance (Whisper,
     which has no partials), and be dropped without a final decode once that text is kept."""
 
-    def peek(self) -> str: ...
+    def peek(self, silence_samples: int = 0) -> str:
+        """The utterance so far, followed by ``silence_samples`` of digital silence (the rest of
+        a pause not heard yet, so the decode hears as long an utterance as the one it stands for)."""
+        ...
 
     def close(self) -> None: ...
 

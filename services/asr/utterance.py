@@ -121,6 +121,11 @@ class UtteranceTracker:
             if settings.tentative_silence_ms
             else 0
         )
+        # The pause's window at which the tentative text is decoded (one or more before it is
+        # sent), and that text while it waits for the rest of the tentative silence.
+        ahead = -(-settings.tentative_decode_ahead_ms * SAMPLE_RATE // 1000 // VAD_WINDOW_SAMPLES)
+        self._decode_window = max(1, self._tentative_windows - ahead)
+        self._early: str | None = None
         # Level floor of the echo guard, as a mean square of int16 samples.
         self._guard_floor = (32768.0 * 10 ** (settings.barge_in_min_dbfs / 20)) ** 2
 
@@ -216,19 +221,29 @@ class UtteranceTracker:
             return []
         if self._endpointer.stays_voiced(prob):
             self._gap_windows = 0
+            self._early = None  # decoded ahead, but the pause did not last: never sent
             if self._tentative is not None:
                 self._tentative = None
                 return [Resumed()]
             return []
         self._gap_windows += 1
-        if self._gap_windows != self._tentative_windows or self._tentative is not None:
+        if self._tentative is not None:
             return []
-        assert self._stream is not None
-        peek = getattr(self._stream, "peek", None)
-        text = (peek() if peek is not None else self._latest_partial).strip()
+        if self._gap_windows == self._decode_window:
+            to_come = (self._tentative_windows - self._gap_windows) * VAD_WINDOW_SAMPLES
+            self._early = self._peek(to_come)
+        if self._gap_windows != self._tentative_windows:
+            return []
+        text = self._early if self._early is not None else self._peek()
+        self._early = None
         self._tentative = text
         silent_s = self._gap_windows * VAD_WINDOW_SAMPLES / SAMPLE_RATE
         return [Tentative(text, self._clock() - silent_s)] if text else []
+
+    def _peek(self, silence_samples: int = 0) -> str:
+        assert self._stream is not None
+        peek = getattr(self._stream, "peek", None)
+        return (peek(silence_samples) if peek is not None else self._latest_partial).strip()
 
     def _finish(self, now: int) -> Final:
         assert self._stream is not None
@@ -242,6 +257,7 @@ class UtteranceTracker:
         else:
             text = self._stream.finish().strip()
         self._tentative = None
+        self._early = None
         self._gap_windows = 0
         self._latest_partial = ""
         self._stream = None

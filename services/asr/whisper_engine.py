@@ -98,9 +98,12 @@ class _WhisperStream:
             return ""
         return self._engine.transcribe(np.concatenate(parts))
 
-    def peek(self) -> str:
-        """The utterance so far (for a tentative end of turn); the stream goes on."""
-        return self._engine.transcribe(np.concatenate(self._parts)) if self._parts else ""
+    def peek(self, silence_samples: int = 0) -> str:
+        """The utterance so far (for a tentative end of turn), then ``silence_samples`` of
+        zeros; the stream goes on."""
+        if not self._parts:
+            return ""
+        return self._engine.transcribe(np.concatenate([*self._parts, np.zeros(silence_samples, np.int16)]))
 
     def close(self) -> None:
         self._parts = []

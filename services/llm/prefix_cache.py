@@ -85,12 +85,15 @@ class PrefixCache:
     def remember(self, ids: list[int], cache: DynamicCache) -> None:
         """Keep the keys and values of ``ids`` (a one-row ``cache`` holding exactly them).
 
-        Copied, because the batch goes on extending the cache it was given.
+        Kept by reference, not copied: the batch goes on extending the cache it was given, but
+        a DynamicCache layer grows by ``torch.cat`` into a new tensor and KvBatch only ever
+        replaces its tensors, so the ones held here never change. A copy (3.4 ms for the
+        persona and examples' 162 tokens here) was paid before every answer's first token.
         """
         key = tuple(ids)
         if not key or len(key) > self._max_tokens:
             return
-        layers = [(layer.keys.detach().clone(), layer.values.detach().clone()) for layer in cache.layers]
+        layers = [(layer.keys.detach(), layer.values.detach()) for layer in cache.layers]
         if any(keys.shape[0] != 1 or keys.shape[-2] != len(key) for keys, _ in layers):
             return  # not a plain one-row cache of these ids: nothing safe to keep
         # A prompt that is the beginning of this one is now redundant.

@@ -11,7 +11,13 @@ from services.settings_util import env_choice, env_float, env_int, env_str, mode
 
 ENGINES = ("transformers", "openai")
 
-DEFAULT_PERSONA = (
+# Short on purpose: SmolLM2-135M follows the examples (few_shot.py) more than instructions, and
+# this persona scored 80.0 % on the tuning half of bench/bench_answers.py and 63.3 % on the
+# held-out half, against 76.7 / 60.0 % for the longer one before it (PERSONA_BEFORE_27). It is
+# also 20 tokens fewer for every decode step to attend to. What cannot be spoken (markup,
+# emoji) is cleaned out whatever the model writes (speakable.py).
+DEFAULT_PERSONA = "You are Ava, a friendly talking avatar. Answer in one or two short, plain sentences."
+PERSONA_BEFORE_27 = (
     "You are Ava, a friendly talking avatar. You speak out loud, so answer in one to three short, "
     "plain sentences with no lists, markdown, code or emoji. Be warm and direct."
 )
