@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,6 +39,18 @@ logger = logging.getLogger(__name__)
 # follows it must still be heard, in order. Past this the oldest is dropped, never waited for.
 _CHUNK_MS = 20
 _BACKLOG_MS = 10_000
+# The gateway forwards a call's microphone every 20 ms, silence included; no audio for this long
+# means it stopped (the call ended or its track went silent), and an utterance cut off by that
+# must still get its final, or the question in it would be lost. Long enough that a stalled
+# loop (ours or the gateway's) does not cut an utterance; one cut would only split it in two.
+AUDIO_GAP_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _AudioStopped:
+    """Queued in a session's lane behind its last audio, when no more came for AUDIO_GAP_S."""
+
+    session: str
 
 
 class AsrService:
@@ -57,17 +70,26 @@ class AsrService:
         # The shared inbox hands each chunk to its session's lane without waiting (handle), and
         # each session's VAD, endpointing and decodes run on its own thread (SessionThreads): one
         # session's long decode delays neither another's audio nor its onsets (barge-in).
-        self._lanes: SessionLanes[messages.AudioIn] = SessionLanes(
+        self._lanes: SessionLanes[messages.AudioIn | _AudioStopped] = SessionLanes(
             "asr", self._listen, maxsize=_BACKLOG_MS // _CHUNK_MS
         )
         self._pool = SessionThreads("asr")
         self._dropped: dict[str, int] = {}
+        self.audio_gap_s = AUDIO_GAP_S
+        # Per session: the timer that notes its audio stopped (re-armed by each chunk).
+        self._gap_timers: dict[str, asyncio.TimerHandle] = {}
 
     async def handle(self, msg: messages.AudioIn) -> None:
         # Audio is never stale by turn (the user may talk over anything); only closed sessions.
         if self.turns.is_closed(msg.session):
             return
         self.turns.advance(msg.session, msg.turn)
+        timer = self._gap_timers.get(msg.session)
+        if timer is not None:
+            timer.cancel()
+        self._gap_timers[msg.session] = asyncio.get_running_loop().call_later(
+            self.audio_gap_s, self._audio_stopped, msg.session
+        )
         if self._lanes.offer(msg.session, msg) is not None:
             dropped = self._dropped[msg.session] = self._dropped.get(msg.session, 0) + 1
             if dropped == 1 or dropped % 50 == 0:
@@ -77,23 +99,56 @@ class AsrService:
     def on_interrupt(self, msg: messages.Interrupt) -> None:
         """The turn moved on (our own onset, or typed text): nothing to cancel here."""
 
+    def _audio_stopped(self, session: str) -> None:
+        self._gap_timers.pop(session, None)
+        if not self.turns.is_closed(session):
+            self._lanes.offer(session, _AudioStopped(session))
+
     def on_close(self, session: str) -> None:
+        timer = self._gap_timers.pop(session, None)
+        if timer is not None:
+            timer.cancel()
         self._lanes.close(session)
         self._dropped.pop(session, None)
         tracker = self._trackers.pop(session, None)
         self._pool.close(session, tracker.close if tracker is not None else None)
 
-    async def _listen(self, msg: messages.AudioIn) -> None:
-        loop = asyncio.get_running_loop()
-        thread = self._pool.get(msg.session)
-        tracker = self._trackers.get(msg.session)
-        if tracker is None:
-            vad = await loop.run_in_executor(thread, self._make_vad)
-            tracker = self._trackers[msg.session] = UtteranceTracker(self._engine, vad, self._settings)
+    async def _listen(self, item: messages.AudioIn | _AudioStopped) -> None:
         # Whatever queued up meanwhile goes in the same thread hop: measured on a loaded
         # 2-core box, one hop per 20 ms chunk kept this lane ~200 ms behind the microphone,
-        # which delayed every barge-in by as much.
-        batch = [msg, *self._lanes.drain(msg.session)]
+        # which delayed every barge-in by as much. A stop mark splits the batch, in order.
+        run: list[messages.AudioIn] = []
+        for queued in [item, *self._lanes.drain(item.session)]:
+            if isinstance(queued, _AudioStopped):
+                if run:
+                    await self._hear(run)
+                    run = []
+                await self._stopped(queued.session)
+            else:
+                run.append(queued)
+        if run:
+            await self._hear(run)
+
+    async def _tracker(self, session: str) -> UtteranceTracker:
+        tracker = self._trackers.get(session)
+        if tracker is None:
+            vad = await asyncio.get_running_loop().run_in_executor(self._pool.get(session), self._make_vad)
+            tracker = self._trackers[session] = UtteranceTracker(self._engine, vad, self._settings)
+        return tracker
+
+    async def _stopped(self, session: str) -> None:
+        tracker = self._trackers.get(session)
+        if tracker is not None:
+            events = await asyncio.get_running_loop().run_in_executor(self._pool.get(session), tracker.end_of_audio)
+            if events:
+                logger.info("Session(%s) microphone stopped mid-utterance: closing it", session)
+            await self._report(session, events)
+
+    async def _hear(self, batch: list[messages.AudioIn]) -> None:
+        msg = batch[0]
+        loop = asyncio.get_running_loop()
+        thread = self._pool.get(msg.session)
+        tracker = await self._tracker(msg.session)
         pcm = batch[0].pcm if len(batch) == 1 else np.concatenate([m.pcm for m in batch])
         audible = any(m.avatar_audible for m in batch)
         events = await loop.run_in_executor(thread, tracker.process, pcm, audible)
@@ -134,4 +189,9 @@ class AsrService:
         await self._events.send(messages.StageTiming(session, turn, "asr", "final", event.decode_ms))
 
     async def run(self, inbox: Receiver, control: Receiver) -> None:
-        await serve_stage("asr", self, messages.AudioIn, inbox, control, self._lanes, self._pool)
+        try:
+            await serve_stage("asr", self, messages.AudioIn, inbox, control, self._lanes, self._pool)
+        finally:
+            for timer in self._gap_timers.values():
+                timer.cancel()
+            self._gap_timers.clear()

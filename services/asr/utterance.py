@@ -266,6 +266,17 @@ class UtteranceTracker:
         speech_end_unix = self._clock() - (endpoint_ms + decode_ms) / 1000
         return Final(text, speech_end_unix, endpoint_ms, decode_ms)
 
+    def end_of_audio(self) -> list[AsrEvent]:
+        """The microphone stopped (the call ended, or its audio stopped arriving) mid-utterance:
+        close the utterance with a final now, as no silence will come to end it."""
+        if self._stream_pending:
+            self._start_stream()
+        self._pending = np.zeros(0, dtype=np.int16)
+        if self._stream is None:
+            return []
+        self._endpointer.reset()
+        return [self._finish(self._samples_seen)]
+
     def close(self) -> None:
         if self._stream is not None:
             self._stream.finish()

@@ -32,6 +32,10 @@ class GatewayMetrics:
         self.speculations = Counter(
             "avatar_speculations_total", "Speculative answers at a tentative end of turn", ["outcome"], registry=r
         )
+        self.lost_finals = Counter(
+            "avatar_lost_finals_total", "Utterances whose final transcript never came (the latest words stood in)",
+            registry=r,
+        )
         self.client_errors = Counter("avatar_client_errors_total", "Refused browser messages", ["code"], registry=r)
         self.service_restarts = Counter(
             "avatar_service_restarts_total", "Services restarted by the supervisor", ["service"], registry=r,

@@ -285,8 +285,10 @@ class Gateway:
     async def _on_event(self, msg: object) -> None:
         if isinstance(msg, messages.ServiceRestarted):
             self.metrics.service_restarts.labels(msg.service).inc()
-            for s in self.sessions.values():
+            for s in list(self.sessions.values()):
                 s.error("service_restarted", f"the {msg.service} service restarted; the current answer may be lost")
+                if msg.service == "asr":  # what it was hearing gets no final: ask what was heard
+                    await self.turns.asr_restarted(s)
             return
         if isinstance(msg, messages.AvatarPrepared):
             self.engine_steps.on_event(msg)

@@ -71,6 +71,12 @@ class Session:
         self.utterance_turn = 0
         self.asked_line = 0  # the page's line (utterance turn) of ``asked``
         self.speculative: tuple[int, str] | None = None
+        # An onset came and its final not yet; the latest words heard of it (partial or
+        # tentative); when the final was lost and the gateway stood in for it, the carry it had
+        # (turn_keeper.py).
+        self.utterance_open = False
+        self.said_so_far = ""
+        self.stood_in_carry: str | None = None
 
     # --- media --------------------------------------------------------------------------------
 

@@ -11,10 +11,16 @@ Invariants:
   own and stays unplayed (``hold_turn``) until the endpoint commits it; the user going on drops it.
 - One turn for one thought: speaking again before the answer is audible continues the question,
   it is not a barge-in on an answer nobody heard.
+- A question is never lost with the endpoint's final transcript: when that final does not come
+  (the ASR restarted or died mid-utterance), the latest tentative transcript stands in for it,
+  once: after ``FINAL_WAIT_S``, at once when the ASR reports its restart, or when the user's next
+  onset shows the utterance is over. A final that turns up after that is ignored, unless the
+  user had gone on speaking (a SpeechResumed after it): then that utterance is reopened.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +34,11 @@ from services.gateway.session import Session
 from services.transport import Sender
 
 logger = logging.getLogger(__name__)
+
+# How long after a tentative transcript the gateway waits for the endpoint's final. The ASR sends
+# it ~220 ms of audio later (the rest of the endpoint's silence, no second decode), so seconds
+# mean it was lost; generous, since a busy ASR may run behind its microphone.
+FINAL_WAIT_S = 3.0
 
 
 class TurnKeeper:
@@ -48,16 +59,36 @@ class TurnKeeper:
         self._metrics = metrics
         # A session's room changed (a flush, a unit played, a held turn released): credits now.
         self._poke_flow = poke_flow
+        self.final_wait_s = FINAL_WAIT_S
+        # Per session: the tentative transcript whose final is awaited, and the task that stands
+        # it in for the final if none comes (owned by the session, so closing it cancels this).
+        self._awaiting: dict[str, tuple[messages.Transcript, asyncio.Task[None]]] = {}
 
     # --- the user ---------------------------------------------------------------------------
 
     async def speech_started(self, session: Session) -> None:
+        if session.id in self._awaiting:
+            # A new utterance began, so the last one ended: its final was lost on the way.
+            await self._final_lost(session, "speech again before the final")
         await self.new_turn(session, reason="speech")
         session.utterance_turn = session.turn
+        session.utterance_open = True
+        session.stood_in_carry = None
+        session.said_so_far = ""
         # The page may show that it is heard; benchmarks time the onset by it.
         session.send({"type": "speech", "turn": session.turn})
 
     async def speech_resumed(self, session: Session, msg: messages.SpeechResumed) -> None:
+        self._stop_awaiting(session)  # the utterance goes on: its final comes later
+        if not session.utterance_open and session.stood_in_carry is not None:
+            # The ASR ran so far behind that the deadline stood in for a final, yet the user
+            # had gone on: that utterance is not over, and its real final will have it all.
+            carry = session.stood_in_carry
+            await self.new_turn(session, reason="speech")  # drops the stood-in question's answer
+            session.carry = carry
+            session.utterance_open = True
+            session.stood_in_carry = None
+            return
         if msg.turn >= session.utterance_turn and session.speculative is not None:
             await self._drop_speculation(session, "speech resumed")
 
@@ -67,10 +98,18 @@ class TurnKeeper:
         if msg.turn < session.utterance_turn:
             return
         if msg.tentative:
+            session.said_so_far = msg.text
+            self._await_final(session, msg)
             await self._speculate(session, msg)
         elif msg.final:
+            if not session.utterance_open and session.stood_in_carry is not None:
+                logger.info("Session(%s) final %r came after its tentative stood in for it: ignored",
+                            session.id, msg.text)
+                session.stood_in_carry = None
+                return
             await self._utterance_done(session, msg)
         else:
+            session.said_so_far = msg.text
             # The page shows one line per utterance, keyed by the turn it began in.
             session.send({"type": "transcript", "role": "user", "text": msg.text, "final": False,
                           "turn": session.utterance_turn})
@@ -157,8 +196,61 @@ class TurnKeeper:
         self._metrics.speculations.labels("dropped").inc()
         logger.info("Session(%s) speculative turn %d dropped (%s)", session.id, turn, why)
 
+    # --- a final that never comes -----------------------------------------------------------
+
+    def _await_final(self, session: Session, tentative: messages.Transcript) -> None:
+        self._stop_awaiting(session)
+        task = asyncio.create_task(self._final_deadline(session), name=f"final-wait-{session.id}")
+        session.own(task)
+        self._awaiting[session.id] = (tentative, task)
+        task.add_done_callback(lambda t: self._forget(session.id, t))
+
+    async def _final_deadline(self, session: Session) -> None:
+        await asyncio.sleep(self.final_wait_s)
+        try:
+            await self._final_lost(session, f"no final {self.final_wait_s:.1f} s after the tentative")
+        except Exception:  # nobody awaits this task: say what went wrong here
+            logger.exception("Session(%s) could not stand in for a lost final", session.id)
+
+    def _forget(self, sid: str, task: asyncio.Task[None]) -> None:
+        if sid in self._awaiting and self._awaiting[sid][1] is task:
+            del self._awaiting[sid]
+
+    def _stop_awaiting(self, session: Session) -> messages.Transcript | None:
+        """No longer wait for the final (it came, or speech resumed); the tentative waited on."""
+        entry = self._awaiting.pop(session.id, None)
+        if entry is None:
+            return None
+        tentative, task = entry
+        if task is not asyncio.current_task():
+            task.cancel()
+        return tentative
+
+    async def asr_restarted(self, session: Session) -> None:
+        """The ASR restarted: an utterance it was hearing will never get its final."""
+        if session.utterance_open:
+            await self._final_lost(session, "the asr restarted")
+
+    async def _final_lost(self, session: Session, why: str) -> None:
+        """The endpoint's final will not come: what was heard so far stands in for it, once."""
+        tentative = self._stop_awaiting(session)
+        if tentative is None and not session.utterance_open:
+            return
+        text = tentative.text if tentative is not None else session.said_so_far
+        end = tentative.speech_end_unix_s if tentative is not None else 0.0
+        logger.warning("Session(%s) turn %d: the final transcript was lost (%s); asking %r",
+                       session.id, session.utterance_turn, why, text)
+        self._metrics.lost_finals.inc()
+        carry = session.carry
+        await self._utterance_done(session, messages.Transcript(session.id, session.turn, text, True, end))
+        session.stood_in_carry = carry
+
     async def _utterance_done(self, session: Session, msg: messages.Transcript) -> None:
         """The endpoint: commit the speculative answer if it answers what was said, else ask."""
+        self._stop_awaiting(session)
+        session.utterance_open = False
+        session.stood_in_carry = None
+        session.said_so_far = ""
         # What was said before a pause that the avatar had not answered yet joins in.
         text = " ".join(t for t in (session.carry, msg.text) if t)
         spec = session.speculative
