@@ -263,11 +263,15 @@ def main() -> None:
             "mouth_width_px": round(animator.geometry.mouth_width, 1),
             **{mode: {cls: _passed(cls, v) for cls, v in sorted(per_face[mode].items()) if cls in GOALS}
                for mode in per_face},
+            "frame_median": {mode: {cls: round(statistics.median(v), 3) for cls, v in sorted(per_face[mode].items())}
+                             for mode in ("visemes-frame", "loudness-frame")},
         }
     for name, per in result["faces"].items():
         print(f"{name:<24} geometry / frame, visemes: " + ", ".join(
             f"{cls} {per['visemes'].get(cls, 0):.0%} / {per['visemes-frame'].get(cls, 0):.0%}"
-            for cls in ("closed", "open")))
+            for cls in ("closed", "open"))
+            + "; frame median closed {:.2f}, open {:.2f}".format(
+                per["frame_median"]["visemes-frame"].get("closed", 0), per["frame_median"]["visemes-frame"].get("open", 0)))
     summary = {}
     print(f"{'class':<10} {'n':>5} {'loudness (before)':>18} {'visemes (after)':>16}  median ratio before/after"
           "   frame: loudness / visemes, median")

@@ -5,7 +5,7 @@ shows its teeth (the astronaut smiles with parted lips) can be "closed" by that 
 still show its teeth on screen. This reads the rendered frame instead: in the middle of the
 mouth (the central 80 % of its width), per column, the run of
 pixels that are not lip or skin, i.e. dark inner mouth or bright, unsaturated teeth, that
-touches the lip line (across gaps of 8 % of the mouth's width), counted. The opening is the run height of the upper quartile of those columns
+touches the lip line (across gaps of 12 % of the mouth's width), counted. The opening is the run height of the upper quartile of those columns
 (teeth that show over a third of the mouth count; one stray highlight does not).
 
 Lip and skin are the frame's own: the median value and saturation of a box around the mouth,
@@ -34,7 +34,7 @@ def opening_mask(frame: np.ndarray, g: FaceGeometry) -> tuple[np.ndarray, int, i
     med_s, med_v = float(np.median(box[..., 1])), float(np.median(box[..., 2]))
     hsv = box[:, x0 - bx0 : x1 - bx0]
     s, v = hsv[..., 1], hsv[..., 2]
-    dark = v < 0.6 * med_v
+    dark = v < 0.65 * med_v
     if med_s < 20:  # a grey photo: teeth only by brightness, well above the skin's
         teeth = v > med_v + 35
     else:
@@ -46,7 +46,7 @@ def visible_opening(frame: np.ndarray, g: FaceGeometry) -> float:
     """Upper-quartile height in pixels of the visible opening over the mouth's central columns."""
     mask, y0, x0 = opening_mask(frame, g)
     n_rows, n_cols = mask.shape
-    gap = max(2, int(0.08 * g.mouth_width))
+    gap = max(2, int(0.12 * g.mouth_width))
     heights = []
     for c in range(n_cols):
         dx = x0 + c - g.mouth_x
