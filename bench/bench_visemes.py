@@ -13,6 +13,11 @@ lip opening at the mouth's centre and corner-to-corner width, as ``render`` draw
 - open vowels (a ɑ æ): opening >= 50 % of the widest;
 - rounded (o ɔ u ʊ w): mouth narrower than at rest.
 
+Closed and open are scored a second time from the rendered *frame* (``bench/visible_opening.py``:
+the height of the dark inner mouth and bright teeth between the lips, relative to the
+sentence's widest frame), since a photo that shows its teeth at rest can have its lips
+"closed" by the geometry and still show its teeth on screen.
+
 Each is scored twice: with phoneme timing (visemes) and with the same voice's timing withheld
 (the loudness mode every TTS without timing gets). Faces: the astronaut (scikit-image), the
 astronaut mirrored and scaled down, and faces of scikit-image's ``lfw_subset`` (25x25 crops of
@@ -36,6 +41,7 @@ import numpy as np  # noqa: E402
 import skimage.data  # noqa: E402
 
 from services import messages  # noqa: E402
+from bench.visible_opening import visible_opening  # noqa: E402
 from services.avatar.animation import FaceAnimator  # noqa: E402
 from services.avatar.visemes import MouthShape, Viseme, merge_marks, viseme_of  # noqa: E402
 from services.lipsync.animation_engine import AnimationEngine  # noqa: E402
@@ -141,6 +147,20 @@ def _score(spans, mouths, animator: FaceAnimator) -> dict[str, list[float]]:
     return out
 
 
+def _score_frames(spans, mouths, animator: FaceAnimator) -> dict[str, list[float]]:
+    """Per class (closed, open), each phoneme's visible opening in its rendered frame, relative
+    to the sentence's widest visible opening."""
+    seen = [visible_opening(animator.render(m, k * 0.04), animator.geometry) for k, m in enumerate(mouths)]
+    widest = max(seen, default=0.0) or 1.0
+    out: dict[str, list[float]] = defaultdict(list)
+    for span in spans:
+        cls = _class_of(span.phoneme)
+        k = frame_at(span.centre)
+        if cls in ("closed", "open") and k < len(seen):
+            out[cls].append(seen[k] / widest)
+    return out
+
+
 def _passed(cls: str, values: list[float]) -> float | None:
     """Share of phonemes that meet their class's goal (None: a class without a goal)."""
     if cls == "closed":
@@ -213,12 +233,13 @@ def main() -> None:
     tts = PiperEngine.from_settings(TtsSettings(), noise=False)
     spoken = [asyncio.run(_speak(s, tts)) for s in SENTENCES]
     result: dict[str, object] = {"sentences": list(SENTENCES), "faces": {}, "goals": GOALS}
-    totals: dict[str, dict[str, list[float]]] = {"visemes": defaultdict(list), "loudness": defaultdict(list)}
+    modes = ("visemes", "loudness", "visemes-frame", "loudness-frame")
+    totals: dict[str, dict[str, list[float]]] = {mode: defaultdict(list) for mode in modes}
     examples: dict[str, dict[str, np.ndarray]] = {}
     for name, image in faces().items():
         engine = AnimationEngine([image])
         animator = engine.animator(0)
-        per_face: dict[str, dict[str, list[float]]] = {"visemes": defaultdict(list), "loudness": defaultdict(list)}
+        per_face: dict[str, dict[str, list[float]]] = {mode: defaultdict(list) for mode in modes}
         tiles: dict[str, np.ndarray] = {}
         for chunks in spoken:
             spans = _phonemes(chunks)
@@ -227,6 +248,9 @@ def main() -> None:
                 for cls, values in _score(spans, mouths, animator).items():
                     per_face[mode][cls].extend(values)
                     totals[mode][cls].extend(values)
+                for cls, values in _score_frames(spans, mouths, animator).items():
+                    per_face[f"{mode}-frame"][cls].extend(values)
+                    totals[f"{mode}-frame"][cls].extend(values)
                 if mode == "visemes":
                     for letter, viseme in SHEET:
                         if letter not in tiles:
@@ -239,9 +263,18 @@ def main() -> None:
             "mouth_width_px": round(animator.geometry.mouth_width, 1),
             **{mode: {cls: _passed(cls, v) for cls, v in sorted(per_face[mode].items()) if cls in GOALS}
                for mode in per_face},
+            "frame_median": {mode: {cls: round(statistics.median(v), 3) for cls, v in sorted(per_face[mode].items())}
+                             for mode in ("visemes-frame", "loudness-frame")},
         }
+    for name, per in result["faces"].items():
+        print(f"{name:<24} geometry / frame, visemes: " + ", ".join(
+            f"{cls} {per['visemes'].get(cls, 0):.0%} / {per['visemes-frame'].get(cls, 0):.0%}"
+            for cls in ("closed", "open"))
+            + "; frame median closed {:.2f}, open {:.2f}".format(
+                per["frame_median"]["visemes-frame"].get("closed", 0), per["frame_median"]["visemes-frame"].get("open", 0)))
     summary = {}
-    print(f"{'class':<10} {'n':>5} {'loudness (before)':>18} {'visemes (after)':>16}  median ratio before/after")
+    print(f"{'class':<10} {'n':>5} {'loudness (before)':>18} {'visemes (after)':>16}  median ratio before/after"
+          "   frame: loudness / visemes, median")
     for cls in sorted(totals["visemes"]):
         before, after = totals["loudness"][cls], totals["visemes"][cls]
         summary[cls] = {
@@ -251,13 +284,28 @@ def main() -> None:
             "median_before": round(statistics.median(before), 3),
             "median_after": round(statistics.median(after), 3),
         }
+        frame_before, frame_after = totals["loudness-frame"].get(cls), totals["visemes-frame"].get(cls)
+        if frame_after:
+            summary[cls].update({
+                "frame_pass_before": _passed(cls, frame_before),
+                "frame_pass_after": _passed(cls, frame_after),
+                "frame_median_before": round(statistics.median(frame_before), 3),
+                "frame_median_after": round(statistics.median(frame_after), 3),
+            })
         s = summary[cls]
         passes = [f"{p:.1%}" if p is not None else "-" for p in (s["pass_before"], s["pass_after"])]
         print(f"{cls:<10} {s['n']:>5} {passes[0]:>18} {passes[1]:>16}  "
-              f"{s['median_before']:.2f} / {s['median_after']:.2f}")
+              f"{s['median_before']:.2f} / {s['median_after']:.2f}", end="")
+        if "frame_pass_after" in s:
+            print(f"   {s['frame_pass_before']:.1%} / {s['frame_pass_after']:.1%}, "
+                  f"{s['frame_median_before']:.2f} / {s['frame_median_after']:.2f}", end="")
+        print()
     result["summary"] = summary
     result["goals_met"] = {cls: summary[cls]["pass_after"] >= goal for cls, goal in GOALS.items() if cls in summary}
+    result["frame_goals_met"] = {cls: summary[cls]["frame_pass_after"] >= GOALS[cls]
+                                 for cls in ("closed", "open") if "frame_pass_after" in summary.get(cls, {})}
     print("goals:", ", ".join(f"{c} {'met' if ok else 'MISSED'} (>= {GOALS[c]:.0%})" for c, ok in result["goals_met"].items()))
+    print("frame goals:", ", ".join(f"{c} {'met' if ok else 'MISSED'}" for c, ok in result["frame_goals_met"].items()))
     contact_sheet(examples, args.sheet)
     write_json(args.out, result, ensure_ascii=False)
     print(f"wrote {args.out} and {args.sheet}")

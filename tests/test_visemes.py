@@ -248,3 +248,43 @@ def test_closed_lips_cover_the_teeth_the_photo_shows() -> None:
     # The viseme track asks for it on "m" and not on "a".
     track = viseme_track([PhonemeSpan("m", 0, 1600), PhonemeSpan("a", 1600, 4800)], _voice(4800), 7)
     assert track[1].seal > 0.8 and track[5].seal < 0.2
+
+
+def test_a_closed_mouth_shows_no_opening_in_the_frame_on_a_smiling_photo() -> None:
+    """Scored on the picture, not the geometry: the astronaut's photo shows parted lips and
+    teeth; on m/b/p almost none of that opening may remain visible, on "a" it must widen, and
+    half-closed lips (coarticulation) sit in between."""
+    from bench.visible_opening import visible_opening
+
+    animator = FaceAnimator(skimage.data.astronaut())
+    g = animator.geometry
+
+    def seen(shape: MouthShape) -> float:
+        return visible_opening(animator.render(shape, 0.0), g)
+
+    rest, closed, half = seen(MouthShape()), seen(MouthShape(seal=1.0)), seen(MouthShape(seal=0.5))
+    wide = seen(MouthShape(open=1.0))
+    assert rest >= 4.0  # the photo's own teeth are found...
+    assert closed <= 0.15 * wide and closed <= 0.35 * rest  # ...and covered by the lips
+    assert closed <= half <= rest
+    assert wide > 2.0 * rest
+    # Across the middle 60 % of the mouth, where the photo shows its opening the sealed frame
+    # is lip coloured: redder and less bright than teeth, column by column (the old seal left
+    # the shaded side teeth bare).
+    seal = animator._seal
+    assert seal is not None
+    rest_frame = animator.render(MouthShape(), 0.0).astype(float)
+    sealed = animator.render(MouthShape(seal=1.0), 0.0).astype(float)
+
+    def lip_likeness(frame: np.ndarray, x: int, y0: int, y1: int) -> float:
+        px = frame[y0:y1, x]
+        return float((px[:, 0] - px[:, 2]).mean() - 0.5 * px.mean())
+
+    gains = []
+    for c in range(len(seal.top)):
+        x = seal.x0 + c
+        if abs(x - g.mouth_x) <= 0.3 * g.mouth_width and seal.bottom[c] - seal.top[c] >= 3:
+            y0, y1 = int(seal.top[c]) + 1, int(seal.bottom[c]) - 1
+            gains.append(lip_likeness(sealed, x, y0, y1) - lip_likeness(rest_frame, x, y0, y1))
+    assert len(gains) >= 0.5 * g.mouth_width
+    assert np.mean(np.array(gains) > 10) >= 0.85

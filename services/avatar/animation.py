@@ -12,8 +12,9 @@ openness when the voice came without phoneme timing (then loudness drives it, ``
   is strongest at the corners; the cavity narrows with them, and rounds.
 * teeth: upper teeth hang from the upper lip into the opening (s, t, i), lower teeth rise from
   the lower lip; on f and v the opening is all upper teeth resting on the lower lip.
-* seal: on m, b and p a photo that shows its teeth has its upper lip stretched down over them
-  to the lower lip (as the lids close over the eyes), so the lips visibly meet.
+* seal: on m, b and p a photo that shows its teeth (or a parted-lip opening) has both lips
+  stretched over it until they meet (services/avatar/lip_seal.py); on f and v its lower lip
+  rises under the upper teeth it shows.
 * blink: the band of lid skin above each eye is stretched down over the eye to a lid edge that
   follows the eye's lower arc, so the lash line itself moves (no painted bar).
 * idle life: the head region sways by a sum of slow incommensurate sines (about 1 px) and the body
@@ -34,6 +35,7 @@ import cv2
 import numpy as np
 
 from services.avatar.face_geometry import EyeGeometry, FaceGeometry, detect_face_geometry
+from services.avatar.lip_seal import TUCK_LIFT, LipSeal
 from services.avatar.visemes import MouthShape
 from services.media import SAMPLES_PER_VIDEO_FRAME, rms_dbfs
 
@@ -85,7 +87,7 @@ class FaceAnimator:
 
         self._jaw_roi, self._jaw_field, self._narrow_field = self._jaw_fields(h, w)
         self._cavity = _cavity_colours(image, g)
-        self._teeth = _teeth_columns(image, g) if g.teeth_visible else None
+        self._seal = LipSeal.from_photo(image, g) if g.teeth_visible else None
         self._eyes = (g.left_eye, g.right_eye)
         rng = np.random.default_rng(seed)
         intervals = rng.uniform(*BLINK_INTERVAL_S, size=64)
@@ -168,8 +170,15 @@ class FaceAnimator:
 
     def mouth_geometry(self, mouth: MouthShape | float) -> tuple[float, float]:
         """(lip opening at the centre, corner-to-corner width) in pixels as ``render`` draws them."""
-        shape = _as_shape(mouth)
+        shape = self._drawn(_as_shape(mouth))
         return shape.open * self._jaw_drop_px, 2.0 * self._corner_half_width(_pucker(shape))
+
+    def _drawn(self, shape: MouthShape) -> MouthShape:
+        """On a photo that shows its teeth at rest, f/v need no jaw drop: its upper teeth already
+        rest on the lower lip, which only rises under them (LipSeal)."""
+        if self._seal is None or shape.tuck <= 0.0:
+            return shape
+        return MouthShape(shape.open * (1.0 - shape.tuck), shape.width, shape.teeth, shape.tuck, shape.seal)
 
     def _corner_half_width(self, pucker: float) -> float:
         """Where the corner lands: the output x whose warped source is the photo's corner.
@@ -185,7 +194,7 @@ class FaceAnimator:
 
     def render(self, mouth: MouthShape | float, t_s: float) -> np.ndarray:
         """The photo with the mouth in ``mouth`` (a shape, or a bare openness 0..1) at ``t_s``."""
-        shape = _as_shape(mouth)
+        shape = self._drawn(_as_shape(mouth))
         openness = shape.open
         pucker = _pucker(shape)
         sx, sy, breath = self._motion(t_s)
@@ -196,8 +205,11 @@ class FaceAnimator:
         mouth_shift = self._shift_at(self.geometry.mouth_x, self.geometry.lip_line_y, sx, sy, breath)
         if openness > 0.005 or abs(pucker) > 0.005:
             self._apply_jaw(map_x, map_y, openness, pucker, mouth_shift)
-        if shape.seal > 0.01 and self._teeth is not None:
-            self._apply_seal(map_y, shape.seal, mouth_shift)
+        seam = None
+        if self._seal is not None and (shape.seal > 0.01 or shape.tuck > 0.01):
+            upper = 0.5 * shape.seal
+            lower = max(0.5 * shape.seal, TUCK_LIFT * shape.tuck)
+            seam = self._seal.displace(map_y, upper, lower, mouth_shift)
         closure = self.blink_closure(t_s)
         lashes = []
         if closure > 0.01:
@@ -210,6 +222,9 @@ class FaceAnimator:
             if lash is not None:
                 roi, shade = lash
                 out[roi] = (out[roi] * shade[..., None] + 0.5).astype(np.uint8)
+        if seam is not None:
+            roi, shade = seam
+            out[roi] = (out[roi] * shade[..., None] + 0.5).astype(np.uint8)
         if openness > 0.005:
             self._paint_cavity(out, shape, self._corner_half_width(pucker), mouth_shift)
         return out
@@ -236,31 +251,6 @@ class FaceAnimator:
                                 borderMode=cv2.BORDER_REPLICATE)
         map_y[self._jaw_roi] -= (openness * self._jaw_drop_px) * drop
         map_x[self._jaw_roi] += pucker * narrow
-
-    def _apply_seal(self, map_y: np.ndarray, seal: float, shift: tuple[float, float]) -> None:
-        """Stretch the upper lip down over the teeth the photo shows, ``seal`` of the way."""
-        if self._teeth is None:
-            return
-        x0, top_of, bottom_of = self._teeth
-        h, w = map_y.shape
-        skin = max(3.0, 0.1 * self.geometry.mouth_width)  # the upper lip that stretches
-        x1 = x0 + len(top_of)
-        y0 = int(max(0, float(top_of.min()) - skin - 3))
-        y1 = int(min(h, float(bottom_of.max()) + 3))
-        if y1 <= y0:
-            return
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        xs += shift[0]
-        ys += shift[1]
-        columns = np.clip(np.round(xs[0] - x0).astype(int), 0, len(top_of) - 1)
-        top, bottom = top_of[columns][None, :], bottom_of[columns][None, :]
-        band_top = top - skin
-        edge = top + seal * (bottom - top)
-        inside = (ys >= band_top) & (ys < edge) & (bottom > top)
-        # The lip's own rows only: the row at the teeth's top edge is half tooth already.
-        lip_end = top - 1.0
-        src = band_top + (ys - band_top) * (lip_end - band_top) / np.maximum(edge - band_top, 1e-3)
-        map_y[y0:y1, x0:x1] -= np.where(inside, ys - src, 0.0).astype(np.float32)
 
     def _apply_lid(
         self, map_y: np.ndarray, eye: EyeGeometry, closure: float, shift: tuple[float, float]
@@ -341,49 +331,6 @@ class FaceAnimator:
         patch = out[y0:y1, x0:x1].astype(np.float32)
         a = alpha[..., None]
         out[y0:y1, x0:x1] = (patch + (colour - patch) * a + 0.5).astype(np.uint8)
-
-
-def _teeth_columns(image: np.ndarray, g: FaceGeometry) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """Per column of the mouth: the first and one-past-last row of the teeth the photo shows.
-
-    Teeth are the bright, unsaturated pixels near the lip line (the same test that finds the
-    lip line at the centre, per pixel); a column without any gets top = bottom (nothing to
-    cover). Smoothed across columns so one stray highlight does not tear the lip.
-    """
-    h, w = image.shape[:2]
-    hw = 0.5 * g.mouth_width
-    reach = max(3.0, 0.18 * g.mouth_width)
-    x0, x1 = int(max(0, g.mouth_x - hw)), int(min(w, g.mouth_x + hw + 1))
-    y0 = int(max(0, g.lip_line_y - g.lip_curve - reach))
-    y1 = int(min(h, g.lip_line_y + reach))
-    if x1 - x0 < 3 or y1 - y0 < 3:
-        return None
-    hsv = cv2.cvtColor(np.ascontiguousarray(image[y0:y1, x0:x1]), cv2.COLOR_RGB2HSV).astype(np.float32)
-    sat, val = hsv[..., 1], hsv[..., 2]
-    mask = (val > np.median(val) + 8) & (sat < 0.75 * np.median(sat))
-    # Per column, the run of teeth pixels that touches the lip line (a highlight on the lip or
-    # the nose above is another run, and is left alone).
-    n_rows, n_cols = mask.shape
-    dx = np.arange(x0, x1, dtype=np.float32) - g.mouth_x
-    line = np.round(g.lip_line_y - g.lip_curve * np.clip((dx / hw) ** 2, 0.0, 1.0)).astype(int) - y0
-    top = np.empty(n_cols, np.float32)
-    bottom = np.empty(n_cols, np.float32)
-    for c in range(n_cols):
-        seeds = [r for r in (line[c] - 1, line[c] - 2, line[c]) if 0 <= r < n_rows and mask[r, c]]
-        if not seeds:
-            top[c] = bottom[c] = y0 + line[c]
-            continue
-        first = last = seeds[0]
-        while first > 0 and mask[first - 1, c]:
-            first -= 1
-        while last + 1 < n_rows and mask[last + 1, c]:
-            last += 1
-        top[c], bottom[c] = y0 + first, y0 + last + 1
-    if (bottom > top).sum() < 3:
-        return None
-    top = cv2.medianBlur(top[None, :], 3)[0] if n_cols >= 3 else top
-    bottom = cv2.medianBlur(bottom[None, :], 3)[0] if n_cols >= 3 else bottom
-    return x0, top.astype(np.float32), np.maximum(bottom, top).astype(np.float32)
 
 
 def _cavity_colours(image: np.ndarray, g: FaceGeometry) -> tuple[np.ndarray, np.ndarray]:
