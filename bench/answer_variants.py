@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import bench.bench_answers as ba
 import services.llm.service as llm_service
 import services.llm.transformers_engine as llm_engine
+from bench.result_file import write_json
 from services.llm import few_shot
 from services.llm.settings import PERSONA_BEFORE_27, LlmSettings
 
@@ -84,8 +84,7 @@ def main(argv: list[str]) -> int:
                 print(f"     wrong: {r['question']} -> {r['answer']!r}", flush=True)
         report[label] = {"summary": summary, "results": results}
     out = Path("bench-results") / f"answer-variants-{split}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    write_json(out, report, indent=1)
     print(f"wrote {out}")
     return 0
 

@@ -12,7 +12,6 @@ followed. Usage: ``python -m bench.bench_barge_in --runs 5 --out bench-results/b
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ import soundfile as sf
 from bench.avatar_process import AvatarProcess
 from bench.browser import Conversation, converse_with_barge_in, silence_after
 from bench.hardware import hardware
+from bench.result_file import write_json
 
 QUESTION = "Please tell me a long story about a brave knight and a dragon."
 INTERRUPTION = "Stop. What is your name?"
@@ -152,8 +152,7 @@ def run(runs: int, out: Path, base_url: str | None = None, echo_cancellation: bo
         "endpoint_ms": summarise(endpoint),
         "second_answer_rate": sum(r["second_answer_audio"] for r in results) / max(1, len(results)),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write_json(out, report)
     b, e = report["barge_in_ms"], report["endpoint_ms"]
     r = report["received_audio_silent_ms"]
     print(f"barge-in (user onset -> avatar silent, in the browser) over {b['n']} runs: "

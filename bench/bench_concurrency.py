@@ -47,6 +47,7 @@ import numpy as np
 
 from bench.avatar_process import ROOT, AvatarProcess, is_loopback_url
 from bench.hardware import hardware
+from bench.result_file import write_json
 from bench.webrtc_clients import CONNECT_TIMEOUT_S, connect_clients, speech_48k
 
 QUESTION = "Hello there. What is your name?"
@@ -371,9 +372,7 @@ def run(levels: list[tuple[int, bool]], out_dir: Path, timeout_s: float, base_ur
         "summary": summarize(measured),
     }
     report["summary_table"] = summary_table(report["summary"]).splitlines()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "concurrency.json"
-    out.write_text(json.dumps(report, indent=2))
+    out = write_json(out_dir / "concurrency.json", report)
     print(table(measured))
     print()
     print(summary_table(report["summary"]))

@@ -25,7 +25,6 @@ comparison on the same (busy) machine. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import tempfile
@@ -39,6 +38,7 @@ from bench.avatar_process import AvatarProcess, is_loopback_url
 from bench.browser import Conversation, converse, summary, write_mic_wav
 from bench.hardware import hardware
 from bench.heard import heard_latency
+from bench.result_file import write_json
 
 QUESTIONS = [
     "Hello there. What is your name?",
@@ -182,8 +182,7 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
             **{k: describe([r[k] for r in rs if r.get(k) is not None]) for k in SPANS},
             "fps": describe([r["fps"] for r in rs]),
         }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    write_json(out, report)
     for tag, c in report["configs"].items():
         label = f"{tag} ({c['env'] or 'as configured'})"
         for k in SPANS:
@@ -201,7 +200,7 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
                                                  "mean": statistics.mean(diffs)}
                 print(f"paired B - A {k:<26} median {statistics.median(diffs):+5.0f} ms, "
                       f"mean {statistics.mean(diffs):+5.0f} ms over {len(diffs)} pairs")
-        out.write_text(json.dumps(report, indent=2))
+        write_json(out, report)
     print(f"hardware: {report['hardware']['cpu']} ({report['hardware']['cores']} cores); wrote {out}")
     return report
 
