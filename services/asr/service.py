@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,7 +77,10 @@ class AsrService:
         self._pool = SessionThreads("asr")
         self._dropped: dict[str, int] = {}
         self.audio_gap_s = AUDIO_GAP_S
-        # Per session: the timer that notes its audio stopped (re-armed by each chunk).
+        # Per session: when its last chunk came (loop time), and the one timer that checks for a
+        # gap. A chunk only notes its time: a timer cancelled and made again every 20 ms per
+        # session would fill the loop's timer heap with cancelled handles.
+        self._last_audio: dict[str, float] = {}
         self._gap_timers: dict[str, asyncio.TimerHandle] = {}
 
     async def handle(self, msg: messages.AudioIn) -> None:
@@ -84,12 +88,10 @@ class AsrService:
         if self.turns.is_closed(msg.session):
             return
         self.turns.advance(msg.session, msg.turn)
-        timer = self._gap_timers.get(msg.session)
-        if timer is not None:
-            timer.cancel()
-        self._gap_timers[msg.session] = asyncio.get_running_loop().call_later(
-            self.audio_gap_s, self._audio_stopped, msg.session
-        )
+        loop = asyncio.get_running_loop()
+        self._last_audio[msg.session] = loop.time()
+        if msg.session not in self._gap_timers:
+            self._gap_timers[msg.session] = loop.call_later(self.audio_gap_s, self._check_gap, msg.session)
         if self._lanes.offer(msg.session, msg) is not None:
             dropped = self._dropped[msg.session] = self._dropped.get(msg.session, 0) + 1
             if dropped == 1 or dropped % 50 == 0:
@@ -99,7 +101,13 @@ class AsrService:
     def on_interrupt(self, msg: messages.Interrupt) -> None:
         """The turn moved on (our own onset, or typed text): nothing to cancel here."""
 
-    def _audio_stopped(self, session: str) -> None:
+    def _check_gap(self, session: str) -> None:
+        """The session's gap timer fired: its audio stopped, or more came since it was armed."""
+        loop = asyncio.get_running_loop()
+        left = self._last_audio.get(session, -math.inf) + self.audio_gap_s - loop.time()
+        if left > 0:  # audio came since: wait out the gap from the last chunk
+            self._gap_timers[session] = loop.call_later(left, self._check_gap, session)
+            return
         self._gap_timers.pop(session, None)
         if not self.turns.is_closed(session):
             self._lanes.offer(session, _AudioStopped(session))
@@ -108,6 +116,7 @@ class AsrService:
         timer = self._gap_timers.pop(session, None)
         if timer is not None:
             timer.cancel()
+        self._last_audio.pop(session, None)
         self._lanes.close(session)
         self._dropped.pop(session, None)
         tracker = self._trackers.pop(session, None)
