@@ -16,8 +16,8 @@ Invariants:
 - Sessions take turns at the socket, one message each per pass, and a session that just sent
   goes to the back: one session's backlog never queues in front of another's, not even across
   refusals.
-- A message whose session closed, or that ``stale`` says is out of date (its turn moved on), is
-  dropped, never sent: a stage that was down missed the Interrupt that would have told it so.
+- A message whose session closed (``forget``), or that ``stale`` says is out of date (its turn
+  moved on), is dropped, never sent: a stage that was down missed the Interrupt that would have told it so.
 - The task waits for the socket only when the socket refused a message: then ``Notices.waits``
   hears of every session left waiting (and of each new message while it stays refused), and
   ``Notices.cleared`` of each session once nothing of it waits. The LLM's notices tell the page
@@ -31,8 +31,8 @@ one message of every other session ever goes before a session's next one.
 One stage stalled (down, or not reading): only its outbox's task waits, on that stage's socket
 (woken when it connects or reads, else every ``_RETRY_S``). The other stages' outboxes, the
 event loop and every page go on. Each session keeps only its latest ``per_session`` messages for
-that stage (1 s of microphone, 64 clauses, the latest question); what its turn left behind is
-dropped when the stage is back, and the rest goes, sessions taking turns. Messages that were
+that stage (1 s of microphone, 64 clauses, the latest question). When the stage is back, what a
+barge-in or Stop made stale meanwhile is dropped and the rest goes, sessions taking turns. Messages that were
 already in the socket's own queue when the stage stalled arrive later; the stage drops those
 whose turn is stale by their stamp.
 """
@@ -90,7 +90,8 @@ class StageOutbox(Generic[M]):
         notices: Notices | None = None,
     ) -> None:
         """``per_session``: the most messages one session may have waiting; ``stale(msg)``:
-        True when ``msg`` is no longer worth sending (its session closed, its turn moved on)."""
+        True when ``msg`` is no longer worth sending (its session closed, its turn moved on);
+        ``notices``: who hears of a session's wait (by default nobody)."""
         self.stage = stage
         self._sender = sender
         self._per_session = per_session
