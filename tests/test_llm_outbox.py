@@ -12,7 +12,7 @@ import pytest
 
 from services import messages as m
 from services.endpoints import Endpoints
-from services.gateway.llm_outbox import RETRYING, STARTING, LlmOutbox
+from services.gateway.llm_outbox import RETRYING, STARTING, llm_outbox
 from services.gateway.media_clock import SessionMedia
 from services.gateway.session import Session
 from services.transport import Transport
@@ -39,7 +39,7 @@ async def test_questions_wait_for_an_absent_llm_without_blocking_and_the_latest_
     gateway_side = Transport(Endpoints.in_dir(str(tmp_path)))
     llm_side = Transport(Endpoints.in_dir(str(tmp_path)))
     sessions = {sid: Session(sid, PageSocket(), SessionMedia(5)) for sid in ("a", "b", "c")}
-    outbox = LlmOutbox(gateway_side.push(gateway_side.endpoints.llm_in, immediate=True), sessions)
+    outbox = llm_outbox(gateway_side.push(gateway_side.endpoints.llm_in, immediate=True), sessions)
     task = asyncio.create_task(outbox.run())
     try:
         # 30 questions, ten per session, while the LLM's inbox does not exist: each ask returns
@@ -47,10 +47,10 @@ async def test_questions_wait_for_an_absent_llm_without_blocking_and_the_latest_
         started = time.perf_counter()
         for i in range(10):
             for session in sessions.values():
-                outbox.ask(_question(session, f"question {i} from {session.id}"))
+                outbox.put(_question(session, f"question {i} from {session.id}"))
                 await asyncio.sleep(0)
         assert time.perf_counter() - started < 1.0
-        assert outbox.waiting() == {sid: 10 for sid in sessions}  # one slot each, the latest
+        assert outbox.waiting() == {sid: [10] for sid in sessions}  # one slot each, the latest
         await _settle_until(lambda: all(_waiting(s.ws) == [STARTING] for s in sessions.values()))
         # Session "c" moves on (Stop) before the LLM is there: its question is not worth an answer.
         sessions["c"].turn += 1
@@ -71,7 +71,7 @@ async def test_questions_wait_for_an_absent_llm_without_blocking_and_the_latest_
         llm_side.close()
         await asyncio.sleep(0.3)  # the gateway's side notices the peer is gone
         for _ in range(40):  # past the high-water marks of both sides, were it still connected
-            outbox.ask(_question(sessions["a"], "after the restart"))
+            outbox.put(_question(sessions["a"], "after the restart"))
         await _settle_until(lambda: _waiting(sessions["a"].ws)[-1] == RETRYING)
         llm_again = Transport(Endpoints.in_dir(str(tmp_path)))
         try:

@@ -71,11 +71,11 @@ async def test_an_absent_then_full_stage_holds_no_session_and_no_loop(tmp_path):
 
         async def absent() -> None:
             for n in range(500):
-                outbox.put("loud", _audio("loud", n))
+                outbox.put(_audio("loud", n))
                 if n < 20:
-                    outbox.put("quiet", _audio("quiet", n))
+                    outbox.put(_audio("quiet", n))
                 elif n < 40:  # by now the socket's own queue is full: these wait in the outbox
-                    outbox.put("gone", _audio("gone", n))
+                    outbox.put(_audio("gone", n))
                 await asyncio.sleep(0)
             await asyncio.sleep(0.2)
 
@@ -83,7 +83,7 @@ async def test_an_absent_then_full_stage_holds_no_session_and_no_loop(tmp_path):
         await _lag_while(absent, ticks)
         assert time.perf_counter() - started < 2.0
         assert max(ticks) < 0.1, f"the loop waited {max(ticks) * 1000:.0f} ms"
-        assert outbox.waiting("loud") <= PER_SESSION and outbox.dropped["loud"] >= 500 - PER_SESSION - 20
+        assert len(outbox.waiting()["loud"]) <= PER_SESSION and outbox.dropped["loud"] >= 500 - PER_SESSION - 20
         closed.add("gone")  # closed while the stage was away: none of it is sent
 
         # Present but not reading: the socket's queues fill and refuse; puts still never wait.
@@ -93,14 +93,14 @@ async def test_an_absent_then_full_stage_holds_no_session_and_no_loop(tmp_path):
 
         async def full() -> None:
             for n in range(500, 700):
-                outbox.put("loud", _audio("loud", n))
+                outbox.put(_audio("loud", n))
                 await asyncio.sleep(0)
-            outbox.put("late", _audio("late", 0))  # a session that starts now
+            outbox.put(_audio("late", 0))  # a session that starts now
             await asyncio.sleep(0.2)
 
         await _lag_while(full, ticks)
         assert max(ticks) < 0.1, f"the loop waited {max(ticks) * 1000:.0f} ms"
-        assert outbox.waiting("loud") <= PER_SESSION
+        assert len(outbox.waiting().get("loud", [])) <= PER_SESSION
 
         # Reading again: each session's messages arrive in order, and the one that started
         # last is not queued behind the loud one's backlog (sessions take turns).
@@ -118,6 +118,61 @@ async def test_an_absent_then_full_stage_holds_no_session_and_no_loop(tmp_path):
         await asyncio.gather(task, return_exceptions=True)
         stage.close()
         gateway.close()
+
+
+class _OneAtATime:
+    """A stage's socket with room for one message each time the stage reads one."""
+
+    def __init__(self) -> None:
+        self.sent: list[m.AudioIn] = []
+        self._room = 0
+        self._read = asyncio.Event()
+
+    def try_send(self, msg: m.AudioIn) -> bool:
+        if self._room == 0:
+            return False
+        self._room -= 1
+        self.sent.append(msg)
+        return True
+
+    async def wait_writable(self, timeout_s: float) -> bool:
+        await self._read.wait()
+        self._read.clear()
+        return True
+
+    async def read(self) -> None:
+        self._room += 1
+        self._read.set()
+        count = len(self.sent)
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if len(self.sent) > count:
+                return
+        raise AssertionError("the outbox did not fill the room the stage made")
+
+
+async def test_sessions_take_turns_even_when_each_send_after_the_first_is_refused():
+    """A refusal ends a pass; the next starts with the refused session, not with the first one
+    (else a busy stage taking one message at a time would only ever hear that first session)."""
+    socket = _OneAtATime()
+    outbox = StageOutbox("asr", socket, PER_SESSION)  # type: ignore[arg-type]
+    for session in "abc":
+        for n in range(3):
+            outbox.put(_audio(session, n))
+    task = asyncio.create_task(outbox.run())
+    try:
+        for _ in range(3):
+            await socket.read()
+        outbox.put(_audio("d", 0))  # a session that starts now: after one message of each other
+        for _ in range(7):
+            await socket.read()
+        assert [(msg.session, int(msg.pcm[0])) for msg in socket.sent] == [
+            ("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1), ("d", 0), ("a", 2), ("b", 2), ("c", 2),
+        ]
+        assert outbox.waiting() == {} and outbox.sent == 10
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 SAID = ("Here is one more small thing. " * 17)[:500]  # 17 clauses: past the socket's 16

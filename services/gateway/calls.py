@@ -50,7 +50,7 @@ class Calls:
         settings: GatewaySettings,
         sessions: Mapping[str, Session],
         idle_frames: IdleFrames | Callable[[Session], IdleFrames],
-        asr: StageOutbox,
+        asr: StageOutbox[messages.AudioIn],
         poke_flow: Callable[[], None],
         refuse: Refuse,
         admit: Callable[[Session], str | None] | None = None,
@@ -141,4 +141,4 @@ class Calls:
     def _send_mic(self, session: Session, pcm: np.ndarray) -> None:
         # While the avatar's voice plays (or echoes), the ASR asks for stronger evidence of speech.
         audible = session.media.avatar_audible(self._settings.echo_tail_ms / 1000)
-        self._asr.put(session.id, messages.AudioIn(session.id, session.turn, pcm, audible))
+        self._asr.put(messages.AudioIn(session.id, session.turn, pcm, audible))

@@ -49,7 +49,7 @@ def clauses_of(text: str) -> list[str]:
 class Speaker:
     def __init__(
         self,
-        tts: StageOutbox,
+        tts: StageOutbox[messages.TextChunk],
         turns: TurnKeeper,
         sessions: Callable[[], dict[str, Session]],
         access: AccessPolicy,
@@ -69,7 +69,7 @@ class Speaker:
         session.turn_stats(turn).speech_end_unix_s = time.time()
         session.set_state("thinking")
         for i, part in enumerate(parts):
-            self._tts.put(session.id, messages.TextChunk(session.id, turn, i, part, i == len(parts) - 1))
+            self._tts.put(messages.TextChunk(session.id, turn, i, part, i == len(parts) - 1))
         logger.info("Session(%s) turn %d: saying %d characters in %d clauses", session.id, turn, len(text), len(parts))
         return turn
 

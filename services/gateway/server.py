@@ -39,7 +39,7 @@ from services.gateway.conversation import ConversationStore
 from services.gateway.flow import FlowControl
 from services.gateway.idle_frames import IdleFrames
 from services.gateway.limits import AddressCounter, SessionLimits
-from services.gateway.llm_outbox import LlmOutbox
+from services.gateway.llm_outbox import llm_outbox
 from services.gateway.media_clock import OutputUnit, SessionMedia
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.say import SAY_BACKLOG_CLAUSES, Speaker
@@ -85,7 +85,7 @@ class Gateway:
         # flow they poke late-bound.
         # Never awaited by a shared loop (llm_outbox.py); ``immediate``: nothing queues in the
         # socket while the LLM is absent, so only each session's latest question is sent later.
-        self.llm_outbox = LlmOutbox(transport.push(ep.llm_in, immediate=True), self.sessions)
+        self.llm_outbox = llm_outbox(transport.push(ep.llm_in, immediate=True), self.sessions)
         self.turns = TurnKeeper(
             self.llm_outbox, self._control, self.conversations, self.metrics, lambda: self.flow.poke()
         )
@@ -464,6 +464,7 @@ class Gateway:
             return
         self._per_address.release(session.address)
         session.media.flush(session.turn + 1)
+        self.llm_outbox.forget(session.id)
         self.asr_outbox.forget(session.id)
         self.tts_outbox.forget(session.id)
         await self._control.send(messages.SessionClosed(session.id))

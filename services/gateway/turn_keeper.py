@@ -27,10 +27,10 @@ from collections.abc import Callable
 
 from services import messages
 from services.gateway.conversation import ConversationStore
-from services.gateway.llm_outbox import LlmOutbox
 from services.gateway.media_clock import OutputUnit
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.session import Session
+from services.gateway.stage_outbox import StageOutbox
 from services.transport import Sender
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class TurnKeeper:
 
     def __init__(
         self,
-        llm: LlmOutbox,
+        llm: StageOutbox[messages.UserText],
         control: Sender,
         conversations: ConversationStore,
         metrics: GatewayMetrics,
@@ -185,7 +185,7 @@ class TurnKeeper:
         session.turn_stats(turn).speech_end_unix_s = msg.speech_end_unix_s
         history = session.conversation.history_json(before_turn=turn)
         _request_sent(session, turn, msg.speech_end_unix_s)
-        self._llm.ask(messages.UserText(session.id, turn, text, "speech", msg.speech_end_unix_s, history))
+        self._llm.put(messages.UserText(session.id, turn, text, "speech", msg.speech_end_unix_s, history))
         self._metrics.speculations.labels("started").inc()
 
     async def _drop_speculation(self, session: Session, why: str) -> None:
@@ -296,7 +296,7 @@ class TurnKeeper:
         self._conversations.record_user(session.conversation, turn, text)
         session.asked = (turn, text)
         _request_sent(session, turn, speech_end_unix_s)
-        self._llm.ask(messages.UserText(session.id, turn, text, source, speech_end_unix_s, history))
+        self._llm.put(messages.UserText(session.id, turn, text, source, speech_end_unix_s, history))
 
     # --- the answer, as heard -----------------------------------------------------------------
 
