@@ -6,8 +6,12 @@ measures in the page (issue 24):
 
 - end of speech: the last 10 ms block of the question's voice above -40 dBFS (the near-silence
   a synthetic voice trails is not speech);
-- first audio: the first 10 ms block of the avatar's voice as the page plays it above -40 dBFS,
-  from an AudioWorklet tap (``bench.browser``, ``bench.heard``).
+- first audio: the first 10 ms block of the avatar's voice above -40 dBFS as the page's
+  ``<audio>`` element plays it (``bench.element_path``): the block is found by an AudioWorklet
+  tap (``bench.browser``, ``bench.heard``), whose WebAudio copy plays some 30-40 ms after the
+  element's, and timed on the element's own path (the receiver's per-packet delivery record plus
+  Chrome's playout delay). The tap's own figure is printed beside it, and Chrome's playout clock
+  (``estimatedPlayoutTimestamp``) as an independent check of both.
 
 Each run prints three spans split by the gateway's per-turn timestamps: uplink + VAD, server,
 downlink + playout; and, for comparison, the old definition (the clock started at the end of
@@ -37,7 +41,7 @@ import numpy as np
 from bench.avatar_process import AvatarProcess, is_loopback_url
 from bench.browser import Conversation, converse, summary, write_mic_wav
 from bench.hardware import hardware
-from bench.heard import heard_latency
+from bench.element_path import listener_latency
 from bench.result_file import write_json
 
 QUESTIONS = [
@@ -61,7 +65,9 @@ VOICES = [
     ("espeak", "en+m3", 175),
 ]
 LEAD_S = 3.0
-SPANS = ("total_ms", "uplink_vad_ms", "server_ms", "downlink_ms", "old_definition_ms", "opening_longest_pause_ms")
+SPANS = ("total_ms", "uplink_vad_ms", "server_ms", "downlink_ms", "tap_total_ms", "tap_downlink_ms",
+         "tap_minus_element_ms", "clock_minus_element_ms", "clock_minus_tap_ms", "old_definition_ms",
+         "opening_longest_pause_ms")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -95,9 +101,9 @@ def speaker() -> Callable[[str, tuple], np.ndarray]:
 
 
 def heard_spans(conv: Conversation, question_16k: np.ndarray) -> dict:
-    """A listener's latency and its three spans (``bench.heard``) for a question asked with
-    ``write_mic_wav(..., LEAD_S, ...)``."""
-    return heard_latency(conv.taps, conv.events.get("ws") or [], question_16k, LEAD_S)
+    """A listener's latency and its three spans (``bench.element_path``) for a question asked
+    with ``write_mic_wav(..., LEAD_S, ...)``."""
+    return listener_latency(conv.taps, conv.events.get("ws") or [], question_16k, LEAD_S)
 
 
 def ask(url: str, wav_dir: Path, i: int, text: str, voice: tuple, pcm: np.ndarray, box) -> dict:
@@ -122,7 +128,9 @@ def _line(tag: str, r: dict) -> str:
     parts = " + ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in (r.get("server_parts") or {}).items()
                        if v is not None)
     return (f"{tag}: heard {f('total_ms')} ms = uplink+VAD {f('uplink_vad_ms')} + server {f('server_ms')}"
-            f" + downlink+playout {f('downlink_ms')} | old def {f('old_definition_ms')} | longest pause in its"
+            f" + downlink+playout {f('downlink_ms')} | WebAudio tap {f('tap_total_ms')} (tap - element"
+            f" {f('tap_minus_element_ms')}; playout clock - element {f('clock_minus_element_ms')}, - tap"
+            f" {f('clock_minus_tap_ms')}) | old def {f('old_definition_ms')} | longest pause in its"
             f" first 4 s {f('opening_longest_pause_ms')} | {r['voice']:<18}"
             f" heard {r['user_text']!r}\n    server = {parts}")
 
@@ -168,7 +176,8 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
     report = {
         "benchmark": "e2e_heard",
         "definition": "last 10 ms block of the question's voice above -40 dBFS -> first 10 ms block "
-                      "of the page's played answer above -40 dBFS",
+                      "of the answer above -40 dBFS as the page's <audio> element plays it "
+                      "(tap_total_ms: the same block from the AudioWorklet tap's WebAudio copy)",
         "hardware": hardware(),
         "python": platform.python_version(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -10,7 +10,9 @@ page once the call is up:
   the received video drawn to a 16x8 canvas.
 - sample-exact level taps (an AudioWorklet) on the avatar's received voice and on the
   microphone, every 10 ms block stamped with its audio frame, with the context's clock pairs:
-  what ``bench.heard`` turns into the latency a listener hears (issue 24).
+  what ``bench.heard`` turns into the latency a listener hears (issue 24);
+- the same voice on the ``<audio>`` element's own path: the receiver's per-packet delivery
+  record and Chrome's playout delay and playout clock (``bench.element_path``).
 
 So latency, fps and mouth motion are all measured where the person is: in the browser.
 """
@@ -148,7 +150,35 @@ _INIT_JS = """
       const ts = ctx.getOutputTimestamp();
       window.__tapClock.push([ts.contextTime, ts.performanceTime, performance.now(), ctx.currentTime]);
     }, 50);
+    window.__startElementRecord();
     return true;
+  };
+  // The same voice on the <audio> element's own path, which is what a listener hears (the
+  // WebAudio copy above plays later; bench.element_path): when the receiver delivered each RTP
+  // packet for playout and its audio-level header (kept when the packet changes; polled every
+  // 5 ms so no 20 ms packet is missed), and every 100 ms Chrome's playout delay of the element
+  // and its playout clock (estimatedPlayoutTimestamp: which sender time plays out now).
+  window.__element = { sources: [], playout: [] };
+  window.__startElementRecord = () => {
+    const pc = window.__pc;
+    const receiver = pc && pc.getReceivers().find((r) => r.track && r.track.kind === 'audio');
+    if (!receiver) return;
+    let last = null;
+    setInterval(() => {
+      for (const s of receiver.getSynchronizationSources()) {
+        if (s.rtpTimestamp === last) continue;
+        last = s.rtpTimestamp;
+        window.__element.sources.push([performance.now(), s.timestamp, s.rtpTimestamp ?? null, s.audioLevel ?? null]);
+      }
+    }, 5);
+    setInterval(async () => {
+      const row = { t: performance.now() };
+      (await pc.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'audio') row.clock = [r.estimatedPlayoutTimestamp ?? null, r.timestamp];
+        if (r.type === 'media-playout') row.playout = [r.totalPlayoutDelay, r.totalSamplesCount];
+      });
+      window.__element.playout.push(row);
+    }, 100);
   };
 })();
 """ % SAMPLE_PERIOD_MS
@@ -286,7 +316,7 @@ _TAPS = """() => {
   return { answer: window.__taps.answer, mic: window.__taps.mic, clock: window.__tapClock,
            rate: ctx ? ctx.sampleRate : null, base_latency_s: ctx ? ctx.baseLatency : null,
            output_latency_s: ctx ? ctx.outputLatency : null, time_origin_ms: performance.timeOrigin,
-           gum_at_ms: window.__gumAt };
+           gum_at_ms: window.__gumAt, element: window.__element };
 }"""
 
 
