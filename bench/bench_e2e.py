@@ -106,12 +106,18 @@ def heard_spans(conv: Conversation, question_16k: np.ndarray) -> dict:
     return listener_latency(conv.taps, conv.events.get("ws") or [], question_16k, LEAD_S)
 
 
-def ask(url: str, wav_dir: Path, i: int, text: str, voice: tuple, pcm: np.ndarray, box) -> dict:
+def ask(url: str, wav_dir: Path, i: int, text: str, voice: tuple, pcm: np.ndarray, box, raw: list | None = None) -> dict:
     wav = wav_dir / f"q{i}.wav"
     speech_s = write_mic_wav(wav, pcm, LEAD_S, 25.0)
     conv = converse(url, wav, LEAD_S + speech_s, box)
     r = summary(conv)
     r.update(heard_spans(conv, pcm))
+    if raw is not None:
+        # What the page recorded of the answer (the microphone tap left out), to check the
+        # element path's figures offline.
+        raw.append({"run": i, "taps": {k: v for k, v in conv.taps.items() if k != "mic"},
+                    "tap_heard_page_ms": r["tap_heard_page_ms"], "sent_page_ms": r["sent_page_ms"],
+                    "speech_end_page_ms": r["speech_end_page_ms"]})
     # The old definition: the clock started at the end of the WAV's speech segment.
     r["old_definition_ms"] = r.pop("first_audio_ms")
     r["audio_jitter_buffer_ms"] = ((conv.events.get("rtp") or {}).get("audio") or {}).get("jitter_buffer_ms")
@@ -136,7 +142,7 @@ def _line(tag: str, r: dict) -> str:
 
 
 def run(runs: int, out: Path, base_url: str | None = None, compare: str | None = None,
-        warmup: bool = True) -> dict:
+        warmup: bool = True, raw_out: Path | None = None) -> dict:
     from tests.speech import mouth_box_of_default_avatar
 
     procs: list[AvatarProcess] = []
@@ -153,6 +159,7 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
         if compare:
             urls["B"] = procs[-1].url
         results: dict[str, list[dict]] = {k: [] for k in urls}
+        raw: list | None = [] if raw_out is not None else None
         speak = speaker()
         box = mouth_box_of_default_avatar()
         with tempfile.TemporaryDirectory() as tmp:
@@ -167,7 +174,7 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
                 pcm = speak(text, voice)
                 order = list(urls) if i % 2 == 0 else list(urls)[::-1]
                 for tag in order:
-                    r = ask(urls[tag], Path(tmp), i, text, voice, pcm, box)
+                    r = ask(urls[tag], Path(tmp), i, text, voice, pcm, box, raw)
                     results[tag].append(r)
                     print(f"run {i + 1}/{runs} " + _line(tag, r), flush=True)
     finally:
@@ -192,6 +199,8 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
             "fps": describe([r["fps"] for r in rs]),
         }
     write_json(out, report)
+    if raw_out is not None:
+        write_json(raw_out, raw, indent=None)
     for tag, c in report["configs"].items():
         label = f"{tag} ({c['env'] or 'as configured'})"
         for k in SPANS:
@@ -222,12 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", default=None, metavar="NAME=VALUE",
                         help="also start an avatar with this environment variable and pair every question")
     parser.add_argument("--no-warmup", action="store_true", help="count the first answer too")
+    parser.add_argument("--raw", type=Path, default=None, help="also write what the page recorded of each answer here")
     args = parser.parse_args(argv)
     if args.url is not None and not is_loopback_url(args.url):
         parser.error("--url must be a loopback address (http://127.0.0.1:PORT)")
     if args.compare is not None and "=" not in args.compare:
         parser.error("--compare takes NAME=VALUE")
-    run(args.runs, args.out, args.url, args.compare, warmup=not args.no_warmup)
+    run(args.runs, args.out, args.url, args.compare, warmup=not args.no_warmup, raw_out=args.raw)
     return 0
 
 

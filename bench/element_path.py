@@ -5,15 +5,14 @@ the time its AudioContext outputs it. That tap is a WebAudio *copy* of the recei
 listener hears the ``<audio>`` element's copy, and issue 25 found the WebAudio copy 31-42 ms
 later (docs/visemes.md). Here the same block is timed on the element's own path:
 
-1. **which packet is which.** The tap's blocks around the answer's opening, paired into 20 ms
-   levels, are slid along the receiver's packets (their audio-level headers) until the levels
-   match (``bench.packet_match``, as ``bench.av_align`` does with a reference voice). The tap's
-   10 ms grid against the 20 ms packets: both pairings are tried and the better kept, so the
-   result is good to about +-5 ms;
-2. **when the element plays it.** A packet leaves the element's speaker at its delivery time
-   plus Chrome's playout delay (``media-playout``). ``tap_minus_element_ms`` is the median, over
-   the matched packets, of the tap's time minus the element's; the element's first block is the
-   tap's first block minus that lag.
+1. **when the element plays each packet.** At its delivery time plus Chrome's playout delay
+   (``media-playout``), from the receiver's record (``bench.packet_match``, shared with
+   ``bench.av_align``);
+2. **how much later the tap's copy plays.** The tap's level over each packet's 20 ms, shifted
+   in 1 ms steps, against the packet's audio-level header (the sender's RMS, before Opus):
+   the shift with the smallest level error is ``tap_minus_element_ms``, and the element's first
+   block is the tap's first block minus it. The receiver delivers in 10 ms pulls, so a packet's
+   delivery time is good to about 10 ms.
 3. **an independent check: Chrome's playout clock.** ``estimatedPlayoutTimestamp`` says which
    sender time plays out at a stats sample's time. aiortc's sender reports map RTP time to its
    wall clock at sending (the same clock the gateway's ``first_audio_ms`` ends on, one machine),
@@ -29,40 +28,46 @@ import statistics
 import numpy as np
 
 from bench.heard import answer_blocks, heard_latency
-from bench.packet_match import PACKET_MS, SILENT_DB, Packets, match, packets, playout_delay_ms
+from bench.packet_match import FLOOR_DB, PACKET_MS, SILENT_DB, Packets, packets, playout_delay_ms
 
 # The stretch of the tap that is matched to packets: from just before the first loud block
 # through the answer's opening (a few hundred packets, enough for an unambiguous match).
 BEFORE_MS = 500.0
 AFTER_MS = 4000.0
+BLOCK_MS = 10.0
+# Where the tap's copy may lie against the element's: 31-42 ms later in issue 25's runs.
+LAGS_MS = np.arange(-150.0, 251.0, 1.0)
 NTP_EPOCH_MS = 2_208_988_800_000.0  # 1900-01-01 to 1970-01-01
 # Chrome's playout clock samples used: the first second of the answer.
 CLOCK_SPAN_MS = 1000.0
 
 
 def tap_minus_element_ms(blocks: list[tuple[float, float]], rec: Packets, delay_ms: float) -> tuple[float | None, dict]:
-    """How much later the tap outputs a block than the element plays it: ``blocks`` are the
-    tap's contiguous 10 ms blocks (page time output, mean square), ``delay_ms`` the element's
-    playout delay."""
-    best: tuple[float, float, dict] | None = None
-    for phase in (0, 1):
-        b = blocks[phase:]
-        n = len(b) // 2
-        if n < 50:
-            continue
-        t = np.array([b[2 * j][0] for j in range(n)])
-        ms = np.array([(b[2 * j][1] + b[2 * j + 1][1]) / 2 for j in range(n)])
-        ref_db = np.clip(-10 * np.log10(np.maximum(ms, 1e-13)), 0, SILENT_DB)
-        c, err = match(rec, ref_db, around_ms=float(t[0]) - delay_ms)
-        if c is None:
-            continue
-        k = rec.index - c
-        inside = (k >= 0) & (k < n)
-        lag = float(np.median(t[k[inside]] - (rec.delivered_ms[inside] + delay_ms)))
-        if best is None or err < best[0]:
-            best = (err, lag, {"level_error_db": round(err, 2), "packets_matched": int(inside.sum()), "of": n,
-                               "phase": phase})
-    return (None, {}) if best is None else (best[1], best[2])
+    """How much later the tap outputs the voice than the element plays it: the shift (1 ms
+    steps) at which the tap's level over each packet's 20 ms matches the packet's own header
+    best. ``blocks``: the tap's contiguous 10 ms blocks (page time output, mean square);
+    ``delay_ms``: the element's playout delay.
+
+    Matched in time, not by packet count: when Chrome's jitter buffer stretches or squeezes
+    the voice (it does on a loaded machine) both copies carry the same stretched audio, but
+    the packets no longer sit 20 ms apart."""
+    if len(blocks) < 100:
+        return None, {}
+    edges = np.append([b[0] for b in blocks], blocks[-1][0] + BLOCK_MS)
+    energy = np.concatenate([[0.0], np.cumsum([b[1] * BLOCK_MS for b in blocks])])
+    plays = rec.delivered_ms + delay_ms
+    inside = (plays >= edges[0] - LAGS_MS[0]) & (plays + PACKET_MS <= edges[-1] - LAGS_MS[-1])
+    if inside.sum() < 50:
+        return None, {}
+    want = np.minimum(rec.level_db[inside], FLOOR_DB)
+    start = plays[inside][None, :] + LAGS_MS[:, None]
+    mean_square = (np.interp(start + PACKET_MS, edges, energy) - np.interp(start, edges, energy)) / PACKET_MS
+    got = np.minimum(-10 * np.log10(np.maximum(mean_square, 1e-13)), FLOOR_DB)
+    err = np.abs(got - want[None, :]).mean(axis=1)
+    best = int(np.argmin(err))
+    if best in (0, len(LAGS_MS) - 1):
+        return None, {"level_error_db": round(float(err[best]), 2)}  # a fit at the edge is no fit
+    return float(LAGS_MS[best]), {"level_error_db": round(float(err[best]), 2), "packets": int(inside.sum())}
 
 
 def first_packet_before(rec: Packets, delay_ms: float, at_ms: float) -> int | None:
