@@ -10,8 +10,8 @@ later (docs/visemes.md). Here the same block is timed on the element's own path:
    ``bench.av_align``);
 2. **how much later the tap's copy plays.** The tap's level over each packet's 20 ms, shifted
    in 1 ms steps, against the packet's audio-level header (the sender's RMS, before Opus):
-   the shift with the smallest level error is ``tap_minus_element_ms``, and the element's first
-   block is the tap's first block minus it. The receiver delivers in 10 ms pulls, so a packet's
+   the shift with the smallest level error around the first block is ``tap_minus_element_ms``,
+   and the element's first block is the tap's first block minus it. The receiver delivers in 10 ms pulls, so a packet's
    delivery time is good to about 10 ms.
 3. **an independent check: Chrome's playout clock.** ``estimatedPlayoutTimestamp`` says which
    sender time plays out at a stats sample's time. aiortc's sender reports map RTP time to its
@@ -30,10 +30,12 @@ import numpy as np
 from bench.heard import answer_blocks, heard_latency
 from bench.packet_match import FLOOR_DB, PACKET_MS, SILENT_DB, Packets, packets, playout_delay_ms
 
-# The stretch of the tap that is matched to packets: from just before the first loud block
-# through the answer's opening (a few hundred packets, enough for an unambiguous match).
+# The stretch of the tap that is matched to packets: around the first loud block, where the
+# lag matters. The WebAudio copy's lag drifts over an answer (in one run of 20 it went from 34
+# to -19 ms over 4 s), so a fit over the whole opening can miss the first block's by 25 ms;
+# 2 s (about 80 packets inside the search) still match unambiguously.
 BEFORE_MS = 500.0
-AFTER_MS = 4000.0
+AFTER_MS = 1500.0
 BLOCK_MS = 10.0
 # Where the tap's copy may lie against the element's: 31-42 ms later in issue 25's runs.
 LAGS_MS = np.arange(-150.0, 251.0, 1.0)
