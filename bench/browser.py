@@ -71,7 +71,7 @@ _INIT_JS = """
   };
   window.RTCPeerConnection.prototype = OrigPC.prototype;
   window.__samples = [];
-  window.__startSampler = (box) => {
+  window.__startSampler = (box, element) => {
     const video = document.getElementById('avatar');
     const canvas = document.createElement('canvas');
     const ctx = canvas.getContext('2d', { willReadFrequently: true });
@@ -102,7 +102,7 @@ _INIT_JS = """
       for (const x of buf) sum += x * x;
       window.__audio.push([performance.now(), sum / buf.length]);
     }, 10);
-    return window.__startTaps();
+    return window.__startTaps(element);
   };
   // Sample-exact level taps (issue 24): an AudioWorklet sums every 10 ms block of the avatar's
   // played voice and of the microphone, stamped with its audio frame. The frame becomes page
@@ -110,7 +110,7 @@ _INIT_JS = """
   // timer happened to run.
   window.__taps = { answer: [], mic: [] };
   window.__tapClock = [];
-  window.__startTaps = async () => {
+  window.__startTaps = async (element) => {
     const ctx = new AudioContext();
     const src = `class LevelTap extends AudioWorkletProcessor {
       constructor() { super(); this.n = Math.round(sampleRate / 100); this.sum = 0; this.k = 0;
@@ -150,7 +150,7 @@ _INIT_JS = """
       const ts = ctx.getOutputTimestamp();
       window.__tapClock.push([ts.contextTime, ts.performanceTime, performance.now(), ctx.currentTime]);
     }, 50);
-    window.__startElementRecord();
+    if (element) window.__startElementRecord();
     return true;
   };
   // The same voice on the <audio> element's own path, which is what a listener hears (the
@@ -257,7 +257,8 @@ class Conversation:
 
 
 @contextlib.contextmanager
-def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = True, query: str = ""):
+def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = True, query: str = "",
+              element_record: bool = False):
     """A headless Chromium page in a connected call, sampling from the start of the call.
 
     Yields ``(page, gum_at_ms)``: the page time at which the fake microphone began playing
@@ -265,6 +266,8 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
     adds the page's own switches (e.g. ``ns=0`` turns the browser's noise suppression off).
     ``url`` may carry a query (the ``?token=...`` URL an avatar off localhost prints); an https
     URL is usually the stack's self-signed certificate, which the test browser accepts.
+    ``element_record``: also record the voice on the ``<audio>`` element's path (a 5 ms poll and
+    a 100 ms ``getStats``: page CPU that ``bench.bench_idle_cpu`` should not count).
     """
     from playwright.sync_api import sync_playwright
 
@@ -285,7 +288,8 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
             page.wait_for_function(
                 "window.avatarClient.connectionState === 'connected'", timeout=30_000
             )
-            page.evaluate("box => window.__startSampler(box)", list(mouth_box))  # awaits the taps
+            page.evaluate("([box, element]) => window.__startSampler(box, element)",  # awaits the taps
+                          [list(mouth_box), element_record])
             yield page, page.evaluate("window.__gumAt")
             page.click("#hangup")
         finally:
@@ -368,7 +372,8 @@ def converse(
     query: str = "",
 ) -> Conversation:
     """Open the page, press Start, let the fake mic speak, wait for the whole spoken answer."""
-    with open_call(url, mic_wav, mouth_box, echo_cancellation=echo_cancellation, query=query) as (page, gum_at):
+    with open_call(url, mic_wav, mouth_box, echo_cancellation=echo_cancellation, query=query,
+                   element_record=True) as (page, gum_at):
         speech_end_ms = gum_at + speech_end_s * 1000
         # Mid-sentence screenshot: shortly after the avatar's first words appear.
         page.wait_for_selector('#transcript .entry[data-role="avatar"]', timeout=answer_timeout_s * 1000)

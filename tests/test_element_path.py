@@ -155,3 +155,24 @@ def test_a_recorded_answer():
     assert r["element_heard_page_ms"] == pytest.approx(run["tap_heard_page_ms"] - r["tap_minus_element_ms"])
     assert r["element_fit"]["level_error_db"] < 2.0
     assert abs(r["clock_minus_element_ms"]) < 10 and r["clock_minus_tap_ms"] < -25, r
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_real_page_records_the_elements_path(avatar, question):
+    """Headless Chromium asks the avatar a question: the page records the element's path, the
+    tap's copy reads later than the element, and Chrome's playout clock sides with the element."""
+    from bench.browser import converse
+    from tests.conftest import LEAD_S, SPOKEN_QUESTION
+    from tests.speech import mouth_box_of_default_avatar, piper_speech
+
+    wav, speech_end_s = question
+    conv = converse(avatar.url, wav, speech_end_s, mouth_box_of_default_avatar())
+    r = listener_latency(conv.taps, conv.events["ws"], piper_speech(SPOKEN_QUESTION), LEAD_S)
+    print(f"\nheard: element {r['total_ms']} ms, tap {r['tap_total_ms']} ms; tap - element "
+          f"{r['tap_minus_element_ms']} ms; playout clock - element {r['clock_minus_element_ms']} ms")
+    assert r["element_fit"]["level_error_db"] < 4.0, r["element_fit"]
+    assert 5 <= r["tap_minus_element_ms"] <= 80
+    assert abs(r["clock_minus_element_ms"]) < 20 and r["clock_minus_tap_ms"] < 0
+    assert r["total_ms"] == pytest.approx(r["tap_total_ms"] - r["tap_minus_element_ms"], abs=0.2)
+    assert r["uplink_vad_ms"] + r["server_ms"] + r["downlink_ms"] == pytest.approx(r["total_ms"], abs=1)
