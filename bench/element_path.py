@@ -11,8 +11,8 @@ later (docs/visemes.md). Here the same block is timed on the element's own path:
 2. **how much later the tap's copy plays.** The tap's level over each packet's 20 ms, shifted
    in 1 ms steps, against the packet's audio-level header (the sender's RMS, before Opus):
    the shift with the smallest level error around the first block is ``tap_minus_element_ms``,
-   and the element's first block is the tap's first block minus it. The receiver delivers in 10 ms pulls, so a packet's
-   delivery time is good to about 10 ms.
+   and the element's first block is the tap's first block minus it. The receiver delivers in
+   10 ms pulls, so a packet's delivery time is good to about 10 ms.
 3. **an independent check: Chrome's playout clock.** ``estimatedPlayoutTimestamp`` says which
    sender time plays out at a stats sample's time. aiortc's sender reports map RTP time to its
    wall clock at sending (the same clock the gateway's ``first_audio_ms`` ends on, one machine),
