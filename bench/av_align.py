@@ -27,9 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.packet_match import PACKET_MS, match, packets
+from bench.packet_match import RTP_PER_PACKET as RTP_PER_PACKET  # the packet clock, for the tests
+from bench.packet_match import levels_db as _packet_levels_db
+
 FRAME_MS = 40.0
-RTP_PER_PACKET = 960  # 48 kHz audio clock, 20 ms packets
-PACKET_MS = 20.0
 # The page's analyser: fftSize 256 at 48 kHz.
 ANALYSER_MS = 256 / 48.0
 
@@ -122,46 +124,21 @@ def element_heard_at_ms(
     own record (``getSynchronizationSources``: when each RTP packet was delivered for playout,
     its RTP timestamp and the sender's audio-level header) plus Chrome's playout delay of the
     element's output (``media-playout`` stats). Each packet (20 ms) is identified by matching its
-    level against the reference's; resolution: the 10 ms at which the receiver delivers."""
-    rows = [r for r in sources if r[2] is not None and r[3] is not None]
-    if len(rows) < 100:
+    level against the reference's (``bench.packet_match``); resolution: the 10 ms at which the
+    receiver delivers."""
+    rec = packets(sources, time_origin)
+    if rec is None:
         return None, {}
-    first: dict[int, tuple[float, float]] = {}
-    for _, ts, rtp, level in rows:
-        t = ts - time_origin if ts > 1e12 else ts  # Chrome reports the wall clock
-        if int(rtp) not in first or t < first[int(rtp)][0]:
-            first[int(rtp)] = (t, level)
-    rtps = np.array(sorted(first, key=lambda r: first[r][0]), np.int64)
-    delivered = np.array([first[r][0] for r in rtps])
-    level_db = np.array([-20 * np.log10(max(first[r][1], 1e-9)) if first[r][1] > 0 else 127.0 for r in rtps])
-    packet = np.round(((rtps - rtps[0]) % (1 << 32)) / RTP_PER_PACKET).astype(int)
     ref_db = _packet_levels_db(ref.voice)
     n = len(ref_db)
-    best, best_c = np.inf, None
-    for c in range(int(packet.min()) - n, int(packet.max()) + 1):
-        k = packet - c
-        inside = (k >= 0) & (k < n)
-        if inside.sum() < 0.8 * n:
-            continue
-        if around_ms is not None and abs(float(np.median(delivered[inside] - k[inside] * PACKET_MS)) - around_ms) > 300:
-            continue
-        err = float(np.abs(np.minimum(level_db[inside], 90) - np.minimum(ref_db[k[inside]], 90)).mean())
-        if err < best:
-            best, best_c = err, c
+    best_c, best = match(rec, ref_db, around_ms)
     if best_c is None:
         return None, {}
-    k = packet - best_c
+    k = rec.index - best_c
     inside = (k >= 0) & (k < n)
-    at = delivered[inside] - k[inside] * PACKET_MS
+    at = rec.delivered_ms[inside] - k[inside] * PACKET_MS
     return float(np.median(at)) + playout_delay_ms, {"level_error_db": round(best, 2), "packets_matched": int(inside.sum()),
                                                      "of": n, "playout_delay_ms": round(playout_delay_ms, 1)}
-
-
-def _packet_levels_db(voice: np.ndarray) -> np.ndarray:
-    """The sender's audio-level header of each 20 ms packet (dBov, 0..127, as aiortc sets it)."""
-    n = len(voice) // 320
-    rms = np.sqrt(np.mean((voice[: n * 320].reshape(n, 320).astype(np.float64)) ** 2, axis=1))
-    return np.clip(-20 * np.log10(np.maximum(rms, 1e-9)), 0, 127)
 
 
 def shown_at_ms(ref: Reference, shown_ms: np.ndarray, crops: np.ndarray, near_ms: float) -> tuple[float | None, dict]:

@@ -6,8 +6,12 @@ measures in the page (issue 24):
 
 - end of speech: the last 10 ms block of the question's voice above -40 dBFS (the near-silence
   a synthetic voice trails is not speech);
-- first audio: the first 10 ms block of the avatar's voice as the page plays it above -40 dBFS,
-  from an AudioWorklet tap (``bench.browser``, ``bench.heard``).
+- first audio: the first 10 ms block of the avatar's voice above -40 dBFS as the page's
+  ``<audio>`` element plays it (``bench.element_path``): the block is found by an AudioWorklet
+  tap (``bench.browser``, ``bench.heard``), whose WebAudio copy plays some 30-40 ms after the
+  element's, and timed on the element's own path (the receiver's per-packet delivery record plus
+  Chrome's playout delay). The tap's own figure is printed beside it, and Chrome's playout clock
+  (``estimatedPlayoutTimestamp``) as an independent check of both.
 
 Each run prints three spans split by the gateway's per-turn timestamps: uplink + VAD, server,
 downlink + playout; and, for comparison, the old definition (the clock started at the end of
@@ -37,7 +41,7 @@ import numpy as np
 from bench.avatar_process import AvatarProcess, is_loopback_url
 from bench.browser import Conversation, converse, summary, write_mic_wav
 from bench.hardware import hardware
-from bench.heard import heard_latency
+from bench.element_path import listener_latency
 from bench.result_file import write_json
 
 QUESTIONS = [
@@ -61,7 +65,9 @@ VOICES = [
     ("espeak", "en+m3", 175),
 ]
 LEAD_S = 3.0
-SPANS = ("total_ms", "uplink_vad_ms", "server_ms", "downlink_ms", "old_definition_ms", "opening_longest_pause_ms")
+SPANS = ("total_ms", "uplink_vad_ms", "server_ms", "downlink_ms", "tap_total_ms", "tap_downlink_ms",
+         "tap_minus_element_ms", "clock_minus_element_ms", "clock_minus_tap_ms", "old_definition_ms",
+         "opening_longest_pause_ms")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -95,17 +101,23 @@ def speaker() -> Callable[[str, tuple], np.ndarray]:
 
 
 def heard_spans(conv: Conversation, question_16k: np.ndarray) -> dict:
-    """A listener's latency and its three spans (``bench.heard``) for a question asked with
-    ``write_mic_wav(..., LEAD_S, ...)``."""
-    return heard_latency(conv.taps, conv.events.get("ws") or [], question_16k, LEAD_S)
+    """A listener's latency and its three spans (``bench.element_path``) for a question asked
+    with ``write_mic_wav(..., LEAD_S, ...)``."""
+    return listener_latency(conv.taps, conv.events.get("ws") or [], question_16k, LEAD_S)
 
 
-def ask(url: str, wav_dir: Path, i: int, text: str, voice: tuple, pcm: np.ndarray, box) -> dict:
+def ask(url: str, wav_dir: Path, i: int, text: str, voice: tuple, pcm: np.ndarray, box, raw: list | None = None) -> dict:
     wav = wav_dir / f"q{i}.wav"
     speech_s = write_mic_wav(wav, pcm, LEAD_S, 25.0)
     conv = converse(url, wav, LEAD_S + speech_s, box)
     r = summary(conv)
     r.update(heard_spans(conv, pcm))
+    if raw is not None:
+        # What the page recorded of the answer (the microphone tap left out), to check the
+        # element path's figures offline.
+        raw.append({"run": i, "taps": {k: v for k, v in conv.taps.items() if k != "mic"},
+                    "tap_heard_page_ms": r["tap_heard_page_ms"], "sent_page_ms": r["sent_page_ms"],
+                    "speech_end_page_ms": r["speech_end_page_ms"]})
     # The old definition: the clock started at the end of the WAV's speech segment.
     r["old_definition_ms"] = r.pop("first_audio_ms")
     r["audio_jitter_buffer_ms"] = ((conv.events.get("rtp") or {}).get("audio") or {}).get("jitter_buffer_ms")
@@ -122,13 +134,15 @@ def _line(tag: str, r: dict) -> str:
     parts = " + ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in (r.get("server_parts") or {}).items()
                        if v is not None)
     return (f"{tag}: heard {f('total_ms')} ms = uplink+VAD {f('uplink_vad_ms')} + server {f('server_ms')}"
-            f" + downlink+playout {f('downlink_ms')} | old def {f('old_definition_ms')} | longest pause in its"
+            f" + downlink+playout {f('downlink_ms')} | WebAudio tap {f('tap_total_ms')} (tap - element"
+            f" {f('tap_minus_element_ms')}; playout clock - element {f('clock_minus_element_ms')}, - tap"
+            f" {f('clock_minus_tap_ms')}) | old def {f('old_definition_ms')} | longest pause in its"
             f" first 4 s {f('opening_longest_pause_ms')} | {r['voice']:<18}"
             f" heard {r['user_text']!r}\n    server = {parts}")
 
 
 def run(runs: int, out: Path, base_url: str | None = None, compare: str | None = None,
-        warmup: bool = True) -> dict:
+        warmup: bool = True, raw_out: Path | None = None) -> dict:
     from tests.speech import mouth_box_of_default_avatar
 
     procs: list[AvatarProcess] = []
@@ -145,6 +159,7 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
         if compare:
             urls["B"] = procs[-1].url
         results: dict[str, list[dict]] = {k: [] for k in urls}
+        raw: list | None = [] if raw_out is not None else None
         speak = speaker()
         box = mouth_box_of_default_avatar()
         with tempfile.TemporaryDirectory() as tmp:
@@ -159,7 +174,7 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
                 pcm = speak(text, voice)
                 order = list(urls) if i % 2 == 0 else list(urls)[::-1]
                 for tag in order:
-                    r = ask(urls[tag], Path(tmp), i, text, voice, pcm, box)
+                    r = ask(urls[tag], Path(tmp), i, text, voice, pcm, box, raw)
                     results[tag].append(r)
                     print(f"run {i + 1}/{runs} " + _line(tag, r), flush=True)
     finally:
@@ -168,7 +183,8 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
     report = {
         "benchmark": "e2e_heard",
         "definition": "last 10 ms block of the question's voice above -40 dBFS -> first 10 ms block "
-                      "of the page's played answer above -40 dBFS",
+                      "of the answer above -40 dBFS as the page's <audio> element plays it "
+                      "(tap_total_ms: the same block from the AudioWorklet tap's WebAudio copy)",
         "hardware": hardware(),
         "python": platform.python_version(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -183,6 +199,8 @@ def run(runs: int, out: Path, base_url: str | None = None, compare: str | None =
             "fps": describe([r["fps"] for r in rs]),
         }
     write_json(out, report)
+    if raw_out is not None:
+        write_json(raw_out, raw, indent=None)
     for tag, c in report["configs"].items():
         label = f"{tag} ({c['env'] or 'as configured'})"
         for k in SPANS:
@@ -213,12 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", default=None, metavar="NAME=VALUE",
                         help="also start an avatar with this environment variable and pair every question")
     parser.add_argument("--no-warmup", action="store_true", help="count the first answer too")
+    parser.add_argument("--raw", type=Path, default=None, help="also write what the page recorded of each answer here")
     args = parser.parse_args(argv)
     if args.url is not None and not is_loopback_url(args.url):
         parser.error("--url must be a loopback address (http://127.0.0.1:PORT)")
     if args.compare is not None and "=" not in args.compare:
         parser.error("--compare takes NAME=VALUE")
-    run(args.runs, args.out, args.url, args.compare, warmup=not args.no_warmup)
+    run(args.runs, args.out, args.url, args.compare, warmup=not args.no_warmup, raw_out=args.raw)
     return 0
 
 

@@ -10,7 +10,9 @@ page once the call is up:
   the received video drawn to a 16x8 canvas.
 - sample-exact level taps (an AudioWorklet) on the avatar's received voice and on the
   microphone, every 10 ms block stamped with its audio frame, with the context's clock pairs:
-  what ``bench.heard`` turns into the latency a listener hears (issue 24).
+  what ``bench.heard`` turns into the latency a listener hears (issue 24);
+- the same voice on the ``<audio>`` element's own path: the receiver's per-packet delivery
+  record and Chrome's playout delay and playout clock (``bench.element_path``).
 
 So latency, fps and mouth motion are all measured where the person is: in the browser.
 """
@@ -69,7 +71,7 @@ _INIT_JS = """
   };
   window.RTCPeerConnection.prototype = OrigPC.prototype;
   window.__samples = [];
-  window.__startSampler = (box) => {
+  window.__startSampler = (box, element) => {
     const video = document.getElementById('avatar');
     const canvas = document.createElement('canvas');
     const ctx = canvas.getContext('2d', { willReadFrequently: true });
@@ -100,7 +102,7 @@ _INIT_JS = """
       for (const x of buf) sum += x * x;
       window.__audio.push([performance.now(), sum / buf.length]);
     }, 10);
-    return window.__startTaps();
+    return window.__startTaps(element);
   };
   // Sample-exact level taps (issue 24): an AudioWorklet sums every 10 ms block of the avatar's
   // played voice and of the microphone, stamped with its audio frame. The frame becomes page
@@ -108,7 +110,7 @@ _INIT_JS = """
   // timer happened to run.
   window.__taps = { answer: [], mic: [] };
   window.__tapClock = [];
-  window.__startTaps = async () => {
+  window.__startTaps = async (element) => {
     const ctx = new AudioContext();
     const src = `class LevelTap extends AudioWorkletProcessor {
       constructor() { super(); this.n = Math.round(sampleRate / 100); this.sum = 0; this.k = 0;
@@ -148,7 +150,35 @@ _INIT_JS = """
       const ts = ctx.getOutputTimestamp();
       window.__tapClock.push([ts.contextTime, ts.performanceTime, performance.now(), ctx.currentTime]);
     }, 50);
+    if (element) window.__startElementRecord();
     return true;
+  };
+  // The same voice on the <audio> element's own path, which is what a listener hears (the
+  // WebAudio copy above plays later; bench.element_path): when the receiver delivered each RTP
+  // packet for playout and its audio-level header (kept when the packet changes; polled every
+  // 5 ms so no 20 ms packet is missed), and every 100 ms Chrome's playout delay of the element
+  // and its playout clock (estimatedPlayoutTimestamp: which sender time plays out now).
+  window.__element = { sources: [], playout: [] };
+  window.__startElementRecord = () => {
+    const pc = window.__pc;
+    const receiver = pc && pc.getReceivers().find((r) => r.track && r.track.kind === 'audio');
+    if (!receiver) return;
+    let last = null;
+    setInterval(() => {
+      for (const s of receiver.getSynchronizationSources()) {
+        if (s.rtpTimestamp === last) continue;
+        last = s.rtpTimestamp;
+        window.__element.sources.push([performance.now(), s.timestamp, s.rtpTimestamp ?? null, s.audioLevel ?? null]);
+      }
+    }, 5);
+    setInterval(async () => {
+      const row = { t: performance.now() };
+      (await pc.getStats()).forEach((r) => {
+        if (r.type === 'inbound-rtp' && r.kind === 'audio') row.clock = [r.estimatedPlayoutTimestamp ?? null, r.timestamp];
+        if (r.type === 'media-playout') row.playout = [r.totalPlayoutDelay, r.totalSamplesCount];
+      });
+      window.__element.playout.push(row);
+    }, 100);
   };
 })();
 """ % SAMPLE_PERIOD_MS
@@ -227,7 +257,8 @@ class Conversation:
 
 
 @contextlib.contextmanager
-def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = True, query: str = ""):
+def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = True, query: str = "",
+              element_record: bool = False):
     """A headless Chromium page in a connected call, sampling from the start of the call.
 
     Yields ``(page, gum_at_ms)``: the page time at which the fake microphone began playing
@@ -235,6 +266,8 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
     adds the page's own switches (e.g. ``ns=0`` turns the browser's noise suppression off).
     ``url`` may carry a query (the ``?token=...`` URL an avatar off localhost prints); an https
     URL is usually the stack's self-signed certificate, which the test browser accepts.
+    ``element_record``: also record the voice on the ``<audio>`` element's path (a 5 ms poll and
+    a 100 ms ``getStats``: page CPU that ``bench.bench_idle_cpu`` should not count).
     """
     from playwright.sync_api import sync_playwright
 
@@ -255,7 +288,8 @@ def open_call(url: str, mic_wav: Path, mouth_box, *, echo_cancellation: bool = T
             page.wait_for_function(
                 "window.avatarClient.connectionState === 'connected'", timeout=30_000
             )
-            page.evaluate("box => window.__startSampler(box)", list(mouth_box))  # awaits the taps
+            page.evaluate("([box, element]) => window.__startSampler(box, element)",  # awaits the taps
+                          [list(mouth_box), element_record])
             yield page, page.evaluate("window.__gumAt")
             page.click("#hangup")
         finally:
@@ -286,7 +320,7 @@ _TAPS = """() => {
   return { answer: window.__taps.answer, mic: window.__taps.mic, clock: window.__tapClock,
            rate: ctx ? ctx.sampleRate : null, base_latency_s: ctx ? ctx.baseLatency : null,
            output_latency_s: ctx ? ctx.outputLatency : null, time_origin_ms: performance.timeOrigin,
-           gum_at_ms: window.__gumAt };
+           gum_at_ms: window.__gumAt, element: window.__element };
 }"""
 
 
@@ -338,7 +372,8 @@ def converse(
     query: str = "",
 ) -> Conversation:
     """Open the page, press Start, let the fake mic speak, wait for the whole spoken answer."""
-    with open_call(url, mic_wav, mouth_box, echo_cancellation=echo_cancellation, query=query) as (page, gum_at):
+    with open_call(url, mic_wav, mouth_box, echo_cancellation=echo_cancellation, query=query,
+                   element_record=True) as (page, gum_at):
         speech_end_ms = gum_at + speech_end_s * 1000
         # Mid-sentence screenshot: shortly after the avatar's first words appear.
         page.wait_for_selector('#transcript .entry[data-role="avatar"]', timeout=answer_timeout_s * 1000)

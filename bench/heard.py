@@ -46,6 +46,12 @@ def _blocks(frames: list, rate: float, offset_ms: float) -> list[tuple[float, fl
     return [(f / rate * 1000 + offset_ms, ms) for f, ms in frames]
 
 
+def answer_blocks(taps: dict) -> list[tuple[float, float]]:
+    """(page time at which the tap's copy is output, mean square) of every 10 ms block of the
+    avatar's voice."""
+    return _blocks(taps.get("answer") or [], taps["rate"], _offsets(taps)[0])
+
+
 def heard_latency(taps: dict, ws_events: list[dict], question_16k: np.ndarray, lead_s: float) -> dict:
     """The spans of one question (``question_16k``, the voice alone, played ``lead_s`` into
     the fake microphone's file) and the answer the page played. Values are ms; a span is
@@ -67,7 +73,7 @@ def heard_latency(taps: dict, ws_events: list[dict], question_16k: np.ndarray, l
         anchor = "mic"
     else:
         speech_end, anchor = gum_end, "getUserMedia"
-    answer = _blocks(taps.get("answer") or [], rate, out_off)
+    answer = answer_blocks(taps)
     heard = first_loud_block(answer, speech_end)
     result = {
         "anchor": anchor,
@@ -80,6 +86,11 @@ def heard_latency(taps: dict, ws_events: list[dict], question_16k: np.ndarray, l
         "server_ms": None,
         "downlink_ms": None,
         "stages": {},
+        # Page times, for the element path (bench.element_path): the question's end, the
+        # answer's first loud block as the tap plays it, and when the server sent its first unit.
+        "speech_end_page_ms": round(speech_end, 1),
+        "tap_heard_page_ms": None if heard is None else round(heard, 1),
+        "sent_page_ms": None,
     }
     stats = [e for e in ws_events if e.get("type") == "stats" and e.get("speech_end_unix_ms")
              and (e.get("stages") or {}).get("first_audio_ms") is not None]
@@ -91,6 +102,7 @@ def heard_latency(taps: dict, ws_events: list[dict], question_16k: np.ndarray, l
         result["stages"] = last["stages"]
         result["uplink_vad_ms"] = round(server_end - (origin + speech_end), 1)
         result["server_ms"] = round(last["stages"]["first_audio_ms"], 1)
+        result["sent_page_ms"] = round(sent - origin, 1)
         if heard is not None:
             result["downlink_ms"] = round(origin + heard - sent, 1)
         result["server_parts"] = server_parts(last["stages"])
