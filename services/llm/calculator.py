@@ -26,6 +26,9 @@ from fractions import Fraction
 MAX_DIGITS = 30
 MAX_EXPONENT = 64
 MAX_RESULT_DIGITS = 60
+# A spoken question is a sentence or two; a longer text is not searched (the search is
+# quadratic in the worst case).
+MAX_QUESTION_CHARS = 1000
 
 _UNITS = {
     "zero": 0, "oh": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -385,6 +388,8 @@ def format_number(value: Fraction) -> str:
 
 def find_calculation(question: str) -> Calculation | None:
     """The longest run of explicit arithmetic in ``question`` (None when it holds none)."""
+    if len(question) > MAX_QUESTION_CHARS:
+        return None
     text = question.lower()
     toks = _tokens(text)
     best: tuple[int, int, int, Fraction | None, str] | None = None  # (tokens used, start, end, result, why)
@@ -398,7 +403,7 @@ def find_calculation(question: str) -> Calculation | None:
         except _Undefined as exc:
             result, why = None, str(exc)
             parser.ops = max(parser.ops, 1)
-        except (_NoParse, ZeroDivisionError, OverflowError, ValueError):
+        except (_NoParse, ZeroDivisionError, OverflowError, ValueError, RecursionError):
             continue
         if parser.ops == 0:
             continue
