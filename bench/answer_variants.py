@@ -53,12 +53,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "answer first": dict(persona=PERSONA_BEFORE_27, examples=(
         V3[0], ("What is the capital of Canada?", "Ottawa. It is the capital of Canada."),
         ("What is 6 plus 3?", "9. 6 plus 3 is 9."), V3[3], ("What do I like?", "Swimming. You like to swim."))),
+    # Third round (with the calculator): fewer example tokens, and small-talk wording.
+    "no sum example": dict(examples=(V3[0], V3[1], V3[3], V3[4])),
+    "no hi example": dict(examples=V3[1:]),
+    "no capital example": dict(examples=(V3[0], V3[2], V3[3], V3[4])),
+    "hi: happy to help": dict(examples=(("Hi!", "Hi! I'm happy to help."), *V3[1:])),
+    "hi: happy to help, no sum": dict(examples=(("Hi!", "Hi! I'm happy to help."), V3[1], V3[3], V3[4])),
+    "persona: cheerful": dict(persona=SHORT + " Be cheerful and helpful."),
 }
 
 
 def main(argv: list[str]) -> int:
     split, only = argv[0], argv[1:]
     base = dataclasses.replace(LlmSettings.from_env(), pace_tokens_per_s=0.0)
+    if not any(label in VARIANTS for label in only):
+        raise SystemExit(f"unknown variants {only}; known: {list(VARIANTS)}") if only else None
     items = ba.split_items(ba.load_items(), split)
     expect = {i.id: i.expect for i in items}
     report: dict[str, Any] = {}

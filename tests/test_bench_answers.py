@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -100,6 +101,9 @@ def test_the_baseline_keeps_the_persona_it_had() -> None:
     # --paired-baseline compares against the settings before issue 27, old persona included.
     assert BEFORE_TUNING["persona"] != DEFAULT_PERSONA
     assert persona_name(DEFAULT_PERSONA) == persona_name(BEFORE_TUNING["persona"]) == "Ava"
+    # ...and without what came with it: the calculator, digits free of the repetition penalty.
+    before = dataclasses.replace(LlmSettings.from_env({}), **BEFORE_TUNING)
+    assert not before.calculator and before.penalize_digits and not before.few_shot
 
 
 def test_no_example_is_a_benchmark_question() -> None:

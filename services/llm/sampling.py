@@ -28,8 +28,13 @@ class Sampling:
 
 
 class Sampler:
-    def __init__(self, sampling: Sampling) -> None:
+    def __init__(self, sampling: Sampling, exempt_ids: frozenset[int] = frozenset()) -> None:
         self.sampling = sampling
+        # Tokens the repetition penalty never touches: digits. SmolLM2 writes a number one
+        # digit a token, so "100" repeats "0" and a penalised model wrote "10 divided by 10"
+        # for "100 divided by 10" (bench/bench_answers.py, docs/llm.md).
+        self._exempt_ids = sorted(exempt_ids)
+        self._exempt: torch.Tensor | None = None
         self._warpers = []
         if sampling.temperature > 0:
             if sampling.top_k > 0:
@@ -45,6 +50,12 @@ class Sampler:
         if penalty == 1.0:
             return scores
         penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
+        if self._exempt_ids:
+            if self._exempt is None or self._exempt.shape[-1] != seen.shape[-1] or self._exempt.device != seen.device:
+                exempt = torch.zeros(seen.shape[-1], dtype=torch.bool, device=seen.device)
+                exempt[[i for i in self._exempt_ids if i < seen.shape[-1]]] = True
+                self._exempt = exempt
+            seen = seen & ~self._exempt
         return torch.where(seen, penalized, scores)
 
     def pick(self, logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:

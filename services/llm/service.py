@@ -12,6 +12,7 @@ from collections.abc import Callable
 from services import messages
 from services.control import serve_stage
 from services.lanes import SessionLanes, iterate_in_thread
+from services.llm.calculator import annotate
 from services.llm.clauses import ClauseSplitter
 from services.llm.engine import LlmEngine
 from services.llm.few_shot import example_messages
@@ -66,7 +67,9 @@ class LlmService:
         budget = max(64, min(self._settings.prompt_tokens, self._engine.context_tokens - self._settings.max_new_tokens))
         # The conversation comes with the question (the gateway owns it): nothing kept here.
         history = parse_history(msg.history)
-        chat = build_prompt(self._settings.persona, history, msg.text, self._engine.count_tokens, budget,
+        # Only this turn's prompt gets the result; the gateway's history keeps the question as asked.
+        question = annotate(msg.text) if self._settings.calculator else msg.text
+        chat = build_prompt(self._settings.persona, history, question, self._engine.count_tokens, budget,
                             examples=self._examples)
         # Shows that the gateway's history arrived and was used (a restarted LLM has nothing else).
         logger.info(

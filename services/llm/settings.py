@@ -39,6 +39,9 @@ class LlmSettings:
     # prompt, penalising them pushed SmolLM2 off the very words of the right answer
     # (bench/bench_answers.py: 50.0 % with, 65.0 % without).
     penalize_prompt: bool = False
+    # Whether digits count as repeats too. Off: a number repeats digits ("100"), and
+    # penalising them made SmolLM2 write "10 divided by 10" for "100 divided by 10".
+    penalize_digits: bool = False
     persona: str = DEFAULT_PERSONA
     # An answer ends after this many sentences (0: when the model stops): spoken answers are
     # short, and a small model's third sentence is rarely right (bench/bench_answers.py).
@@ -47,6 +50,9 @@ class LlmSettings:
     slow_s: float = 5.0
     # Example exchanges after the persona (few_shot.py); cached with it, so free per turn.
     few_shot: bool = False
+    # Explicit arithmetic in a question is computed and its result added to the question the
+    # model sees (calculator.py): a 135M model phrases "10 minus 3" well but misses the number.
+    calculator: bool = False
     # OpenAI-compatible server (vLLM, TGI, Ollama) for engine=openai.
     openai_base_url: str = "http://127.0.0.1:8000/v1"
     openai_api_key: str = ""
@@ -108,10 +114,12 @@ class LlmSettings:
             max_new_tokens=env_int(env, "AVATAR_LLM_MAX_NEW_TOKENS", 96, 1, 4096),
             repetition_penalty=env_float(env, "AVATAR_LLM_REPETITION_PENALTY", 1.1, 1.0, 2.0),
             penalize_prompt=env_int(env, "AVATAR_LLM_PENALIZE_PROMPT", 0, 0, 1) == 1,
+            penalize_digits=env_int(env, "AVATAR_LLM_PENALIZE_DIGITS", 0, 0, 1) == 1,
             persona=env_str(env, "AVATAR_PERSONA", DEFAULT_PERSONA),
             max_sentences=env_int(env, "AVATAR_LLM_MAX_SENTENCES", 2, 0, 1000),
             slow_s=env_float(env, "AVATAR_LLM_SLOW_S", 5.0, 0.1, 600.0),
             few_shot=env_int(env, "AVATAR_LLM_FEW_SHOT", 1 if packaged else 0, 0, 1) == 1,
+            calculator=env_int(env, "AVATAR_LLM_CALCULATOR", 1 if packaged else 0, 0, 1) == 1,
             openai_base_url=url or env_str(env, "AVATAR_OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
             openai_api_key=env_str(env, "AVATAR_OPENAI_API_KEY", ""),
             cache_dir=env_str(

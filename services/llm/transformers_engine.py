@@ -128,7 +128,8 @@ class TransformersEngine:
                  temperature: float = 0.0, threads: int = 0, persona: str = "",
                  max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none", pace: Pace | None = None,
                  model_name: str = "", examples: list[ChatMessage] | None = None,
-                 repetition_penalty: float = 1.1, penalize_prompt: bool = True) -> None:
+                 repetition_penalty: float = 1.1, penalize_prompt: bool = True,
+                 penalize_digits: bool = True) -> None:
         # What the page's Stats panel shows as the model that answered.
         self.model_name = model_name or Path(model_dir).name
         # "cpu" | "cuda": the string form pick_dtype and apply_quant compare against.
@@ -173,7 +174,7 @@ class TransformersEngine:
                 penalize_prompt=penalize_prompt,
                 top_k=50 if gen.top_k is None else int(gen.top_k),
                 top_p=1.0 if gen.top_p is None else float(gen.top_p),
-            )),
+            ), exempt_ids=frozenset() if penalize_digits else digit_token_ids(self._tok)),
             max_batch=max_batch,
             pace=pace,
         )
@@ -210,7 +211,8 @@ class TransformersEngine:
                    settings.quant, pace_from_settings(settings),
                    model_name=settings.model and Path(settings.model).name or SMOLLM2_GGUF.rsplit(".", 2)[0],
                    examples=example_messages() if settings.few_shot else None,
-                   repetition_penalty=settings.repetition_penalty, penalize_prompt=settings.penalize_prompt)
+                   repetition_penalty=settings.repetition_penalty, penalize_prompt=settings.penalize_prompt,
+                   penalize_digits=settings.penalize_digits)
 
     @property
     def context_tokens(self) -> int:
@@ -287,6 +289,18 @@ class TransformersEngine:
         finally:
             # Closing this generator early (a barge-in) takes the request out of the batch.
             tokens.cancel()
+
+
+def digit_token_ids(tokenizer: object) -> frozenset[int]:
+    """Ids of the tokens that are only ASCII digits, with or without a leading space marker,
+    and of the lone space marker that SmolLM2 writes before a number (" 10" is "Ġ", "1", "0")."""
+    vocab: dict[str, int] = tokenizer.get_vocab()  # type: ignore[attr-defined]
+    return frozenset(i for token, i in vocab.items() if _digits_or_space(token))
+
+
+def _digits_or_space(token: str) -> bool:
+    rest = token.lstrip("Ġ▁")
+    return (rest == "" and token in ("Ġ", "▁")) or (rest != "" and all("0" <= c <= "9" for c in rest))
 
 
 def _eos_ids(*candidates: int | list[int] | None) -> frozenset[int]:
