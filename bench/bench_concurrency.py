@@ -356,6 +356,9 @@ def run(levels: list[tuple[int, bool]], out_dir: Path, timeout_s: float, base_ur
     finally:
         if proc is not None:
             proc.stop()
+            # The services' per-turn log lines (stage timings, first avatar audio) for each client.
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "avatar.log").write_text("\n".join(proc.lines) + "\n")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     report = {
         "benchmark": "concurrency",
