@@ -419,8 +419,8 @@ class BatchedDecoder:
             joiner.request.first_token_at = now
             self._active.append(joiner.request)
         logger.info(
-            "BatchedDecoder(req %s): prefilled together, %s prompt tokens (%s cached), %d fed per row, in %.0f ms, "
-            "%.0f ms after submit; batch of %d", ",".join(str(j.request.id) for j in group),
+            "BatchedDecoder(req %s): %d prefilled in one forward, %s prompt tokens (%s cached), %d fed per row, "
+            "in %.0f ms, %.0f ms after submit; batch of %d", ",".join(str(j.request.id) for j in group), len(group),
             ",".join(str(len(j.request.prompt_ids)) for j in group), ",".join(str(j.cached) for j in group), feed,
             (now - started) * 1000, (started - min(j.request.submitted for j in group)) * 1000, len(self._active),
         )
