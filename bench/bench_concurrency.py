@@ -27,7 +27,7 @@ Usage: ``python -m bench.bench_concurrency --clients 1 2 3 --ws-only --rounds 3 
 With ``--rounds R`` the whole list of levels runs R times, interleaved (1, 3, 1, 3, ...), so a
 slow minute of a shared machine lands on every level alike. The summary gives, per level, the
 median and worst first audio over all its clients and rounds, and the worst as a multiple of
-the single-client median (the goal: at most 1.5x for 3 clients at once).
+the single-client median (issue 24's goal: at most 2x for 3 clients at once, at 25 fps).
 """
 
 from __future__ import annotations
