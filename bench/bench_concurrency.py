@@ -16,6 +16,9 @@ Per client it reports:
 - received video fps per whole second from the question on, the lowest second, and the
   number of seconds below 20 fps.
 
+Per level it also reports the cores each of the avatar's processes (and this benchmark's, which
+holds the clients) used in the second after the end of the question, while the answers start.
+
 The clients decode video on the same CPUs as the avatar, so on a small machine the fps is a
 floor. Every wait is bounded (``--timeout-s`` after the end of speech); only loopback is used.
 
@@ -24,7 +27,7 @@ Usage: ``python -m bench.bench_concurrency --clients 1 2 3 --ws-only --rounds 3 
 With ``--rounds R`` the whole list of levels runs R times, interleaved (1, 3, 1, 3, ...), so a
 slow minute of a shared machine lands on every level alike. The summary gives, per level, the
 median and worst first audio over all its clients and rounds, and the worst as a multiple of
-the single-client median (the goal: at most 1.5x for 3 clients at once).
+the single-client median (issue 24's goal: at most 2x for 3 clients at once, at 25 fps).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -46,6 +50,7 @@ import av
 import numpy as np
 
 from bench.avatar_process import ROOT, AvatarProcess, is_loopback_url
+from bench.bench_idle_cpu import _children, _cpu_s
 from bench.hardware import hardware
 from bench.result_file import write_json
 from bench.webrtc_clients import CONNECT_TIMEOUT_S, connect_clients, speech_48k
@@ -59,6 +64,9 @@ VOICE_PEAK = 500.0
 MAX_CLIENTS = 8  # the gateway's default session limit
 WARM_UP_FRAMES = 25  # one second of idle video per client before the question
 SETTLE_S = 1.0  # after the last awaited event, so the received tracks catch up
+# CPU per process is summed over this long from the end of the question: while the answers
+# start (three at once take about a second here), what each stage and the clients spend.
+CPU_WINDOW_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +93,9 @@ class Level:
     timeout_s: float
     results: list[ClientResult]
     ws_only_events: dict[str, int] | None  # event types the WS-only client got, counted
+    # Cores each process kept busy over CPU_WINDOW_S from the end of the question (the
+    # benchmark's own process is the clients); None when the avatar was not started here.
+    cores_after_speech: dict[str, float] | None = None
 
     @property
     def label(self) -> str:
@@ -194,6 +205,19 @@ def longest_gap_ms(levels: list[tuple[float, float]], after: float) -> float | N
     return round(max(b - a for a, b in zip(voiced, voiced[1:])) * 1000, 1)
 
 
+async def cores_after(pids: list[int], start: float, seconds: float) -> dict[str, float]:
+    """Cores each named process used over ``seconds`` from ``start`` (monotonic)."""
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+    before, t0 = _cpu_s(pids), time.monotonic()
+    await asyncio.sleep(seconds)
+    after, wall = _cpu_s(pids), time.monotonic() - t0
+    by_name: dict[str, float] = {}
+    for pid, (name, cpu) in after.items():
+        if pid in before:
+            by_name[name] = by_name.get(name, 0.0) + (cpu - before[pid][1]) / wall
+    return {k: round(v, 3) for k, v in sorted(by_name.items()) if v >= 0.001}
+
+
 def _is_speaking(e: dict) -> bool:
     return e.get("type") == "state" and e.get("state") == "speaking"
 
@@ -209,6 +233,7 @@ async def measure_level(
     timeout_s: float = 45.0,
     whole_answers: bool = True,
     question: str = QUESTION,
+    avatar_pid: int | None = None,
 ) -> Level:
     """One level: ``clients`` spoken questions at once (plus a WS-only typed one).
 
@@ -231,6 +256,10 @@ async def measure_level(
         asked_at = time.monotonic()
         for c in rtc:
             c.mic.play(pcm)
+        cpu = None
+        if avatar_pid is not None:
+            pids = [*_children(avatar_pid), os.getpid()]
+            cpu = asyncio.create_task(cores_after(pids, asked_at + speech_s, CPU_WINDOW_S), name="cpu-window")
         if typist is not None:
             await typist.ask(TYPED_QUESTION)
         deadline = asked_at + speech_s + 0.1 + timeout_s
@@ -261,7 +290,8 @@ async def measure_level(
                 longest_gap_ms=longest_gap_ms(c.audio_levels, asked_at + speech_s),
             ))
         events = dict(typist.event_types) if typist is not None else None
-    return Level(clients, ws_only, round(speech_s, 2), timeout_s, results, events)
+        cores = await cpu if cpu is not None else None  # its window ended long before the settle
+    return Level(clients, ws_only, round(speech_s, 2), timeout_s, results, events, cores)
 
 
 def _seconds(ms: float | None, timeout_s: float) -> str:
@@ -334,6 +364,9 @@ def _print_level(lv: Level) -> None:
         print(f"level {lv.label}: client {r.client}: first audio {_seconds(r.first_audio_ms, lv.timeout_s)} s "
               f"(gateway {r.gateway_first_audio_ms} ms), answered {r.answered}, fps min {r.fps_min}, "
               f"{r.secs_below_20fps} s below {SLOW_FPS:.0f} fps, heard {r.heard!r}", flush=True)
+    if lv.cores_after_speech is not None:
+        print(f"level {lv.label}: cores used in the {CPU_WINDOW_S:.0f} s after the question: {lv.cores_after_speech}",
+              flush=True)
     if lv.ws_only_events is not None:
         print(f"level {lv.label}: the WS-only client got {lv.ws_only_events}", flush=True)
 
@@ -350,12 +383,16 @@ def run(levels: list[tuple[int, bool]], out_dir: Path, timeout_s: float, base_ur
         for i, (clients, ws_only) in enumerate(levels * rounds):
             if i:
                 time.sleep(3.0)  # the closed sessions' answers drain out of the pipeline
-            level = asyncio.run(measure_level(base_url, clients, ws_only, timeout_s))
+            level = asyncio.run(measure_level(base_url, clients, ws_only, timeout_s,
+                                              avatar_pid=None if proc is None else proc.proc.pid))
             measured.append(level)
             _print_level(level)
     finally:
         if proc is not None:
             proc.stop()
+            # The services' per-turn log lines (stage timings, first avatar audio) for each client.
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "avatar.log").write_text("\n".join(proc.lines) + "\n")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     report = {
         "benchmark": "concurrency",

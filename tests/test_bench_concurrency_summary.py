@@ -46,3 +46,29 @@ def test_longest_gap_is_the_longest_silence_inside_the_answer():
     levels = [(0.5, 0.0), (1.0, 900.0), (1.1, 800.0), (1.3, 10.0), (1.5, 700.0), (1.6, 900.0), (2.5, 0.0)]
     assert longest_gap_ms(levels, after=0.0) == 400.0
     assert longest_gap_ms(levels, after=1.55) is None  # one voiced packet: no gap to measure
+
+
+def test_cores_after_counts_the_cpu_a_busy_process_spends_in_the_window():
+    import asyncio
+    import os
+    import threading
+    import time
+
+    from bench.bench_concurrency import cores_after
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    worker = threading.Thread(target=spin, daemon=True)
+    worker.start()
+    try:
+        cores = asyncio.run(cores_after([os.getpid()], time.monotonic() + 0.05, 0.5))
+    finally:
+        stop.set()
+        worker.join(5)
+    # One spinning thread: most of a core, whatever else the machine runs (never above 1.5).
+    (name, used), = cores.items()
+    assert 0.05 < used < 1.5, cores

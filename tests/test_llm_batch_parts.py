@@ -129,3 +129,22 @@ def test_llm_detokenizer_pieces_join_to_the_whole_text_across_multibyte_tokens()
     # Some tokens carry only part of a character and are held back until it completes.
     held_back = [i for i, piece in zip(ids, pieces) if piece == "" and i != tok.eos_token_id]
     assert held_back
+
+
+def test_llm_joint_prefill_groups_share_a_forward_only_when_few_cached_ids_are_fed_again():
+    from services.llm.batched_decoder import _Joiner, _Request, prefill_groups
+
+    def joiner(prompt: int, cached: int) -> _Joiner:
+        request = _Request(list(range(prompt)), 0, 4, lambda: False, id=prompt * 1000 + cached)
+        return _Joiner(request, DynamicCache(), cached)
+
+    # Three sessions asking at once: tails of 12, 10 and 14 ids share one forward fed 14 each
+    # (2 + 4 cached ids fed again).
+    a, b, c = joiner(160, 148), joiner(158, 148), joiner(162, 148)
+    assert [[j.tail for j in g] for g in prefill_groups([a, b, c])] == [[14, 12, 10]]
+    # A long first prompt next to a short tail would feed 119 cached ids again: apart.
+    long, short = joiner(200, 80), joiner(160, 159)
+    assert [[j.tail for j in g] for g in prefill_groups([short, long], max_recomputed=32)] == [[120], [1]]
+    # A prompt shorter than the group's feed cannot be fed that many ids: apart, though only
+    # 15 would be fed again.
+    assert [[j.tail for j in g] for g in prefill_groups([joiner(5, 0), joiner(30, 10)])] == [[20], [5]]

@@ -182,19 +182,59 @@ def test_llm_batch_is_capped_and_later_requests_wait_in_order(tiny_llama_dir):
     log = ForwardLog(engine._model)
     try:
         prompts = [engine._template_ids(ask(q, None), add_generation_prompt=True) for q in ("a", "b", "c")]
-        streams = [engine.decoder.submit(ids, 0, 6, lambda: False) for ids in prompts]
+        # Holding the decoder's lock, so all three wait when its thread next looks.
+        with engine.decoder._cond:
+            streams = [engine.decoder.submit(ids, 0, 6, lambda: False) for ids in prompts]
         answers = [list(stream) for stream in streams]
     finally:
         log.close()
         engine.close()
     assert [len(answer) for answer in answers] == [6, 6, 6]  # random weights: no early end
     assert max(rows for _, rows, _ in log.calls) <= 2
-    # The third prompt waited for a slot: its prefill came only after the first answer ended
-    # (6 tokens: one from its prefill, then at least 4 more steps before either could end).
-    tokens_per_call = [tokens for _, _, tokens in log.calls]
-    prefills = [i for i, tokens in enumerate(tokens_per_call) if tokens > 1]
-    assert len(prefills) == 3
-    assert tokens_per_call[: prefills[2]].count(1) >= 4
+    # The first two were prefilled together, in one forward of two rows; the third waited for
+    # a slot: its prefill came only after the first answer ended (6 tokens: one from its
+    # prefill, then at least 4 more steps before either could end).
+    prefills = [i for i, (_, _, tokens) in enumerate(log.calls) if tokens > 1]
+    assert len(prefills) == 2 and log.calls[prefills[0]][1] == 2
+    assert [tokens for _, _, tokens in log.calls[: prefills[1]]].count(1) >= 4
+
+
+def test_llm_requests_that_wait_together_share_their_prefill_and_answer_as_if_alone(tiny_llama_dir):
+    """Three sessions asking at once: one prefill forward for the three (rows fed the same
+    number of ids, shorter tails recomputing a few cached ones), and a prompt cached but for
+    its last id joins the next decode step without a forward of its own. Greedy tokens equal
+    each request decoded by itself."""
+    questions = ("hi", "hello there, how are you", "what is the capital of France")
+
+    def answers(engine, hold: bool) -> list[list[int]]:
+        prompts = [engine._template_ids(ask(q, "Be brief."), add_generation_prompt=True) for q in questions]
+        fixed = engine._prefix_len(ask(questions[0], "Be brief."), prompts[0])
+        if not hold:
+            return [list(engine.decoder.submit(ids, fixed, 8, lambda: False)) for ids in prompts]
+        with engine.decoder._cond:
+            streams = [engine.decoder.submit(ids, fixed, 8, lambda: False) for ids in prompts]
+        return [list(stream) for stream in streams]
+
+    alone = TransformersEngine(tiny_llama_dir, "float32", "cpu", max_new_tokens=8, persona="Be brief.")
+    try:
+        expected = answers(alone, hold=False)
+    finally:
+        alone.close()
+    engine = TransformersEngine(tiny_llama_dir, "float32", "cpu", max_new_tokens=8, persona="Be brief.")
+    log = ForwardLog(engine._model)
+    try:
+        together = answers(engine, hold=True)
+        prefills = [(rows, tokens) for _, rows, tokens in log.calls if tokens > 1]
+        # The same three again: every prompt is now cached but for its last id.
+        log.calls.clear()
+        again = answers(engine, hold=True)
+    finally:
+        log.close()
+        engine.close()
+    assert together == expected and again == expected
+    assert len(prefills) == 1 and prefills[0][0] == 3
+    assert log.calls[0][1:] == (3, 1)  # straight into a decode step of three rows
+    assert all(tokens == 1 for _, _, tokens in log.calls)
 
 
 def test_llm_answers_that_end_at_their_first_token_leave_cleanly(tiny_llama_dir):

@@ -9,7 +9,17 @@ One owned thread runs the model; nothing else calls it. Each loop it
    prompt, or the conversation's previous prompt), which also gives its first token, and appends
    its cache as a new row of the batch. All waiting requests are admitted in the same loop:
    a newcomer's first token matters more than a pause of a prefill or two in answers already
-   streaming, which run far ahead of speech anyway;
+   streaming, which run far ahead of speech anyway. Requests admitted together share their
+   forwards (**joint admission**): on the CPU a forward costs about what reading the weights
+   costs, whatever the rows, so three sessions asking at once paid three prefills in a row
+   before the last one's first token (a 12-token prefill of SmolLM2 is ~150-300 ms on one
+   core here, against ~30 ms for one token). Now
+
+   - a request whose prompt is cached but for its last token joins the batch as a plain row
+     fed that token: its first token comes from the next decode step, with everyone else's;
+   - the others are prefilled in one forward, each row fed the same number of tokens: a row
+     with a shorter uncached tail is fed a few already cached tokens again (at most
+     ``_MAX_RECOMPUTED_TOKENS`` in all per forward, else a separate forward);
 3. runs one decode step: a single forward over all B rows (see kv_batch.py), one new token
    for every row, so no active request is starved.
 
@@ -42,6 +52,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -50,8 +61,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
 
-from services.llm.kv_batch import KvBatch
+from services.llm.kv_batch import KvBatch, left_pad
 from services.llm.prefix_cache import PrefixCache
 from services.llm.sampling import Sampler
 from services.malloc_trim import trim_heap
@@ -62,6 +74,11 @@ logger = logging.getLogger(__name__)
 # time, so 16 leaves room for an interrupted answer still leaving while its successor joins.
 DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_WAITING = 64
+# Joint admission: cached tokens fed again, in all, so that rows share one prefill forward.
+# A few tokens cost little next to a second pass over the weights (~30 ms a forward here).
+_MAX_RECOMPUTED_TOKENS = 32
+# A/B switch for the paired benchmark only (bench/bench_concurrency.py): 0 = one prefill each.
+_JOINT_DEFAULT = os.environ.get("AVATAR_LLM_JOINT_PREFILL", "1") != "0"
 # Longest rest between checks of the requests' should_stop() (a barge-in is seen this soon).
 _MAX_REST_S = 0.1
 
@@ -128,6 +145,38 @@ class _Request:
             self.out.put_nowait(item)
 
 
+@dataclass(eq=False, slots=True)
+class _Joiner:
+    """A request being admitted, with its private cache of the first ``cached`` prompt ids."""
+
+    request: _Request
+    cache: DynamicCache
+    cached: int
+
+    @property
+    def tail(self) -> int:
+        """Prompt ids the cache does not hold yet."""
+        return len(self.request.prompt_ids) - self.cached
+
+
+def prefill_groups(joiners: list[_Joiner], max_recomputed: int = _MAX_RECOMPUTED_TOKENS) -> list[list[_Joiner]]:
+    """Joiners in groups that share one prefill forward: each row of a group is fed as many
+    ids as the group's longest tail, so a shorter tail costs cached ids fed again. Longest
+    tails first; a joiner that would push its group past ``max_recomputed`` such ids, or whose
+    whole prompt is shorter than that feed, starts a new group."""
+    groups: list[list[_Joiner]] = []
+    for joiner in sorted(joiners, key=lambda j: -j.tail):
+        if groups:
+            group = groups[-1]
+            feed = group[0].tail
+            recomputed = sum(feed - j.tail for j in group) + feed - joiner.tail
+            if recomputed <= max_recomputed and len(joiner.request.prompt_ids) >= feed:
+                group.append(joiner)
+                continue
+        groups.append([joiner])
+    return groups
+
+
 class TokenStream:
     """The reader's side of one request: iterate token ids; ``cancel`` to leave early."""
 
@@ -161,8 +210,11 @@ class BatchedDecoder:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_waiting: int = DEFAULT_MAX_WAITING,
         pace: Pace | None = None,
+        joint: bool = _JOINT_DEFAULT,
     ) -> None:
+        """``joint``: requests admitted together share forwards (the module docstring)."""
         self._model = model
+        self._joint = joint
         self._pace = pace
         self._eos = eos_token_ids
         self._sampler = sampler
@@ -242,8 +294,7 @@ class BatchedDecoder:
                             continue
                         free = self._max_batch - len(self._active)
                         joining = [self._waiting.popleft() for _ in range(min(free, len(self._waiting)))]
-                    for request in joining:
-                        self._prefill(request)
+                    self._admit(joining)
                     if self._active:
                         self._step()
         except BaseException as exc:  # the thread must not die silently: readers would hang
@@ -276,41 +327,145 @@ class BatchedDecoder:
             request.finish(_Failed(exc))
             return True
 
-    def _prefill(self, request: _Request) -> None:
-        if self._stale(request):
-            request.finish()
+    def _admit(self, joining: list[_Request]) -> None:
+        """Prefill the requests joining now, sharing forwards where their prompts allow."""
+        joiners: list[_Joiner] = []
+        for request in joining:
+            if self._stale(request):
+                request.finish()
+                continue
+            try:
+                cache, cached = self.prefix.start(request.prompt_ids, request.prefix_len)
+            except Exception as exc:
+                logger.exception("BatchedDecoder(req %d): prefill failed", request.id)
+                request.finish(_Failed(exc))
+                continue
+            joiners.append(_Joiner(request, cache, cached))
+        if not self._joint:
+            for joiner in joiners:
+                self._prefill([joiner])
             return
-        started = time.monotonic()
+        rest = []
+        for joiner in joiners:
+            if joiner.tail == 1 and joiner.cached > 0:
+                self._join_as_row(joiner)
+            else:
+                rest.append(joiner)
+        for group in prefill_groups(rest):
+            self._prefill(group)
+
+    def _join_as_row(self, joiner: _Joiner) -> None:
+        """A prompt cached but for its last id joins as a row fed that id at the next step: the
+        step's forward gives its first token, and no forward is spent on it alone."""
+        request = joiner.request
         try:
-            cache, start = self.prefix.start(request.prompt_ids, request.prefix_len)
-            device = self._model.device
-            out = self._model(
-                input_ids=torch.tensor([request.prompt_ids[start:]], device=device),
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            logits = out.logits[:, -1, :]
-            seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-            if self._sampler.sampling.penalize_prompt:
-                seen[torch.tensor(request.prompt_ids, device=logits.device)] = True
-            token = int(self._sampler.pick(logits, seen.unsqueeze(0))[0])
-            # The next turn of this conversation begins with this whole prompt.
-            self.prefix.remember(request.prompt_ids, out.cache)
-            self._batch.add(out.cache, len(request.prompt_ids))
+            self._batch.add(joiner.cache, joiner.cached)
+            request.seen = self._prompt_seen(request)
         except Exception as exc:
-            logger.exception("BatchedDecoder(req %d): prefill failed", request.id)
+            logger.exception("BatchedDecoder(req %d): joining the batch failed", request.id)
             request.finish(_Failed(exc))
             return
-        request.seen = seen
-        request.first_token_at = time.monotonic()
+        request.last_token = request.prompt_ids[-1]
         self._active.append(request)
-        logger.debug(
-            "BatchedDecoder(req %d): %d prompt tokens (%d cached) prefilled in %.0f ms, %.0f ms after "
-            "submit; batch of %d", request.id, len(request.prompt_ids), start,
-            (time.monotonic() - started) * 1000, (started - request.submitted) * 1000, len(self._active),
+        logger.info("BatchedDecoder(req %d): joined the batch with %d prompt tokens cached, %.0f ms after "
+                    "submit; batch of %d", request.id, joiner.cached,
+                    (time.monotonic() - request.submitted) * 1000, len(self._active))
+
+    def _prompt_seen(self, request: _Request) -> torch.Tensor:
+        """[V] bool: the tokens the repetition penalty counts before the answer's first."""
+        vocab = int(self._model.config.vocab_size)
+        seen = torch.zeros(vocab, dtype=torch.bool, device=self._model.device)
+        if self._sampler.sampling.penalize_prompt:
+            seen[torch.tensor(request.prompt_ids, device=seen.device)] = True
+        return seen
+
+    def _prefill(self, group: list[_Joiner]) -> None:
+        """One forward over ``group``'s prompts, each row fed its last ``feed`` ids (its own
+        uncached tail, the longest in the group, plus cached ids again where shorter)."""
+        started = time.monotonic()
+        feed = group[0].tail
+        try:
+            device = self._model.device
+            if len(group) == 1:
+                cache, mask = group[0].cache, None
+                out = self._model(
+                    input_ids=torch.tensor([group[0].request.prompt_ids[-feed:]], device=device),
+                    cache=cache, use_cache=True, logits_to_keep=1,
+                )
+            else:
+                cache, mask, kept = self._padded_cache(group, feed)
+                mask = torch.cat([mask, torch.ones((len(group), feed), dtype=torch.long, device=device)], dim=1)
+                out = self._model(
+                    input_ids=torch.tensor([j.request.prompt_ids[-feed:] for j in group], device=device),
+                    attention_mask=mask,
+                    position_ids=torch.tensor(kept, device=device).unsqueeze(1) + torch.arange(feed, device=device),
+                    cache=cache, use_cache=True, logits_to_keep=1,
+                )
+            seen = torch.stack([self._prompt_seen(j.request) for j in group])
+            tokens = self._sampler.pick(out.logits[:, -1, :], seen).tolist()
+            self._remember(group, out.cache)
+            if mask is None:
+                self._batch.add(out.cache, len(group[0].request.prompt_ids))
+            else:
+                self._batch.add_rows(out.cache, mask)
+        except Exception as exc:
+            logger.exception("BatchedDecoder(req %s): prefill failed", ",".join(str(j.request.id) for j in group))
+            for joiner in group:
+                joiner.request.finish(_Failed(exc))
+            return
+        now = time.monotonic()
+        for row, joiner in enumerate(group):
+            joiner.request.seen = seen[row].clone()
+            joiner.request.first_token_at = now
+            self._active.append(joiner.request)
+        logger.info(
+            "BatchedDecoder(req %s): %d prefilled in one forward, %s prompt tokens (%s cached), %d fed per row, "
+            "in %.0f ms, %.0f ms after submit; batch of %d", ",".join(str(j.request.id) for j in group), len(group),
+            ",".join(str(len(j.request.prompt_ids)) for j in group), ",".join(str(j.cached) for j in group), feed,
+            (now - started) * 1000, (started - min(j.request.submitted for j in group)) * 1000, len(self._active),
         )
-        self._emit(request, token)
+        for joiner, token in zip(group, tokens, strict=True):
+            self._emit(joiner.request, token)
+
+    def _padded_cache(self, group: list[_Joiner], feed: int) -> tuple[DynamicCache, torch.Tensor, list[int]]:
+        """The group's cached prefixes as one left-padded cache: row r keeps the first
+        ``len(prompt) - feed`` ids of its cache. Returns it, its mask [B, W] and those lengths."""
+        kept = [len(j.request.prompt_ids) - feed for j in group]
+        width = max(kept)
+        device = self._model.device
+        mask = torch.zeros((len(group), width), dtype=torch.long, device=device)
+        for row, n in enumerate(kept):
+            mask[row, width - n:] = 1
+        cache = DynamicCache(config=self._model.config)
+        if width == 0:
+            return cache, mask, kept
+        source = next(j for j, n in zip(group, kept, strict=True) if n > 0)
+        for index, layer in enumerate(source.cache.layers):
+            shape = (1, layer.keys.shape[1], 0, layer.keys.shape[3])
+            keys, values = [], []
+            for joiner, n in zip(group, kept, strict=True):
+                mine = joiner.cache.layers[index] if n > 0 else None
+                k = mine.keys[..., :n, :] if mine is not None else layer.keys.new_zeros(shape)
+                v = mine.values[..., :n, :] if mine is not None else layer.values.new_zeros(shape)
+                keys.append(left_pad(k, width))
+                values.append(left_pad(v, width))
+            cache.update(torch.cat(keys), torch.cat(values), index)
+        return cache, mask, kept
+
+    def _remember(self, group: list[_Joiner], cache: DynamicCache) -> None:
+        """The next turn of each conversation begins with its whole prompt: keep each row's."""
+        if len(group) == 1:
+            self.prefix.remember(group[0].request.prompt_ids, cache)
+            return
+        width = cache.layers[0].keys.shape[-2]
+        for row, joiner in enumerate(group):
+            n = len(joiner.request.prompt_ids)
+            one = DynamicCache(config=self._model.config)
+            for index, layer in enumerate(cache.layers):
+                # A copy: the batch's tensor holds every row, and an entry lives for turns.
+                one.update(layer.keys[row:row + 1, :, width - n:, :].clone(),
+                           layer.values[row:row + 1, :, width - n:, :].clone(), index)
+            self.prefix.remember(joiner.request.prompt_ids, one)
 
     def _drop_finished(self) -> None:
         keep: list[int] = []
@@ -343,6 +498,8 @@ class BatchedDecoder:
     def _emit(self, request: _Request, token: int) -> None:
         if request.done:
             return  # it ended at its prefill or was failed; its row leaves before the next step
+        if request.generated == 0 and not request.first_token_at:
+            request.first_token_at = time.monotonic()  # a row that joined without a prefill
         request.generated += 1
         if token in self._eos:
             request.finish()

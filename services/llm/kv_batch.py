@@ -34,23 +34,29 @@ class KvBatch:
 
     def add(self, cache: DynamicCache, length: int) -> None:
         """Append one request's cache (batch 1, ``length`` tokens) as the last row."""
+        device = cache.layers[0].keys.device if cache.layers else None
+        self.add_rows(cache, torch.ones((1, length), dtype=torch.long, device=device))
+
+    def add_rows(self, cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Append the rows of ``cache`` (batch B, W columns, each row's padding on its left, as
+        ``mask`` [B, W] says: 1 = real token) as the last rows, in order."""
+        rows, length = int(mask.shape[0]), int(mask.shape[1])
         for layer in cache.layers:
             # Sliding-window layers drop old columns on their own, which would misalign the
             # padding of the rows; this batch handles full attention only.
             if type(layer) is not DynamicLayer:
                 raise ValueError(f"batched decoding needs full-attention cache layers, got {type(layer).__name__}")
-            if layer.keys.shape[0] != 1 or layer.keys.shape[-2] != length:
-                raise ValueError(f"expected a one-row cache of {length} tokens, got {tuple(layer.keys.shape)}")
-        device = cache.layers[0].keys.device
-        row_mask = torch.ones((1, length), dtype=torch.long, device=device)
-        row_length = torch.tensor([length], dtype=torch.long, device=device)
+            if layer.keys.shape[0] != rows or layer.keys.shape[-2] != length:
+                raise ValueError(f"expected a {rows}-row cache of {length} columns, got {tuple(layer.keys.shape)}")
+        row_mask = mask.to(torch.long)
+        row_length = row_mask.sum(dim=1)
         if self._cache is None:
             self._cache, self._mask, self._lengths = cache, row_mask, row_length
             return
         width = max(self.width, length)
         for mine, theirs in zip(self._cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
-            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
+            mine.keys = torch.cat([left_pad(mine.keys, width), left_pad(theirs.keys, width)])
+            mine.values = torch.cat([left_pad(mine.values, width), left_pad(theirs.values, width)])
         self._mask = torch.cat([_left_pad_mask(self._mask, width), _left_pad_mask(row_mask, width)])
         self._lengths = torch.cat([self._lengths, row_length])
 
@@ -92,7 +98,7 @@ class KvBatch:
         return out.logits[:, -1, :]
 
 
-def _left_pad(states: torch.Tensor, width: int) -> torch.Tensor:
+def left_pad(states: torch.Tensor, width: int) -> torch.Tensor:
     """[B, H, T, D] -> [B, H, width, D], zeros on the left of the sequence axis."""
     missing = width - states.shape[-2]
     return states if missing == 0 else F.pad(states, (0, 0, missing, 0))
