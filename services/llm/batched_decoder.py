@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import queue
 import threading
 import time
@@ -77,8 +76,6 @@ DEFAULT_MAX_WAITING = 64
 # Joint admission: cached tokens fed again, in all, so that rows share one prefill forward.
 # A few tokens cost little next to a second pass over the weights (~30 ms a forward here).
 _MAX_RECOMPUTED_TOKENS = 32
-# A/B switch for the paired benchmark only (bench/bench_concurrency.py): 0 = one prefill each.
-_JOINT_DEFAULT = os.environ.get("AVATAR_LLM_JOINT_PREFILL", "1") != "0"
 # Longest rest between checks of the requests' should_stop() (a barge-in is seen this soon).
 _MAX_REST_S = 0.1
 
@@ -210,7 +207,7 @@ class BatchedDecoder:
         max_batch: int = DEFAULT_MAX_BATCH,
         max_waiting: int = DEFAULT_MAX_WAITING,
         pace: Pace | None = None,
-        joint: bool = _JOINT_DEFAULT,
+        joint: bool = True,
     ) -> None:
         """``joint``: requests admitted together share forwards (the module docstring)."""
         self._model = model

@@ -77,6 +77,9 @@ class LlmSettings:
     max_sessions: int = 16
     # Answers decoded together in one batched step; later ones wait FIFO for a slot.
     max_batch: int = 16
+    # Requests admitted together share one prefill forward (batched_decoder.py's joint
+    # admission); off only for the paired benchmark that measured it (docs/latency.md).
+    joint_prefill: bool = True
     # Weights of a float32 model on the CPU (weight_quant.py): decode is bound by reading
     # weights. int8 is a quarter of float32's bytes (3x the tokens/s); int4 takes the packaged
     # Q4_1 model's layers back to their own 4 bits (int8 for the rest). "none" on a GPU.
@@ -128,6 +131,7 @@ class LlmSettings:
             threads=env_int(env, "AVATAR_LLM_THREADS", 0 if gpu else 1, 0, 256),
             max_sessions=env_int(env, "AVATAR_MAX_SESSIONS", 16, 1, 1000),
             max_batch=env_int(env, "AVATAR_LLM_MAX_BATCH", 16, 1, 256),
+            joint_prefill=env_int(env, "AVATAR_LLM_JOINT_PREFILL", 1, 0, 1) == 1,
             quant=env_choice(env, "AVATAR_LLM_QUANT", "none" if gpu else "int4", QUANT_MODES),
             prompt_tokens=env_int(env, "AVATAR_LLM_PROMPT_TOKENS", 4096 if gpu else 512, 64, 1_000_000),
             pace_tokens_per_s=env_float(env, "AVATAR_LLM_PACE_TOKENS_PER_S", 8.0, 0.0, 10_000.0),

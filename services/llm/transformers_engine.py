@@ -129,7 +129,7 @@ class TransformersEngine:
                  max_batch: int = DEFAULT_MAX_BATCH, quant: str = "none", pace: Pace | None = None,
                  model_name: str = "", examples: list[ChatMessage] | None = None,
                  repetition_penalty: float = 1.1, penalize_prompt: bool = True,
-                 penalize_digits: bool = True) -> None:
+                 penalize_digits: bool = True, joint_prefill: bool = True) -> None:
         # What the page's Stats panel shows as the model that answered.
         self.model_name = model_name or Path(model_dir).name
         # "cpu" | "cuda": the string form pick_dtype and apply_quant compare against.
@@ -177,6 +177,7 @@ class TransformersEngine:
             ), exempt_ids=frozenset() if penalize_digits else digit_token_ids(self._tok)),
             max_batch=max_batch,
             pace=pace,
+            joint=joint_prefill,
         )
         try:
             self._warm_up(persona)
@@ -212,7 +213,7 @@ class TransformersEngine:
                    model_name=settings.model and Path(settings.model).name or SMOLLM2_GGUF.rsplit(".", 2)[0],
                    examples=example_messages() if settings.few_shot else None,
                    repetition_penalty=settings.repetition_penalty, penalize_prompt=settings.penalize_prompt,
-                   penalize_digits=settings.penalize_digits)
+                   penalize_digits=settings.penalize_digits, joint_prefill=settings.joint_prefill)
 
     @property
     def context_tokens(self) -> int:
