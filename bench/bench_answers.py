@@ -29,7 +29,7 @@ Baseline (2026-12-06, before issue 27's tuning, SmolLM2-135M int4, one thread, 2
 shared with other work so latencies are noisy): 40/60 = 66.7 % (facts 64.3, arithmetic 66.7,
 everyday 57.1, small talk 70.0, follow-up 80.0); first clause median 222 ms; 4 answers start
 with the name, 19 are longer than two sentences (``python -m bench.bench_answers --label baseline``).
-After it (``--paired-baseline`` under ``cpu quiet``): 71.7 % (tune half 80.0, held-out half
+After it (``--paired-baseline`` on a quiet machine): 71.7 % (tune half 80.0, held-out half
 63.3) with none longer than two sentences or starting with the name, against 66.7 % for the
 old settings in the same run; first clause median 294 against 265 ms. With the calculator
 (services/llm/calculator.py) and digits exempt from the repetition penalty, 2026-12-07, quiet:
