@@ -25,6 +25,11 @@ sessions asking at once on 2 cores: the third's first audio came 240-350 ms afte
 against 60-80 ms alone). The first clause of a turn is always due at once. Waiting also leaves
 the CPU to the stages still working on other sessions' first clauses.
 
+Why one clause per engine call, not several sessions' due clauses batched into one onnxruntime
+run: Piper accepts a batch, but on one CPU thread it costs in proportion to the (padded) audio,
+0.98-1.15x the same clauses in a row, and every item waits for the batch's end (docs/latency.md,
+"Batching Piper across sessions").
+
 Invariants: only the scheduler task touches the engine, always through the one-thread pool, so
 steps and generator closes never overlap; a step whose clause was dropped meanwhile (interrupt,
 close) is discarded, never sent.
