@@ -7,11 +7,12 @@ decode step for B rows is one model forward over a batch of B. Position ids are 
 
 Invariants: row i of every layer, of ``_mask`` and of ``_lengths`` belongs to the same request;
 the leftmost column holds a real token of at least one row (all-padding columns are trimmed when
-rows leave); padded key/value tensors are only ever replaced, never written in place.
+rows leave); no element of a key/value tensor handed out is ever written afterwards (rows
+leaving or joining replace the tensors; a step writes only past them, see GrowingLayer).
 
 A decode step appends one column to every layer. DynamicLayer does that with ``torch.cat``, a
 copy of the whole cache of all 30 layers per step: 0.9 ms of a 30 ms step at 50 tokens of
-context, 7.5 ms at 400 (measured, docs/llm.md), so later turns of a conversation answered
+context, 3.5-7.5 ms at 400 (measured, docs/llm.md), so later turns of a conversation answered
 slower. The batch's layers are ``GrowingLayer``s instead: they write the new column into spare
 room of a buffer allocated in chunks and hand out a view of its filled part. Only the spare room
 past every view handed out is written, so a tensor anyone already holds (the prefix cache keeps
