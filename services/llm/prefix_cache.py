@@ -86,8 +86,9 @@ class PrefixCache:
         """Keep the keys and values of ``ids`` (a one-row ``cache`` holding exactly them).
 
         Kept by reference, not copied: the batch goes on extending the cache it was given, but
-        a DynamicCache layer grows by ``torch.cat`` into a new tensor and KvBatch only ever
-        replaces its tensors, so the ones held here never change. A copy (3.4 ms for the
+        its layers (kv_batch.GrowingLayer) copy a tensor they did not allocate into a buffer of
+        their own before growing, and never write where a view already handed out lies, so the
+        ones held here never change. A copy (3.4 ms for the
         persona and examples' 162 tokens here) was paid before every answer's first token.
         """
         key = tuple(ids)
