@@ -50,7 +50,7 @@ import av
 import numpy as np
 
 from bench.avatar_process import ROOT, AvatarProcess, is_loopback_url
-from bench.bench_idle_cpu import _children, _cpu_s
+from bench.bench_idle_cpu import _children, _cpu_s, cores_between
 from bench.hardware import hardware
 from bench.result_file import write_json
 from bench.webrtc_clients import CONNECT_TIMEOUT_S, connect_clients, speech_48k
@@ -210,12 +210,7 @@ async def cores_after(pids: list[int], start: float, seconds: float) -> dict[str
     await asyncio.sleep(max(0.0, start - time.monotonic()))
     before, t0 = _cpu_s(pids), time.monotonic()
     await asyncio.sleep(seconds)
-    after, wall = _cpu_s(pids), time.monotonic() - t0
-    by_name: dict[str, float] = {}
-    for pid, (name, cpu) in after.items():
-        if pid in before:
-            by_name[name] = by_name.get(name, 0.0) + (cpu - before[pid][1]) / wall
-    return {k: round(v, 3) for k, v in sorted(by_name.items()) if v >= 0.001}
+    return cores_between(before, _cpu_s(pids), time.monotonic() - t0)
 
 
 def _is_speaking(e: dict) -> bool:

@@ -68,16 +68,23 @@ def _cpu_s(pids: list[int]) -> dict[int, tuple[str, float]]:
     return out
 
 
+def cores_between(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall_s: float
+) -> dict[str, float]:
+    """Cores each named process kept busy between two ``_cpu_s`` readings ``wall_s`` apart
+    (processes of one name summed; one that started or exited in between is left out)."""
+    by_name: dict[str, float] = {}
+    for p, (name, cpu) in after.items():
+        if p in before:
+            by_name[name] = by_name.get(name, 0.0) + (cpu - before[p][1]) / wall_s
+    return {k: round(v, 3) for k, v in sorted(by_name.items()) if v >= 0.001}
+
+
 def cores_used(pids: list[int], seconds: float) -> dict[str, float]:
     """Cores each named process kept busy over ``seconds`` (processes of one name summed)."""
     before, t0 = _cpu_s(pids), time.monotonic()
     time.sleep(seconds)
-    after, wall = _cpu_s(pids), time.monotonic() - t0
-    by_name: dict[str, float] = {}
-    for p, (name, cpu) in after.items():
-        if p in before:
-            by_name[name] = by_name.get(name, 0.0) + (cpu - before[p][1]) / wall
-    return {k: round(v, 3) for k, v in sorted(by_name.items()) if v >= 0.001}
+    return cores_between(before, _cpu_s(pids), time.monotonic() - t0)
 
 
 def run(seconds: float, out: Path) -> dict:
